@@ -1,0 +1,1 @@
+"""The HTTP service, the CLI and the scanner page."""

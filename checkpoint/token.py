@@ -1,0 +1,183 @@
+"""The permit token format v1: text <-> bytes (prefix, base45), the signed envelope, size limits.
+
+A token is ``PREFIX + base45(version | kid | payload | signature)``; the signature is Ed25519
+over ``SIGNING_DOMAIN + version | kid | payload``. Base45 (RFC 9285) uses exactly the QR
+alphanumeric character set, so the whole token encodes in the QR's dense alphanumeric mode.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import msgspec
+
+from checkpoint.errors import (
+    BadEncoding,
+    InvalidField,
+    MalformedEnvelope,
+    MalformedPayload,
+    TokenTooLong,
+    TrailingBytes,
+    UnknownPrefix,
+    UnsupportedVersion,
+)
+from checkpoint.model import Permit
+
+PREFIX = "CP1:"
+VERSION = 1
+KID_LENGTH = 4
+SIGNATURE_LENGTH = 64
+SIGNING_DOMAIN = b"checkpoint/permit-token/v1\x00"
+"""Signed before the envelope bytes, so a permit signature is never valid as another message."""
+
+MAX_TOKEN_CHARS = 400
+"""Length cap checked before anything else; a standard permit is about 160 characters."""
+
+MIN_ENVELOPE = 1 + KID_LENGTH + 1 + SIGNATURE_LENGTH
+
+BASE45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+_INVALID_DIGIT = 0xFF
+_DIGIT_TABLE = bytes(
+    BASE45_ALPHABET.index(chr(c)) if chr(c) in BASE45_ALPHABET else _INVALID_DIGIT
+    for c in range(256)
+)
+
+_payload_encoder = msgspec.msgpack.Encoder()
+_payload_decoder = msgspec.msgpack.Decoder(Permit)
+
+
+def b45encode(data: bytes) -> str:
+    """Encode bytes as base45 (RFC 9285)."""
+    out: list[str] = []
+    alphabet = BASE45_ALPHABET
+    for i in range(0, len(data) - 1, 2):
+        n = (data[i] << 8) | data[i + 1]
+        n, c = divmod(n, 45)
+        e, d = divmod(n, 45)
+        out.append(alphabet[c] + alphabet[d] + alphabet[e])
+    if len(data) % 2:
+        d, c = divmod(data[-1], 45)
+        out.append(alphabet[c] + alphabet[d])
+    return "".join(out)
+
+
+def b45decode(text: str) -> bytes:
+    """Decode strict base45: raises BadEncoding for a foreign character, a dangling
+    character, or a group whose value does not fit (a triplet over 65535, a pair over 255).
+
+    Works on whole integers instead of a Python loop per group: the digits, read as one
+    little-endian integer, hold each group in a 24-bit lane, so three masks and one
+    multiply-add compute every group's value at once, and a value over 65535 shows up
+    as a non-zero top byte in its lane.
+    """
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError as err:
+        raise BadEncoding("non-ASCII character") from err
+    digits = raw.translate(_DIGIT_TABLE)
+    if _INVALID_DIGIT in digits:
+        raise BadEncoding("character outside the base45 alphabet")
+    groups, rest = divmod(len(digits), 3)
+    if rest == 1:
+        raise BadEncoding("dangling base45 character")
+
+    out = bytearray(2 * groups + (rest == 2))
+    if groups:
+        low_byte, top_byte = _lane_masks(groups)
+        packed = int.from_bytes(digits[: 3 * groups], "little")
+        values = (
+            (packed & low_byte) + 45 * (packed >> 8 & low_byte) + 2025 * (packed >> 16 & low_byte)
+        )
+        if values & top_byte:
+            raise BadEncoding("base45 group over 65535")
+        lanes = values.to_bytes(3 * groups, "little")
+        out[0 : 2 * groups : 2] = lanes[1::3]
+        out[1 : 2 * groups : 2] = lanes[0::3]
+    if rest == 2:
+        value = digits[-2] + 45 * digits[-1]
+        if value > 0xFF:
+            raise BadEncoding("base45 final pair over 255")
+        out[-1] = value
+    return bytes(out)
+
+
+@functools.cache
+def _lane_masks(groups: int) -> tuple[int, int]:
+    """For `groups` 24-bit lanes: a mask of each lane's low byte, and of its top byte."""
+    return (
+        int.from_bytes(b"\xff\x00\x00" * groups, "little"),
+        int.from_bytes(b"\x00\x00\xff" * groups, "little"),
+    )
+
+
+class Envelope(NamedTuple):
+    """A token split into its parts; nothing in it is authenticated yet."""
+
+    kid: bytes
+    payload: bytes
+    signature: bytes
+    signed: bytes
+    """The exact bytes the signature covers: SIGNING_DOMAIN + version | kid | payload."""
+
+
+def split_token(text: str | bytes) -> Envelope:
+    """Check length, prefix, encoding and version, and split the envelope. Raises a RejectReason.
+
+    Accepts the text as read from a QR code, or its bytes (which must be ASCII).
+    """
+    if len(text) > MAX_TOKEN_CHARS:
+        raise TokenTooLong(f"{len(text)} characters, at most {MAX_TOKEN_CHARS}")
+    if not isinstance(text, str):
+        try:
+            text = bytes(text).decode("ascii")
+        except UnicodeDecodeError as err:
+            raise BadEncoding("non-ASCII byte") from err
+    if not text.startswith(PREFIX):
+        raise UnknownPrefix
+    raw = b45decode(text[len(PREFIX) :])
+    if len(raw) < MIN_ENVELOPE:
+        raise MalformedEnvelope(f"{len(raw)} bytes, at least {MIN_ENVELOPE}")
+    if raw[0] != VERSION:
+        raise UnsupportedVersion(f"version {raw[0]}")
+    body_end = len(raw) - SIGNATURE_LENGTH
+    return Envelope(
+        kid=raw[1 : 1 + KID_LENGTH],
+        payload=raw[1 + KID_LENGTH : body_end],
+        signature=raw[body_end:],
+        signed=SIGNING_DOMAIN + raw[:body_end],
+    )
+
+
+def signing_input(kid: bytes, payload: bytes) -> bytes:
+    """The bytes an issuer signs for this kid and payload."""
+    return SIGNING_DOMAIN + _body(kid, payload)
+
+
+def assemble(kid: bytes, payload: bytes, signature: bytes) -> str:
+    """Join the parts into token text."""
+    if len(kid) != KID_LENGTH or len(signature) != SIGNATURE_LENGTH:
+        raise ValueError("kid or signature has the wrong length")
+    return PREFIX + b45encode(_body(kid, payload) + signature)
+
+
+def _body(kid: bytes, payload: bytes) -> bytes:
+    return bytes((VERSION,)) + kid + payload
+
+
+def encode_payload(permit: Permit) -> bytes:
+    """The permit as a msgpack array."""
+    return _payload_encoder.encode(permit)
+
+
+def decode_payload(payload: bytes) -> Permit:
+    """Strictly decode a payload: exact types, no unknown or trailing data."""
+    try:
+        return _payload_decoder.decode(payload)
+    except msgspec.ValidationError as err:
+        raise InvalidField(str(err)) from err
+    except msgspec.DecodeError as err:
+        # msgspec reports trailing data only through its message; a test pins this.
+        if "trailing" in str(err):
+            raise TrailingBytes(str(err)) from err
+        raise MalformedPayload(str(err)) from err

@@ -1,0 +1,120 @@
+"""The Verifier: one pipeline from token text to a Decision, for one token or a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from checkpoint.errors import (
+    CategoryNotAdmitted,
+    CheckpointClosed,
+    EntryPointNotAdmitted,
+    Expired,
+    KeysNotLoaded,
+    NotYetValid,
+    RejectReason,
+    RevocationStale,
+    Revoked,
+    SeasonClosed,
+    UnknownSeason,
+)
+from checkpoint.model import (
+    VALID_CODE,
+    VALID_MESSAGE_AR,
+    VALID_MESSAGE_EN,
+    Decision,
+    Outcome,
+    Permit,
+    PermitSummary,
+)
+from checkpoint.policy import Checkpoint, Policy
+from checkpoint.signing import Keyring
+from checkpoint.statuslist import RevocationView
+from checkpoint.token import decode_payload, split_token
+
+
+class Verifier:
+    """Checks permit tokens against a keyring, a policy and a revocation view.
+
+    Pure: no I/O and no clock. `now` (Unix seconds) comes from the caller, and the three
+    collaborators may be swapped between calls (a key rotation, a new policy version).
+    Order (DESIGN §4): length, prefix and version, base45, envelope, key, signature,
+    payload, the key's signing window, not-before and expiry with leeway, season,
+    category, entry point and hours at this checkpoint, revocation bit, freshness.
+    """
+
+    def __init__(self, keyring: Keyring, policy: Policy, revocations: RevocationView) -> None:
+        self.keyring = keyring
+        self.policy = policy
+        self.revocations = revocations
+
+    def verify(self, token: str | bytes, checkpoint: str, now: int) -> Decision:
+        """The decision for one token at `checkpoint` at `now`.
+
+        A refused token is a Decision, never an exception; only an unknown checkpoint code
+        (a caller's error) raises UnknownCheckpoint.
+        """
+        return self._decide(token, self.policy.checkpoint(checkpoint), now)
+
+    def verify_batch(
+        self, tokens: Iterable[str | bytes], checkpoint: str, now: int
+    ) -> list[Decision]:
+        """Decisions for many tokens at one checkpoint and time, in order."""
+        station = self.policy.checkpoint(checkpoint)
+        return [self._decide(token, station, now) for token in tokens]
+
+    def _decide(self, token: str | bytes, station: Checkpoint, now: int) -> Decision:
+        permit: Permit | None = None
+        try:
+            envelope = split_token(token)
+            if not self.keyring:
+                raise KeysNotLoaded
+            key = self.keyring.check(envelope.kid, envelope.signed, envelope.signature)
+            permit = decode_payload(envelope.payload)
+            Keyring.check_window(key, permit.issued_at)
+            self._check_rules(permit, station, now)
+        except RejectReason as reason:
+            return Decision(
+                outcome=reason.outcome,
+                code=reason.code,
+                message_en=reason.message_en,
+                message_ar=reason.message_ar,
+                checkpoint=station.code,
+                checked_at=now,
+                policy_version=self.policy.version,
+                permit=None if permit is None else PermitSummary.of(permit),
+            )
+        return Decision(
+            outcome=Outcome.VALID,
+            code=VALID_CODE,
+            message_en=VALID_MESSAGE_EN,
+            message_ar=VALID_MESSAGE_AR,
+            checkpoint=station.code,
+            checked_at=now,
+            policy_version=self.policy.version,
+            permit=PermitSummary.of(permit),
+        )
+
+    def _check_rules(self, permit: Permit, station: Checkpoint, now: int) -> None:
+        """The checks after the signature: time, season, checkpoint, revocation."""
+        policy = self.policy
+        if now + policy.leeway < permit.not_before:
+            raise NotYetValid
+        if now - policy.leeway >= permit.expires:
+            raise Expired
+        season = policy.season(permit.season)
+        if season is None:
+            raise UnknownSeason(str(permit.season))
+        if not season.is_open(now):
+            raise SeasonClosed(season.code)
+        category = permit.category
+        if not station.admits(category):
+            raise CategoryNotAdmitted(category.slug)
+        if permit.entry_points and not permit.entry_points >> station.entry_point & 1:
+            raise EntryPointNotAdmitted(station.code)
+        if not station.is_open_for(category, now):
+            raise CheckpointClosed(station.code)
+        # A set bit is final even when the mirror is stale; only "not revoked" needs freshness.
+        if self.revocations.is_revoked(permit.list_id, permit.index):
+            raise Revoked
+        if not self.revocations.is_current(now, policy.revocation_staleness):
+            raise RevocationStale

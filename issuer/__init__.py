@@ -1,0 +1,1 @@
+"""Issuing permits: eligibility per channel, the durable registry, QR images, sweepers."""

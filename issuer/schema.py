@@ -1,0 +1,174 @@
+"""Registry tables for queries, and the ordered schema migrations that create them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, Table, Text, text
+
+from issuer.errors import SchemaTooNew
+
+metadata = MetaData()
+
+status_lists = Table(
+    "status_lists",
+    metadata,
+    Column("list_id", Integer, primary_key=True, autoincrement=False),
+    Column("next_index", BigInteger, nullable=False),
+    Column("capacity", BigInteger, nullable=False),
+)
+permits = Table(
+    "permits",
+    metadata,
+    Column("list_id", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("holder", Text, nullable=False),
+    Column("category", Integer, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("season", Integer, nullable=False),
+    Column("establishment", Text),
+    Column("not_before", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("entry_points", BigInteger, nullable=False),
+    Column("kid", Text, nullable=False),
+    Column("token", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("supersedes", Text),
+    Column("details", Text, nullable=False),
+    Column("created_by", Text, nullable=False),
+)
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("list_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("credential_id", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("request_hash", Text, nullable=False),
+    Column("result", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("key_sha256", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("channels", Text, nullable=False),
+    Column("checkpoint", Text),
+    Column("label", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger),
+)
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("permit_id", Text),
+    Column("code", Text),
+    Column("detail", Text, nullable=False),
+)
+
+Step = Sequence[str | Callable[[Connection], None]]
+"""One migration: SQL statements (or callables on the sync connection), run in order."""
+
+# Append only: a step once released is never edited. Edit the Tables above to match.
+# SQLite's AUTOINCREMENT never reuses a rowid, so revocation sequence numbers stay monotonic.
+MIGRATIONS: list[Step] = [
+    [
+        """CREATE TABLE status_lists (
+            list_id INTEGER NOT NULL PRIMARY KEY,
+            next_index BIGINT NOT NULL CHECK (next_index >= 0),
+            capacity BIGINT NOT NULL CHECK (capacity > 0),
+            CHECK (next_index <= capacity))""",
+        """CREATE TABLE permits (
+            list_id INTEGER NOT NULL REFERENCES status_lists (list_id),
+            idx BIGINT NOT NULL,
+            holder TEXT NOT NULL,
+            category INTEGER NOT NULL,
+            channel TEXT NOT NULL,
+            season INTEGER NOT NULL,
+            establishment TEXT,
+            not_before BIGINT NOT NULL,
+            expires BIGINT NOT NULL,
+            issued_at BIGINT NOT NULL,
+            entry_points BIGINT NOT NULL DEFAULT 0,
+            kid TEXT NOT NULL,
+            token TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'active'
+                CHECK (state IN ('active', 'revoked', 'superseded', 'cancelled')),
+            supersedes TEXT,
+            details TEXT NOT NULL DEFAULT '{}',
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (list_id, idx))""",
+        "CREATE INDEX permits_holder ON permits (holder)",
+        "CREATE INDEX permits_establishment ON permits (establishment)",
+        """CREATE TABLE revocations (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            list_id INTEGER NOT NULL,
+            idx BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            UNIQUE (list_id, idx),
+            FOREIGN KEY (list_id, idx) REFERENCES permits (list_id, idx))""",
+        """CREATE TABLE idempotency_keys (
+            credential_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            result TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (credential_id, key))""",
+        """CREATE TABLE credentials (
+            id TEXT NOT NULL PRIMARY KEY,
+            key_sha256 TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('scanner', 'issuer', 'admin')),
+            channels TEXT NOT NULL DEFAULT '[]',
+            checkpoint TEXT,
+            label TEXT NOT NULL DEFAULT '',
+            created_at BIGINT NOT NULL,
+            disabled_at BIGINT)""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            permit_id TEXT,
+            code TEXT,
+            detail TEXT NOT NULL DEFAULT '{}')""",
+        "CREATE INDEX audit_action ON audit (action, id)",
+        "CREATE INDEX audit_permit ON audit (permit_id, id)",
+    ],
+]
+
+_SERIAL = {"postgresql": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"}
+
+
+def migrate(conn: Connection, migrations: Sequence[Step] = MIGRATIONS) -> int:
+    """Bring the schema up to date inside the caller's transaction; return the version."""
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    current: int = conn.exec_driver_sql("SELECT max(version) FROM schema_version").scalar() or 0
+    if current > len(migrations):
+        raise SchemaTooNew(f"database schema is v{current}; this program knows v{len(migrations)}")
+    serial = _SERIAL.get(conn.dialect.name)
+    for version, step in enumerate(migrations[current:], start=current + 1):
+        for action in step:
+            if callable(action):
+                action(conn)
+            else:
+                autoinc = "INTEGER PRIMARY KEY AUTOINCREMENT"
+                conn.exec_driver_sql(action.replace(autoinc, serial) if serial else action)
+        conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": version})
+    return len(migrations)
