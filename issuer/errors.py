@@ -45,3 +45,77 @@ class RegistryUnavailable(CheckpointError):
     code = "registry_unavailable"
     message_en = "The permit registry is unavailable: try again shortly."
     message_ar = "سجل التصاريح غير متاح حاليًا: حاول مرة أخرى بعد قليل."
+
+
+# --- Refusals to issue: the request is well-formed but the rules say no. ---
+
+
+class IssueRefused(CheckpointError):
+    """Base of the eligibility refusals; each subclass is one rule."""
+
+    code = "issue_refused"
+    message_en = "The permit cannot be issued."
+    message_ar = "لا يمكن إصدار التصريح."
+
+    item: int | None = None
+    """Position of the refused request in a batch, when there was one."""
+
+
+class CategoryNotInChannel(IssueRefused):
+    code = "category_not_in_channel"
+    message_en = "This portal cannot issue permits of this category."
+    message_ar = "لا يمكن لهذه المنصة إصدار تصاريح من هذه الفئة."
+
+
+class ChannelNotAllowed(IssueRefused):
+    code = "channel_not_allowed"
+    message_en = "This credential may not issue through this portal."
+    message_ar = "بيانات الاعتماد هذه لا تخوّل الإصدار عبر هذه المنصة."
+
+
+class InvalidNationalId(IssueRefused):
+    code = "invalid_national_id"
+    message_en = "The Saudi national ID number is not valid (10 digits, starting with 1)."
+    message_ar = "رقم الهوية الوطنية غير صحيح (10 أرقام تبدأ بالرقم 1)."
+
+
+class InvalidIqama(IssueRefused):
+    code = "invalid_iqama"
+    message_en = "The iqama (residence) number is not valid (10 digits, starting with 2)."
+    message_ar = "رقم الإقامة غير صحيح (10 أرقام تبدأ بالرقم 2)."
+
+
+class DocumentReferenceRequired(IssueRefused):
+    code = "document_reference_required"
+    message_en = "A supporting document reference is required for this category."
+    message_ar = "يلزم إرفاق رقم المستند الداعم لهذه الفئة."
+
+
+class SeasonNotFound(IssueRefused):
+    code = "season_not_found"
+    message_en = "No season has this id."
+    message_ar = "لا يوجد موسم بهذا المعرّف."
+
+
+class CategoryNotInSeason(IssueRefused):
+    code = "category_not_in_season"
+    message_en = "This season has no permits of this category."
+    message_ar = "لا تصدر في هذا الموسم تصاريح من هذه الفئة."
+
+
+class InvalidWindow(IssueRefused):
+    code = "invalid_window"
+    message_en = "The permit must end after it starts."
+    message_ar = "يجب أن ينتهي التصريح بعد بدايته."
+
+
+class WindowOutsideSeason(IssueRefused):
+    code = "window_outside_season"
+    message_en = "The permit's validity must lie inside the season."
+    message_ar = "يجب أن تقع مدة صلاحية التصريح داخل الموسم."
+
+
+class EntryPointNotAdmitting(IssueRefused):
+    code = "entry_point_not_admitting"
+    message_en = "A named entry point does not exist or does not admit this category."
+    message_ar = "منفذ الدخول المحدد غير موجود أو لا يسمح بهذه الفئة."

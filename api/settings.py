@@ -1,0 +1,75 @@
+"""Service settings: flags over CHECKPOINT_* environment variables over embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from checkpoint.policy import Policy, default_policy, load_policy
+from issuer.keystore import KeyStore
+
+ENV_PREFIX = "CHECKPOINT_"
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Workers = Annotated[int, Meta(ge=1, le=64)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a process needs to know; see `checkpoint serve --help`."""
+
+    data_dir: Path = Path("var")
+    """Keys, the SQLite registry and generated files live here."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the registry; default: SQLite in data_dir."""
+    policy: Path | None = None
+    """Policy TOML file; default: the shipped Hajj 1448 policy."""
+    key_passphrase: str | None = None
+    """Encrypts private signing keys on disk when set."""
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: Workers = 1
+    redis_url: str | None = None
+
+    @property
+    def registry_url(self) -> str:
+        """The registry URL, SQLite in the data directory unless one is configured."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'registry.sqlite3'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    def keystore(self) -> KeyStore:
+        """The signing keys of this deployment."""
+        passphrase = self.key_passphrase.encode() if self.key_passphrase else None
+        return KeyStore(self.keys_dir, passphrase)
+
+    def load_policy(self) -> Policy:
+        """The configured policy file, or the shipped default."""
+        return default_policy() if self.policy is None else load_policy(self.policy)
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from CHECKPOINT_* variables, then `overrides` (flags) that are not None.
+
+    Raises msgspec.ValidationError naming the bad variable's field.
+    """
+    environ = os.environ if environ is None else environ
+    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    values: dict[str, object] = {}
+    for name in fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(values, Settings, strict=False, dec_hook=_decode_path)
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise NotImplementedError

@@ -1,0 +1,199 @@
+"""Issuing permits: the eligibility rules of each channel, and signing into the registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from checkpoint.model import CHANNEL_CATEGORIES, Category, Channel, HolderId
+from checkpoint.policy import Policy
+from checkpoint.signing import KeyEntry, KeyStatus, Signer
+from issuer.errors import (
+    CategoryNotInChannel,
+    CategoryNotInSeason,
+    DocumentReferenceRequired,
+    EntryPointNotAdmitting,
+    InvalidIqama,
+    InvalidNationalId,
+    InvalidWindow,
+    IssueRefused,
+    SeasonNotFound,
+    WindowOutsideSeason,
+)
+from issuer.keystore import KeyStore
+from issuer.registry import IdempotencyClaim, PermitDraft, PermitRecord, Registry
+
+CategorySlug = Literal[
+    "domestic_worker",
+    "dependent",
+    "premium_residency",
+    "investor",
+    "citizen",
+    "gcc_citizen",
+    "establishment_employee",
+    "seasonal_worker",
+    "contract_worker",
+    "umrah",
+    "rawdah",
+]
+AwareTime = Annotated[dt.datetime, Meta(tz=True, description="RFC 3339 time with an offset")]
+CheckpointCode = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
+Reference = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z/_.-]+$")]
+EstablishmentId = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z-]+$")]
+
+NATIONAL_ID_CATEGORIES = frozenset({Category.CITIZEN})
+IQAMA_CATEGORIES = frozenset(
+    {
+        Category.DOMESTIC_WORKER,
+        Category.DEPENDENT,
+        Category.PREMIUM_RESIDENCY,
+        Category.INVESTOR,
+        Category.ESTABLISHMENT_EMPLOYEE,
+        Category.CONTRACT_WORKER,
+    }
+)
+"""Residents: their holder ID is an iqama number. Seasonal-visa holders, GCC citizens and
+pilgrims from abroad have no iqama and are identified by passport or visa number."""
+DOCUMENT_CATEGORIES = frozenset({Category.CITIZEN, Category.GCC_CITIZEN})
+"""Citizens get a permit only with the supporting documents the Absher article requires."""
+
+
+class IssueRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One permit asked for by a portal."""
+
+    holder: HolderId
+    category: CategorySlug
+    season: int
+    not_before: AwareTime
+    expires: AwareTime
+    entry_points: tuple[CheckpointCode, ...] = ()
+    """Checkpoint codes the permit is limited to; empty = every checkpoint admitting it."""
+    establishment: EstablishmentId | None = None
+    document_reference: Reference | None = None
+
+
+def luhn_valid(number: str) -> bool:
+    """The Luhn check used by Saudi national ID and iqama numbers."""
+    total = 0
+    for position, char in enumerate(reversed(number)):
+        digit = int(char)
+        if position % 2:
+            digit *= 2
+            digit -= 9 if digit > 9 else 0
+        total += digit
+    return total % 10 == 0
+
+
+def saudi_id_valid(number: str, leading: str) -> bool:
+    """10 digits, the given leading digit (1 national ID, 2 iqama), a valid check digit."""
+    return len(number) == 10 and number.isdigit() and number[0] == leading and luhn_valid(number)
+
+
+def channel_of(category: Category) -> Channel:
+    """The one channel that issues `category`."""
+    return next(channel for channel, cats in CHANNEL_CATEGORIES.items() if category in cats)
+
+
+def unix(moment: dt.datetime) -> int:
+    """Whole seconds since 1970 of an aware datetime."""
+    return int(moment.timestamp())
+
+
+def check_eligibility(
+    request: IssueRequest, channel: Channel, policy: Policy, now: int
+) -> PermitDraft:
+    """Apply the rules every permit must meet; the draft to sign at `now`, or an IssueRefused."""
+    category = Category.parse(request.category)
+    if category not in channel.categories:
+        raise CategoryNotInChannel(f"{channel} cannot issue {category.slug}")
+    if category in NATIONAL_ID_CATEGORIES and not saudi_id_valid(request.holder, "1"):
+        raise InvalidNationalId(request.holder)
+    if category in IQAMA_CATEGORIES and not saudi_id_valid(request.holder, "2"):
+        raise InvalidIqama(request.holder)
+    if category in DOCUMENT_CATEGORIES and not request.document_reference:
+        raise DocumentReferenceRequired(category.slug)
+    season = policy.season(request.season)
+    if season is None:
+        raise SeasonNotFound(str(request.season))
+    if category not in season.categories:
+        raise CategoryNotInSeason(f"{season.code} has no {category.slug} permits")
+    not_before, expires = unix(request.not_before), unix(request.expires)
+    if expires <= not_before:
+        raise InvalidWindow(f"{request.not_before} to {request.expires}")
+    if not_before < season.opens or expires > season.closes:
+        raise WindowOutsideSeason(f"{season.code} runs {season.first_day} to {season.last_day}")
+    mask = 0
+    for code in request.entry_points:
+        station = policy.checkpoints.get(code)
+        if station is None or not station.admits(category):
+            raise EntryPointNotAdmitting(code)
+        mask |= station.entry_bit
+    details = {}
+    if request.document_reference:
+        details["document_reference"] = request.document_reference
+    return PermitDraft(
+        holder=request.holder,
+        category=category,
+        channel=channel,
+        season=season.id,
+        not_before=not_before,
+        expires=expires,
+        issued_at=now,
+        establishment=request.establishment,
+        entry_points=mask,
+        details=details,
+    )
+
+
+class Issuer:
+    """Checks requests, signs with the current key and stores permits in the registry."""
+
+    def __init__(self, registry: Registry, keys: KeyStore, policy: Policy) -> None:
+        self.registry = registry
+        self.keys = keys
+        self.policy = policy
+        self._signing: tuple[Signer, KeyEntry] | None = None
+
+    def signing_key(self, now: int) -> tuple[Signer, KeyEntry]:
+        """The key that signs at `now`, loaded once and reloaded when it stops being usable."""
+        if self._signing is not None:
+            _, entry = self._signing
+            if entry.status is KeyStatus.ACTIVE and entry.in_window(now):
+                return self._signing
+        self._signing = self.keys.signer(now)
+        return self._signing
+
+    def forget_signing_key(self) -> None:
+        """Drop the cached key, after a rotation or revocation."""
+        self._signing = None
+
+    async def issue(
+        self,
+        requests: Sequence[IssueRequest],
+        *,
+        channel: Channel,
+        actor: str,
+        now: int,
+        idempotency: IdempotencyClaim | None = None,
+    ) -> list[PermitRecord]:
+        """Issue every request or none: the first refusal raises, with its `item` position,
+        before anything is stored."""
+        drafts = []
+        for position, request in enumerate(requests):
+            try:
+                drafts.append(check_eligibility(request, channel, self.policy, now))
+            except IssueRefused as refusal:
+                refusal.item = position
+                raise
+        signer, entry = self.signing_key(now)
+        return await self.registry.issue(
+            drafts,
+            lambda permit: signer.sign_permit(permit, entry),
+            kid=entry.kid,
+            actor=actor,
+            idempotency=idempotency,
+        )
