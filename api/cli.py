@@ -17,6 +17,7 @@ from typing import TextIO
 
 import msgspec
 
+from api import serve
 from api.settings import Settings, settings_from_env
 from checkpoint.errors import CheckpointError
 from checkpoint.model import CATEGORY_NAMES, Category, Channel, Decision, Outcome
@@ -394,6 +395,36 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if read_back == record.token else EXIT_REFUSED
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    settings = msgspec.structs.replace(
+        settings,
+        **{
+            name: value
+            for name, value in [("host", args.host), ("port", args.port), ("workers", args.workers)]
+            if value is not None
+        },
+    )
+    return serve.serve(settings)
+
+
+def cmd_credentials_create(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        print(serve.create_credential(settings, args))
+    except serve.CredentialError as err:
+        raise UserError(str(err)) from err
+    return 0
+
+
+def cmd_credentials_list(args: argparse.Namespace, settings: Settings) -> int:
+    print(serve.list_credentials(settings))
+    return 0
+
+
+def cmd_credentials_disable(args: argparse.Namespace, settings: Settings) -> int:
+    print(serve.disable_credential(settings, args.credential_id))
+    return 0
+
+
 def _read_qr(path: Path) -> str | None:
     import zxingcpp  # noqa: PLC0415 - only the demo and the scan endpoint read images
     from PIL import Image  # noqa: PLC0415
@@ -406,6 +437,45 @@ def _read_qr(path: Path) -> str | None:
 # --- the parser ------------------------------------------------------------------------
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`serve` and `credentials`."""
+    serve_help = (
+        "run the HTTP service (SQLite registry, keys created on first run, no Redis needed)"
+    )
+    serve_parser = commands.add_parser("serve", help=serve_help, description=serve_help)
+    serve_parser.set_defaults(handler=cmd_serve)
+    serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port (default 8000)")
+    serve_parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+
+    credentials = commands.add_parser("credentials", help="create, list and disable API keys")
+    credential_commands = credentials.add_subparsers(
+        dest="credentials_command", metavar="ACTION", required=True
+    )
+    create = credential_commands.add_parser(
+        "create",
+        help="create an API key (printed once)",
+        epilog="examples: --role scanner --checkpoint shumaisi | --role issuer --channel absher "
+        "| --role admin",
+    )
+    create.add_argument("--role", required=True, choices=serve.ROLES, help="what the key may do")
+    create.add_argument("--checkpoint", help="scanners: the checkpoint code they scan at")
+    create.add_argument(
+        "--channel",
+        action="append",
+        choices=[c.value for c in Channel],
+        help="issuers: a portal they issue through (repeatable)",
+    )
+    create.add_argument("--label", default="", help="a note, e.g. the device or portal name")
+    create.set_defaults(handler=cmd_credentials_create)
+    credential_commands.add_parser("list", help="list credentials (never their keys)").set_defaults(
+        handler=cmd_credentials_list
+    )
+    disable = credential_commands.add_parser("disable", help="disable a credential for good")
+    disable.add_argument("credential_id", help="the id shown by 'credentials list'")
+    disable.set_defaults(handler=cmd_credentials_disable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -483,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=cmd_policy_show)
 
     command("demo", cmd_demo, "issue a sample permit, draw its QR, verify it at a checkpoint")
+
+    _add_service_commands(commands)
     return parser
 
 

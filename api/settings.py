@@ -33,6 +33,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     port: Port = 8000
     workers: Workers = 1
     redis_url: str | None = None
+    rate_limit: Annotated[float, Meta(gt=0)] = 200.0
+    """Requests per second allowed to one credential, on average."""
+    rate_burst: Annotated[float, Meta(ge=1)] = 400.0
+    """Requests one credential may send at once before the rate applies."""
 
     @property
     def registry_url(self) -> str:

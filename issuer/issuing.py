@@ -159,10 +159,18 @@ class Issuer:
         self._signing: tuple[Signer, KeyEntry] | None = None
 
     def signing_key(self, now: int) -> tuple[Signer, KeyEntry]:
-        """The key that signs at `now`, loaded once and reloaded when it stops being usable."""
+        """The key that signs at `now`, loaded once and reloaded when it stops being usable.
+
+        The cached entry is compared with the key store's current keyring (a small public
+        file), so a key retired or revoked by another process, or a newer key, is picked up;
+        only the private key (possibly passphrase-encrypted) is cached.
+        """
         if self._signing is not None:
             _, entry = self._signing
-            if entry.status is KeyStatus.ACTIVE and entry.in_window(now):
+            usable = [
+                e for e in self.keys.keyring() if e.status is KeyStatus.ACTIVE and e.in_window(now)
+            ]
+            if usable and max(usable, key=lambda e: e.not_before) == entry:
                 return self._signing
         self._signing = self.keys.signer(now)
         return self._signing

@@ -1,0 +1,66 @@
+"""The Litestar application factory: routes, lifespan resources, guards, error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.auth import PUBLIC, authorize
+from api.problems import EXCEPTION_HANDLERS
+from api.routes import ROUTES, services_of
+from api.services import Clock, Services, wall_clock
+from api.settings import Settings, settings_from_env
+
+DEFAULT_BODY_LIMIT = 64 * 1024
+
+
+def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
+    """The service for `settings`; `clock` is injectable so tests control time."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await Services.start(settings, clock)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        guards=[authorize],
+        dependencies={"services": Provide(services_of, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=DEFAULT_BODY_LIMIT,
+        openapi_config=OpenAPIConfig(
+            title="Checkpoint",
+            version="1",
+            description="Signed QR entry permits for Makkah: issuing portals, checkpoint "
+            "scanners and revocation admins. Send 'Authorization: Bearer <API key>'.",
+            path="/schema",
+            # The API's description is public; every data route still needs a key.
+            openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
+            security=[{"apiKey": []}],
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key from 'checkpoint credentials create'",
+                    )
+                }
+            ),
+        ),
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Entry point for `uvicorn --factory` worker processes: settings from CHECKPOINT_*."""
+    return create_app(settings_from_env())

@@ -1,0 +1,143 @@
+"""Request and response bodies of the HTTP API (msgspec Structs, validated on the way in)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from checkpoint.model import Decision, HolderId
+from checkpoint.signing import KeyEntry
+from issuer.issuing import EstablishmentId, IssueRequest
+from issuer.registry import AuditEntry, PermitRecord, Revocation
+
+MAX_BATCH_PERMITS = 1000
+MAX_BATCH_TOKENS = 500
+TokenText = Annotated[str, Meta(min_length=1, max_length=1024, description="token text, CP1:...")]
+PermitIdText = Annotated[str, Meta(pattern=r"^[0-9]{1,5}\.[0-9]{1,10}$", examples=["0.42"])]
+Reason = Annotated[str, Meta(min_length=3, max_length=500, description="why, for the audit log")]
+
+
+class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: TokenText
+
+
+class VerifyBatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tokens: Annotated[list[TokenText], Meta(min_length=1, max_length=MAX_BATCH_TOKENS)]
+
+
+class VerifyBatchResponse(msgspec.Struct, frozen=True):
+    decisions: list[Decision]
+
+
+class ScanResponse(msgspec.Struct, frozen=True):
+    """`found` is false when no QR code could be read in the frame (send another)."""
+
+    found: bool
+    code: str
+    message_en: str
+    message_ar: str
+    decision: Decision | None = None
+
+
+class IssueBatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    permits: Annotated[list[IssueRequest], Meta(min_length=1, max_length=MAX_BATCH_PERMITS)]
+
+
+class PermitView(msgspec.Struct, frozen=True):
+    """A permit as the issuing portal sees it (the full holder ID: it issued it)."""
+
+    permit_id: str
+    state: str
+    holder: str
+    category: str
+    channel: str
+    season: int
+    not_before: int
+    expires: int
+    issued_at: int
+    entry_points: int
+    establishment: str | None
+    supersedes: str | None
+    kid: str
+    token: str
+    details: dict[str, str]
+
+    @classmethod
+    def of(cls, record: PermitRecord) -> PermitView:
+        return cls(
+            permit_id=record.permit_id,
+            state=record.state,
+            holder=record.holder,
+            category=record.category.slug,
+            channel=str(record.channel),
+            season=record.season,
+            not_before=record.not_before,
+            expires=record.expires,
+            issued_at=record.issued_at,
+            entry_points=record.entry_points,
+            establishment=record.establishment,
+            supersedes=record.supersedes,
+            kid=record.kid,
+            token=record.token,
+            details=dict(record.details),
+        )
+
+
+class PermitList(msgspec.Struct, frozen=True):
+    permits: list[PermitView]
+
+
+class RevokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Exactly one of `permit_id`, `holder` or `establishment`."""
+
+    reason: Reason
+    permit_id: PermitIdText | None = None
+    holder: HolderId | None = None
+    establishment: EstablishmentId | None = None
+
+
+class RevocationView(msgspec.Struct, frozen=True):
+    seq: int
+    permit_id: str
+    reason: str
+    actor: str
+    at: int
+
+    @classmethod
+    def of(cls, revocation: Revocation) -> RevocationView:
+        return cls(
+            seq=revocation.seq,
+            permit_id=revocation.permit_id,
+            reason=revocation.reason,
+            actor=revocation.actor,
+            at=revocation.at,
+        )
+
+
+class RevocationList(msgspec.Struct, frozen=True):
+    revocations: list[RevocationView]
+    last_seq: int
+
+
+class KeyRevokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: Reason
+
+
+class TrustBundle(msgspec.Struct, frozen=True):
+    """What an offline scanner needs: public keys with status and windows, and the policy."""
+
+    keys: list[KeyEntry]
+    policy_version: str
+    policy: dict[str, object]
+    revocation_seq: int
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: Literal["ok", "ready", "degraded", "starting"]
+    detail: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+class AuditList(msgspec.Struct, frozen=True):
+    entries: list[AuditEntry]
