@@ -25,7 +25,7 @@ from checkpoint.policy import Policy, describe_policy
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.errors import IssueRefused
-from issuer.issuing import Issuer, IssueRequest, channel_of
+from issuer.issuing import Issuer, IssueRequest, channel_of, check_eligibility
 from issuer.qr import qr_png, qr_svg
 from issuer.registry import PermitRecord, Registry
 
@@ -45,7 +45,7 @@ def parse_time(text: str) -> dt.datetime:
     """`now`, Unix seconds, a date, or an ISO time; without an offset it is Riyadh time."""
     text = text.strip()
     if text == "now":
-        return dt.datetime.now(dt.UTC)
+        return dt.datetime.fromtimestamp(clock_now(), dt.UTC)
     if text.isdigit():
         return dt.datetime.fromtimestamp(int(text), dt.UTC)
     try:
@@ -227,7 +227,7 @@ def _request(
             },
             IssueRequest,
         )
-    except (ValueError, msgspec.ValidationError) as err:
+    except (ValueError, msgspec.ValidationError, UserError) as err:
         raise UserError(f"{where}{err}") from err
 
 
@@ -240,6 +240,8 @@ def _requests_from_csv(path: Path) -> list[IssueRequest]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
     reader = csv.DictReader(io.StringIO(text))
     columns = set(reader.fieldnames or ())
     if missing := [c for c in CSV_COLUMNS if c not in columns]:
@@ -274,6 +276,15 @@ def _requests_from_csv(path: Path) -> list[IssueRequest]:
 async def _issue(settings: Settings, requests: Sequence[IssueRequest]) -> list[PermitRecord]:
     """Issue through the registry, one all-or-nothing batch per channel; rows keep their order."""
     now = clock_now()
+    policy = settings.load_policy()
+    # Check every row first: the batches per channel commit separately, and a refusal must
+    # leave nothing issued (and no key created).
+    for position, request in enumerate(requests):
+        try:
+            check_eligibility(request, channel_of(Category.parse(request.category)), policy, now)
+        except IssueRefused as refusal:
+            refusal.item = position
+            raise
     keystore = settings.keystore()
     entry, created = keystore.ensure_signing_key(now)
     if created:
@@ -283,7 +294,7 @@ async def _issue(settings: Settings, requests: Sequence[IssueRequest]) -> list[P
         by_channel.setdefault(channel_of(Category.parse(request.category)), []).append(position)
     registry = await open_registry(settings)
     try:
-        issuer = Issuer(registry, keystore, settings.load_policy())
+        issuer = Issuer(registry, keystore, policy)
         issued: dict[int, PermitRecord] = {}
         for channel, positions in by_channel.items():
             try:

@@ -1,0 +1,563 @@
+"""The `checkpoint` command line, run in-process through `api.cli.main` (and once as a process)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+import zxingcpp
+from PIL import Image
+
+from api import cli
+from checkpoint.model import Decision, Outcome
+from checkpoint.policy import default_policy
+from issuer.keystore import KeyStore
+
+POLICY = default_policy()
+HAJJ = POLICY.seasons[1]
+DAY = 86_400
+ISSUE_AT = HAJJ.opens - 10 * DAY
+"""The CLI's clock: ten days before the Hajj 1448 season opens (2027-04-08 Riyadh)."""
+INSIDE = "2027-04-15T12:00"
+"""A Riyadh time inside the season and inside every permit issued below."""
+IQAMA = "2000000006"
+IQAMA_2 = "2123456705"
+NATIONAL_ID = "1000000008"
+
+HEADER = "holder,category,season,from,until,entry_points,establishment,document_reference"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def error_line(self) -> str:
+        """The single error line on stderr (asserting there is exactly one)."""
+        assert "Traceback" not in self.err
+        lines = self.err.splitlines()
+        assert len(lines) == 1, self.err
+        assert lines[0].startswith("checkpoint: error:"), lines[0]
+        return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def fixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CHECKPOINT_* variable leaks in from the shell; the CLI's clock is fixed."""
+    for name in list(os.environ):
+        if name.startswith("CHECKPOINT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(cli, "clock_now", lambda: ISSUE_AT)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+class Runner:
+    def __init__(self, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.data_dir = data_dir
+        self.capsys = capsys
+
+    def __call__(self, *argv: str | Path) -> Result:
+        self.capsys.readouterr()  # drop output of earlier steps
+        code = cli.main(["--data-dir", str(self.data_dir), *map(str, argv)])
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+
+@pytest.fixture
+def run(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> Runner:
+    return Runner(data_dir, capsys)
+
+
+def issue_one(run: Runner, *extra: str, holder: str = IQAMA) -> tuple[str, str]:
+    """Issue a domestic worker permit from flags: (permit id, token)."""
+    result = run(
+        "issue",
+        "--holder",
+        holder,
+        "--category",
+        "domestic_worker",
+        "--from",
+        "2027-04-10",
+        "--until",
+        "2027-05-20",
+        *extra,
+    )
+    assert result.code == 0, result.err
+    first, token = result.out.splitlines()
+    assert first.startswith("issued permit ")
+    return first.removeprefix("issued permit "), token
+
+
+def write_csv(path: Path, *rows: str, header: str = HEADER) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def read_index(directory: Path) -> list[dict[str, str]]:
+    with (directory / "permits.csv").open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_qr(path: Path) -> list[str]:
+    with Image.open(path) as image:
+        return [r.text for r in zxingcpp.read_barcodes(image)]
+
+
+# --- help ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["keys"],
+        ["keys", "generate"],
+        ["keys", "list"],
+        ["keys", "retire"],
+        ["keys", "revoke"],
+        ["issue"],
+        ["verify"],
+        ["qr"],
+        ["policy"],
+        ["policy", "show"],
+        ["demo"],
+        ["serve"],
+        ["credentials"],
+        ["credentials", "create"],
+        ["credentials", "list"],
+        ["credentials", "disable"],
+    ],
+    ids=lambda c: " ".join(c) or "checkpoint",
+)
+def test_help_of_every_command(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: checkpoint")
+    assert " ".join(["checkpoint", *command]) in out
+
+
+def test_help_runs_as_a_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: checkpoint")
+    for command in ("keys", "issue", "verify", "qr", "policy", "demo"):
+        assert command in done.stdout
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2
+    assert "usage: checkpoint" in capsys.readouterr().err
+
+
+# --- keys ----------------------------------------------------------------------------
+
+
+def test_keys_generate_list_retire_revoke(run: Runner, data_dir: Path) -> None:
+    empty = run("keys", "list")
+    assert empty.code == 0
+    assert "no keys" in empty.out
+
+    created = run("keys", "generate", "--label", "first")
+    assert created.code == 0
+    (entry,) = KeyStore(data_dir / "keys").keyring()
+    assert entry.kid in created.out
+    assert entry.not_before == ISSUE_AT
+    assert entry.label == "first"
+
+    listed = run("keys", "list")
+    assert listed.code == 0
+    (row,) = [line for line in listed.out.splitlines() if line.startswith(entry.kid)]
+    assert "active" in row
+    assert "first" in row
+
+    retired = run("keys", "retire", entry.kid)
+    assert retired.code == 0
+    assert entry.kid in retired.out
+    assert KeyStore(data_dir / "keys").keyring().get(entry.kid).status == "retired"
+    assert "retired" in run("keys", "list").out
+
+    revoked = run("keys", "revoke", entry.kid)
+    assert revoked.code == 0
+    assert KeyStore(data_dir / "keys").keyring().get(entry.kid).status == "revoked"
+    assert "revoked" in run("keys", "list").out
+
+
+@pytest.mark.parametrize("action", ["retire", "revoke"])
+def test_unknown_key_is_one_line(run: Runner, action: str) -> None:
+    run("keys", "generate")
+    result = run("keys", action, "00000000")
+    assert result.code == 2
+    assert "key_not_found" in result.error_line()
+
+
+def test_retired_key_still_verifies_and_revoked_key_does_not(
+    run: Runner, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = issue_one(run)
+    (entry,) = KeyStore(data_dir / "keys").keyring()
+    monkeypatch.setattr(cli, "clock_now", lambda: ISSUE_AT + 60)
+    assert run("keys", "retire", entry.kid).code == 0
+    assert run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE).code == 0
+    assert run("keys", "revoke", entry.kid).code == 0
+    rejected = run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE)
+    assert rejected.code == 1
+    assert "key_revoked" in rejected.out
+
+
+# --- issue from flags and verify -----------------------------------------------------
+
+
+def test_issue_then_verify(run: Runner) -> None:
+    permit_id, token = issue_one(run)
+    assert permit_id == "0.0"
+
+    accepted = run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE)
+    assert accepted.code == 0
+    assert accepted.out.startswith("ACCEPT")
+    assert permit_id in accepted.out
+    assert IQAMA not in accepted.out  # the holder is masked
+    assert IQAMA[-4:] in accepted.out
+
+    as_json = run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE, "--json")
+    assert as_json.code == 0
+    decision = msgspec.json.decode(as_json.out, type=Decision)
+    assert decision.outcome is Outcome.VALID
+    assert decision.checkpoint == "shumaisi"
+    assert decision.permit is not None
+    assert decision.permit.permit_id == permit_id
+
+    rejected = run("verify", token, "--checkpoint", "rawdah-gate", "--at", INSIDE)
+    assert rejected.code == 1
+    assert rejected.out.startswith("REJECT")
+    assert "category_not_admitted" in rejected.out
+
+
+def test_second_issue_gets_the_next_index(run: Runner) -> None:
+    assert issue_one(run)[0] == "0.0"
+    assert issue_one(run, holder=IQAMA_2)[0] == "0.1"
+
+
+def test_verify_outside_the_window_rejects(run: Runner) -> None:
+    _, token = issue_one(run)
+    late = run("verify", token, "--checkpoint", "shumaisi", "--at", "2027-05-20T00:05+03:00")
+    assert late.code == 1
+    decision = msgspec.json.decode(
+        run("verify", token, "--checkpoint", "shumaisi", "--at", "2027-05-20T00:05", "--json").out,
+        type=Decision,
+    )
+    assert decision.code == "expired"
+
+
+def test_verify_unknown_checkpoint(run: Runner) -> None:
+    _, token = issue_one(run)
+    result = run("verify", token, "--checkpoint", "nowhere", "--at", INSIDE)
+    assert result.code == 2
+    assert "unknown_checkpoint" in result.error_line()
+    assert result.out == ""
+
+
+@pytest.mark.parametrize("moment", ["tomorrow", "2027-13-01", "15/04/2027"])
+def test_verify_bad_time(run: Runner, moment: str) -> None:
+    _, token = issue_one(run)
+    result = run("verify", token, "--checkpoint", "shumaisi", "--at", moment)
+    assert result.code == 2
+    result.error_line()
+    assert result.out == ""
+
+
+def test_verify_at_now_uses_the_cli_clock(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, token = issue_one(run)
+    inside = HAJJ.opens + 7 * DAY + 12 * 3600
+    monkeypatch.setattr(cli, "clock_now", lambda: inside)
+    for at in ("now", str(inside)):
+        result = run("verify", token, "--checkpoint", "shumaisi", "--at", at, "--json")
+        assert result.code == 0
+        assert msgspec.json.decode(result.out, type=Decision).checked_at == inside
+
+
+def test_issue_refused_from_flags(run: Runner) -> None:
+    result = run(
+        "issue",
+        "--holder",
+        NATIONAL_ID,
+        "--category",
+        "domestic_worker",
+        "--from",
+        "2027-04-10",
+        "--until",
+        "2027-05-20",
+    )
+    assert result.code == 2
+    assert "invalid_iqama" in result.error_line()
+
+
+WINDOW = ["--from", "2027-04-10", "--until", "2027-05-20"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--holder", IQAMA, "--category", "domestic_worker", "--from", "2027-04-10"],
+        ["--holder", IQAMA, "--category", "pilgrim", *WINDOW],
+        ["--holder", "2abc", "--category", "dependent", *WINDOW],
+        ["--holder", IQAMA, "--category", "dependent", "--from", "soon", "--until", "2027-05-20"],
+        ["--holder", IQAMA, "--category", "dependent", "--season", "9", *WINDOW],
+        ["--holder", IQAMA, "--category", "dependent", "--entry-point", "nowhere", *WINDOW],
+    ],
+)
+def test_issue_bad_flags(run: Runner, flags: list[str]) -> None:
+    result = run("issue", *flags)
+    assert result.code == 2
+    result.error_line()
+
+
+def test_issue_from_flags_with_output_dir(run: Runner, tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    result = run(
+        "issue",
+        "--holder",
+        NATIONAL_ID,
+        "--category",
+        "citizen",
+        "--document-reference",
+        "MOI/1",
+        "--entry-point",
+        "al-kar",
+        "--from",
+        "2027-04-10",
+        "--until",
+        "2027-05-20",
+        "-o",
+        out,
+    )
+    assert result.code == 0, result.err
+    (row,) = read_index(out)
+    assert (row["permit_id"], row["holder"], row["category"]) == ("0.0", NATIONAL_ID, "citizen")
+    assert read_qr(out / row["qr"]) == [row["token"]]
+    limited = run("verify", row["token"], "--checkpoint", "shumaisi", "--at", INSIDE)
+    assert limited.code == 1
+    assert "entry_point_not_admitted" in limited.out
+
+
+# --- issue from CSV ------------------------------------------------------------------
+
+
+def test_issue_from_csv(run: Runner, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,",
+        f"{NATIONAL_ID},citizen,1,2027-04-10T06:00,2027-05-20,shumaisi;al-kar,,MOI/1",
+        f"{IQAMA_2},dependent,1,2027-04-10,2027-05-21T00:00+03:00,,,",
+    )
+    out = tmp_path / "out"
+    result = run("issue", "--csv", source, "-o", out)
+    assert result.code == 0, result.err
+    assert "writing QR images" in result.err
+    assert "3/3" in result.err
+
+    rows = read_index(out)
+    assert [r["holder"] for r in rows] == [IQAMA, NATIONAL_ID, IQAMA_2]
+    assert [r["category"] for r in rows] == ["domestic_worker", "citizen", "dependent"]
+    assert [r["permit_id"] for r in rows] == ["0.0", "0.1", "0.2"]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(r["qr"] for r in rows)
+    assert read_qr(out / rows[1]["qr"]) == [rows[1]["token"]]
+    for row in rows:
+        verdict = run("verify", row["token"], "--checkpoint", "al-kar", "--at", INSIDE)
+        assert verdict.code == 0, verdict.out
+
+
+def test_csv_with_mixed_channels_keeps_its_order(run: Runner, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,",
+        f"{IQAMA_2},establishment_employee,1,2027-04-10,2027-05-20,,EST-7,",
+        f"{NATIONAL_ID},citizen,1,2027-04-10,2027-05-20,,,MOI/1",
+        "P1234567,seasonal_worker,1,2027-04-10,2027-05-20,,EST-7,",
+    )
+    out = tmp_path / "out"
+    result = run("issue", "--csv", source, "-o", out)
+    assert result.code == 0, result.err
+    rows = read_index(out)
+    assert [r["holder"] for r in rows] == [IQAMA, IQAMA_2, NATIONAL_ID, "P1234567"]
+    assert [r["category"] for r in rows] == [
+        "domestic_worker",
+        "establishment_employee",
+        "citizen",
+        "seasonal_worker",
+    ]
+    assert len({r["permit_id"] for r in rows}) == 4
+    for row in rows:
+        assert read_qr(out / row["qr"]) == [row["token"]]
+        decision = msgspec.json.decode(
+            run("verify", row["token"], "--checkpoint", "shumaisi", "--at", INSIDE, "--json").out,
+            type=Decision,
+        )
+        assert decision.outcome is Outcome.VALID
+        assert decision.permit is not None
+        assert decision.permit.permit_id == row["permit_id"]
+        assert decision.permit.category == row["category"]
+
+
+@pytest.mark.parametrize(
+    ("refused", "code"),
+    [
+        (f"{NATIONAL_ID},citizen,1,2027-04-10,2027-05-20,,,", "document_reference_required"),
+        # another channel than line 2: must not leave line 2's batch issued
+        (f"{NATIONAL_ID},contract_worker,1,2027-04-10,2027-05-20,,,", "invalid_iqama"),
+        (f"{IQAMA},umrah,1,2027-04-10,2027-05-20,,,", "category_not_in_season"),
+        (f"{IQAMA},dependent,1,2027-04-01,2027-05-20,,,", "window_outside_season"),
+    ],
+)
+def test_csv_refusal_names_the_line_and_issues_nothing(
+    run: Runner, tmp_path: Path, refused: str, code: str
+) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,",
+        refused,
+        f"{IQAMA_2},dependent,1,2027-04-10,2027-05-20,,,",
+    )
+    out = tmp_path / "out"
+    result = run("issue", "--csv", source, "-o", out)
+    assert result.code == 2
+    line = result.error_line()
+    assert f"{source}:3:" in line
+    assert code in line
+    assert not (out / "permits.csv").exists()
+    assert issue_one(run)[0] == "0.0"  # nothing was taken from the registry
+
+
+@pytest.mark.parametrize(
+    ("header", "rows"),
+    [
+        ("holder,category,season,from", ["2000000006,dependent,1,2027-04-10"]),  # no until
+        (HEADER + ",colour", [f"{IQAMA},dependent,1,2027-04-10,2027-05-20,,,,red"]),
+        ("", []),  # empty file
+        (HEADER, []),  # header only
+        (HEADER, [f"{IQAMA},dependent,one,2027-04-10,2027-05-20,,,"]),
+        (HEADER, [f"{IQAMA},dependent,1,2027-04-10,2027-05-20,,,", f"{IQAMA},dependent,,,,,,"]),
+        (HEADER, [f"{IQAMA},nobody,1,2027-04-10,2027-05-20,,,"]),
+    ],
+)
+def test_bad_csv_is_one_line(run: Runner, tmp_path: Path, header: str, rows: list[str]) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join([header, *rows]) if header else "", encoding="utf-8")
+    result = run("issue", "--csv", source, "-o", tmp_path / "out")
+    assert result.code == 2
+    assert str(source) in result.error_line()
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_time_in_csv_names_the_line(run: Runner, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,",
+        f"{IQAMA_2},domestic_worker,1,10/04/2027,2027-05-20,,,",
+    )
+    result = run("issue", "--csv", source, "-o", tmp_path / "out")
+    assert result.code == 2
+    assert f"{source}:3:" in result.error_line()
+
+
+def test_unreadable_csv_is_one_line(run: Runner, tmp_path: Path) -> None:
+    result = run("issue", "--csv", tmp_path / "missing.csv", "-o", tmp_path / "out")
+    assert result.code == 2
+    assert "missing.csv" in result.error_line()
+    directory = run("issue", "--csv", tmp_path, "-o", tmp_path / "out")
+    assert directory.code == 2
+    directory.error_line()
+
+
+def test_csv_that_is_not_utf8_is_one_line(run: Runner, tmp_path: Path) -> None:
+    source = tmp_path / "cp1256.csv"
+    row = f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,مكة"
+    source.write_bytes(f"{HEADER}\n{row}\n".encode("cp1256"))
+    result = run("issue", "--csv", source, "-o", tmp_path / "out")
+    assert result.code == 2
+    assert "cp1256.csv" in result.error_line()
+
+
+def test_csv_needs_an_output_dir(run: Runner, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,")
+    result = run("issue", "--csv", source)
+    assert result.code == 2
+    result.error_line()
+
+
+# --- qr, policy, demo, settings ------------------------------------------------------
+
+
+def test_qr_png_and_svg(run: Runner, tmp_path: Path) -> None:
+    _, token = issue_one(run)
+    png = tmp_path / "qr" / "f.png"
+    assert run("qr", token, "-o", png).code == 0
+    assert read_qr(png) == [token]
+    svg = tmp_path / "f.svg"
+    assert run("qr", token, "-o", svg).code == 0
+    assert svg.read_text(encoding="utf-8").startswith("<svg")
+
+
+def test_qr_refuses_other_formats(run: Runner, tmp_path: Path) -> None:
+    _, token = issue_one(run)
+    result = run("qr", token, "-o", tmp_path / "f.gif")
+    assert result.code == 2
+    result.error_line()
+    assert not (tmp_path / "f.gif").exists()
+
+
+def test_policy_show_lists_every_checkpoint(run: Runner) -> None:
+    result = run("policy", "show")
+    assert result.code == 0
+    for code in POLICY.checkpoints:
+        assert code in result.out
+    for season in POLICY.seasons.values():
+        assert season.code in result.out
+
+
+def test_policy_file_flag(run: Runner, tmp_path: Path) -> None:
+    broken = tmp_path / "policy.toml"
+    broken.write_text('version = "x"\n', encoding="utf-8")
+    result = run("--policy", broken, "policy", "show")
+    assert result.code == 2
+    assert "invalid_policy" in result.error_line()
+    missing = run("--policy", tmp_path / "nope.toml", "policy", "show")
+    assert missing.code == 2
+    assert "invalid_policy" in missing.error_line()
+
+
+def test_demo(run: Runner, data_dir: Path) -> None:
+    result = run("demo")
+    assert result.code == 0, result.err
+    assert "ACCEPT" in result.out
+    assert "REJECT" in result.out
+    assert "same token" in result.out
+    assert list(data_dir.glob("permit-*.png"))
+
+
+def test_bad_environment_setting_is_one_line(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHECKPOINT_PORT", "abc")
+    result = run("policy", "show")
+    assert result.code == 2
+    assert "port" in result.error_line()
+    assert result.out == ""
