@@ -12,6 +12,10 @@ COPY api ./api
 RUN pip install . && checkpoint --help > /dev/null
 
 FROM python:3.11-slim
+# Pillow's wheel lays Arabic out with raqm but loads FriBiDi from the system; without it the
+# printable permit cards refuse to render rather than print isolated letters (issuer/card.py).
+RUN apt-get update && apt-get install -y --no-install-recommends libfribidi0 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/lib/checkpoint --create-home checkpoint
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \

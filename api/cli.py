@@ -18,6 +18,7 @@ from typing import TextIO
 import msgspec
 
 from api import serve
+from api.services import CHANGES_FILE, ChangeSignal
 from api.settings import Settings, settings_from_env
 from checkpoint.errors import CheckpointError
 from checkpoint.model import CATEGORY_NAMES, Category, Channel, Decision, Outcome
@@ -27,7 +28,9 @@ from checkpoint.verify import Verifier
 from issuer.errors import IssueRefused
 from issuer.issuing import Issuer, IssueRequest, channel_of, check_eligibility
 from issuer.qr import qr_png, qr_svg
-from issuer.registry import PermitRecord, Registry
+from issuer.records import Establishment, register_establishment
+from issuer.registry import PermitRecord, Registry, Revocation
+from issuer.rules import sweep
 
 RIYADH = dt.timezone(dt.timedelta(hours=3), "Asia/Riyadh")
 EXIT_USAGE = 2
@@ -197,6 +200,9 @@ def _request_from_flags(args: argparse.Namespace) -> IssueRequest:
         entry_points=args.entry_point or [],
         establishment=args.establishment,
         document_reference=args.document_reference,
+        sponsor=args.sponsor,
+        birth_date=args.birth_date,
+        companion=args.companion,
     )
 
 
@@ -210,6 +216,9 @@ def _request(
     entry_points: Sequence[str],
     establishment: str | None,
     document_reference: str | None,
+    sponsor: str | None = None,
+    birth_date: str | None = None,
+    companion: str | None = None,
     where: str = "",
 ) -> IssueRequest:
     try:
@@ -224,6 +233,9 @@ def _request(
                 "entry_points": [e.strip() for e in entry_points if e.strip()],
                 "establishment": establishment or None,
                 "document_reference": document_reference or None,
+                "sponsor": sponsor or None,
+                "birth_date": birth_date or None,
+                "companion": companion or None,
             },
             IssueRequest,
         )
@@ -232,7 +244,14 @@ def _request(
 
 
 CSV_COLUMNS = ("holder", "category", "season", "from", "until")
-CSV_OPTIONAL = ("entry_points", "establishment", "document_reference")
+CSV_OPTIONAL = (
+    "entry_points",
+    "establishment",
+    "document_reference",
+    "sponsor",
+    "birth_date",
+    "companion",
+)
 
 
 def _requests_from_csv(path: Path) -> list[IssueRequest]:
@@ -265,6 +284,9 @@ def _requests_from_csv(path: Path) -> list[IssueRequest]:
                 entry_points=(row.get("entry_points") or "").replace(";", " ").split(),
                 establishment=row.get("establishment"),
                 document_reference=row.get("document_reference"),
+                sponsor=row.get("sponsor"),
+                birth_date=row.get("birth_date"),
+                companion=row.get("companion"),
                 where=where,
             )
         )
@@ -382,6 +404,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     moment = start + dt.timedelta(days=10, hours=12)
     request = IssueRequest(
         holder="2123456705",
+        sponsor="1012345607",
         category="domestic_worker",
         season=season.id,
         not_before=start,
@@ -436,6 +459,53 @@ def cmd_credentials_disable(args: argparse.Namespace, settings: Settings) -> int
     return 0
 
 
+def cmd_establishments_add(args: argparse.Namespace, settings: Settings) -> int:
+    if args.company_class and args.channel != "nusuk":
+        raise UserError("--class is for Umrah companies (--channel nusuk) only")
+
+    async def run() -> Establishment:
+        registry = await open_registry(settings)
+        try:
+            return await register_establishment(
+                registry,
+                establishment_id=args.establishment_id,
+                channel=args.channel,
+                name=args.name,
+                city=args.city,
+                company_class=args.company_class,
+                rules=settings.load_policy().rules,
+                actor=actor(),
+                at=clock_now(),
+            )
+        finally:
+            await registry.close()
+
+    found = asyncio.run(run())
+    kind = f"Umrah company, class {found.company_class}" if found.company_class else "establishment"
+    print(f"registered {found.id} ({kind}) in {found.city} for {found.channel}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    """Cancel the slot permits whose holder's arrival is not recorded in time (run it often)."""
+    now = int(parse_time(args.at).timestamp()) if args.at else clock_now()
+
+    async def run() -> list[Revocation]:
+        registry = await open_registry(settings)
+        try:
+            return await sweep(registry, settings.load_policy(), now)
+        finally:
+            await registry.close()
+
+    cancelled = asyncio.run(run())
+    if cancelled:
+        ChangeSignal(settings.data_dir / CHANGES_FILE).announce()  # running servers: reload
+    for revocation in cancelled:
+        print(f"cancelled {revocation.permit_id} (no_arrival, seq {revocation.seq})")
+    print(f"{len(cancelled)} slot permit(s) cancelled at {show_time(now)}")
+    return 0
+
+
 def _read_qr(path: Path) -> str | None:
     import zxingcpp  # noqa: PLC0415 - only the demo and the scan endpoint read images
     from PIL import Image  # noqa: PLC0415
@@ -448,6 +518,27 @@ def _read_qr(path: Path) -> str | None:
 # --- the parser ------------------------------------------------------------------------
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _add_rule_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`establishments add` and `sweep`."""
+    places = commands.add_parser("establishments", help="register establishments and companies")
+    actions = places.add_subparsers(dest="establishments_command", metavar="ACTION", required=True)
+    add = actions.add_parser(
+        "add", help="register a Muqeem establishment or (--channel nusuk) an Umrah company"
+    )
+    add.add_argument("establishment_id", help="its id, used as `establishment` on permits")
+    add.add_argument("--channel", required=True, choices=["muqeem", "nusuk"])
+    add.add_argument("--city", required=True, help="e.g. makkah (Muqeem: where it is based)")
+    add.add_argument("--name", required=True)
+    add.add_argument(
+        "--class", dest="company_class", choices=["A", "B", "C"], help="Umrah companies only"
+    )
+    add.set_defaults(handler=cmd_establishments_add)
+    text = "cancel Umrah/Rawdah slot permits whose holder's entry is not recorded in time"
+    sweep_parser = commands.add_parser("sweep", help=text, description=text)
+    sweep_parser.add_argument("--at", help="sweep as of this time instead of now")
+    sweep_parser.set_defaults(handler=cmd_sweep)
 
 
 def _add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -543,7 +634,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--entry-point", action="append", help="limit to this checkpoint code (repeatable)"
     )
     issue.add_argument("--establishment", help="establishment id (Muqeem permits)")
-    issue.add_argument("--document-reference", help="supporting document (citizens)")
+    issue.add_argument(
+        "--document-reference",
+        help="citizens: supporting document; premium residency / investor: residency or "
+        "licence reference; seasonal workers: visa number; contract workers: contract",
+    )
+    issue.add_argument("--sponsor", help="domestic workers, dependents: sponsor's ID or iqama")
+    issue.add_argument("--birth-date", help="Umrah and Rawdah: the pilgrim's birth date")
+    issue.add_argument("--companion", help="pilgrims under 18: the companion's permit id")
     issue.add_argument("--csv", type=Path, help="issue one permit per row of this file")
     issue.add_argument("-o", "--output", type=Path, help="write tokens and QR PNGs here")
 
@@ -566,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", cmd_demo, "issue a sample permit, draw its QR, verify it at a checkpoint")
 
     _add_service_commands(commands)
+    _add_rule_commands(commands)
     return parser
 
 

@@ -20,9 +20,11 @@ from litestar.status_codes import (
 from checkpoint.errors import CheckpointError, KeyCannotSign, KeyringError, UnknownCheckpoint
 from issuer.errors import (
     CredentialNotFound,
+    EstablishmentExists,
     IdempotencyConflict,
     InvalidDraft,
     IssueRefused,
+    NotArrived,
     PermitNotActive,
     PermitNotFound,
     RegistryUnavailable,
@@ -37,6 +39,8 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (UnknownCheckpoint, HTTP_422_UNPROCESSABLE_ENTITY),
     (IdempotencyConflict, HTTP_409_CONFLICT),
     (PermitNotActive, HTTP_409_CONFLICT),
+    (EstablishmentExists, HTTP_409_CONFLICT),
+    (NotArrived, HTTP_409_CONFLICT),
     (PermitNotFound, HTTP_404_NOT_FOUND),
     (CredentialNotFound, HTTP_404_NOT_FOUND),
     (RegistryUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
@@ -69,6 +73,7 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     title_ar: str | None = None
     errors: list[dict[str, Any]] | None = None
     item: int | None = None
+    missing_departures: int | None = None
 
 
 def problem(status: int, code: str, title: str, **extra: Any) -> Response[Problem]:
@@ -99,6 +104,7 @@ def domain_error(_: Request[Any, Any, Any], error: CheckpointError) -> Response[
         title_ar=error.message_ar,
         detail=error.detail,
         item=getattr(error, "item", None),
+        missing_departures=getattr(error, "missing", None),
     )
 
 
@@ -119,6 +125,14 @@ def http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Prob
     return problem(status, _HTTP_CODES.get(status, f"http_{status}"), error.detail or "Error")
 
 
+def undecodable_body(_: Request[Any, Any, Any], error: UnicodeDecodeError) -> Response[Problem]:
+    """A JSON body that is not UTF-8: msgspec raises UnicodeDecodeError, which Litestar's
+    JSON decoding does not turn into a 400 (it only catches msgspec.DecodeError)."""
+    return problem(
+        HTTP_400_BAD_REQUEST, _HTTP_CODES[HTTP_400_BAD_REQUEST], "The body is not UTF-8 JSON."
+    )
+
+
 def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal error.")
@@ -127,5 +141,6 @@ def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Respo
 EXCEPTION_HANDLERS = {
     CheckpointError: domain_error,
     HTTPException: http_error,
+    UnicodeDecodeError: undecodable_body,
     Exception: unexpected_error,
 }

@@ -9,16 +9,22 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import (
     ClientException,
     NotFoundException,
     PermissionDeniedException,
 )
-from litestar.params import Parameter
-from litestar.status_codes import HTTP_200_OK, HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.params import HeaderParameter, Parameter
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_304_NOT_MODIFIED,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+)
 
 from api import metrics
 from api.auth import PUBLIC, credential_of, roles
+from api.duplicates import check_duplicate
 from api.schemas import (
     Health,
     IssueBatchRequest,
@@ -29,6 +35,7 @@ from api.schemas import (
     RevocationView,
     RevokeRequest,
     ScanResponse,
+    StatusListBundle,
     TrustBundle,
     VerifyBatchRequest,
     VerifyBatchResponse,
@@ -36,6 +43,7 @@ from api.schemas import (
 )
 from api.services import Services
 from checkpoint.model import Category, Decision, parse_permit_id
+from checkpoint.statuslist import StatusList
 from issuer.errors import ChannelNotAllowed, PermitNotFound
 from issuer.issuing import IssueRequest, channel_of
 from issuer.qr import qr_png, qr_svg
@@ -51,13 +59,17 @@ SCAN_MEDIA_TYPES = frozenset({"image/jpeg", "image/png"})
 MAX_IMAGE_PIXELS = 16_000_000
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         min_length=8,
         max_length=128,
         description="a retried request with the same key returns the same permits",
     ),
 ]
+
+
+ServicesDep = NamedDependency[Services]
+"""How a handler asks for this process's Services."""
 
 
 def services_of(state: State) -> Services:
@@ -74,13 +86,22 @@ def scanner_checkpoint(credential: Credential) -> str:
 
 
 async def _decide(
-    services: Services, request: Request[Any, Any, Any], tokens: list[str]
+    services: ServicesDep, request: Request[Any, Any, Any], tokens: list[str]
 ) -> list[Decision]:
     credential = credential_of(request)
     now = services.clock()
     await services.refresh_if_changed(now)
     with metrics.VERIFY_SECONDS.time():
         decisions = services.verifier.verify_batch(tokens, scanner_checkpoint(credential), now)
+    policy = services.verifier.policy
+    if len(decisions) == 1:
+        decisions = [await check_duplicate(decisions[0], policy, services.entry_log)]
+    else:
+        decisions = list(
+            await asyncio.gather(
+                *(check_duplicate(d, policy, services.entry_log) for d in decisions)
+            )
+        )
     for decision in decisions:
         metrics.DECISIONS.labels(decision.outcome, decision.code).inc()
         services.audit_decision(decision, credential.id)
@@ -97,7 +118,7 @@ async def _decide(
     request_max_body_size=VERIFY_BODY_LIMIT,
 )
 async def verify_token(
-    request: Request[Any, Any, Any], data: VerifyRequest, services: Services
+    request: Request[Any, Any, Any], data: VerifyRequest, services: ServicesDep
 ) -> Decision:
     """Verify one token at the scanner's checkpoint. A refused token is a 200 with its decision."""
     (decision,) = await _decide(services, request, [data.token])
@@ -111,7 +132,7 @@ async def verify_token(
     request_max_body_size=BATCH_VERIFY_BODY_LIMIT,
 )
 async def verify_batch(
-    request: Request[Any, Any, Any], data: VerifyBatchRequest, services: Services
+    request: Request[Any, Any, Any], data: VerifyBatchRequest, services: ServicesDep
 ) -> VerifyBatchResponse:
     """Verify up to 500 tokens at the scanner's checkpoint, decisions in order."""
     return VerifyBatchResponse(await _decide(services, request, data.tokens))
@@ -135,7 +156,7 @@ def read_qr(image_bytes: bytes) -> str | None:
 @post(
     "/v1/scan", opt=roles("scanner"), status_code=HTTP_200_OK, request_max_body_size=SCAN_BODY_LIMIT
 )
-async def scan_image(request: Request[Any, Any, Any], services: Services) -> ScanResponse:
+async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> ScanResponse:
     """Read the QR code in a camera frame (JPEG or PNG body), then verify it."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in SCAN_MEDIA_TYPES:
@@ -180,7 +201,7 @@ def _channel_for(credential: Credential, request: IssueRequest, position: int | 
 
 async def _issue(
     request: Request[Any, Any, Any],
-    services: Services,
+    services: ServicesDep,
     permits: list[IssueRequest],
     idempotency_key: str | None,
     body: object,
@@ -209,7 +230,7 @@ async def _issue(
 async def issue_permit(
     request: Request[Any, Any, Any],
     data: IssueRequest,
-    services: Services,
+    services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> PermitView:
     """Issue one permit through the credential's channel (201; a retried key answers the same)."""
@@ -221,7 +242,7 @@ async def issue_permit(
 async def issue_batch(
     request: Request[Any, Any, Any],
     data: IssueBatchRequest,
-    services: Services,
+    services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> PermitList:
     """Issue up to 1000 permits all-or-nothing: a refusal names the item and stores nothing."""
@@ -230,7 +251,7 @@ async def issue_batch(
 
 
 async def _permit_for(
-    request: Request[Any, Any, Any], services: Services, permit_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, permit_id: str
 ) -> PermitRecord:
     try:
         list_id, index = parse_permit_id(permit_id)
@@ -247,7 +268,7 @@ async def _permit_for(
 
 @get("/v1/permits/{permit_id:str}", opt=roles("issuer", "admin"))
 async def get_permit(
-    request: Request[Any, Any, Any], permit_id: str, services: Services
+    request: Request[Any, Any, Any], permit_id: str, services: ServicesDep
 ) -> PermitView:
     """A permit of one of the credential's channels (admins see all)."""
     return PermitView.of(await _permit_for(request, services, permit_id))
@@ -255,7 +276,7 @@ async def get_permit(
 
 @get("/v1/permits/{permit_id:str}/qr.png", opt=roles("issuer", "admin"), media_type="image/png")
 async def get_permit_png(
-    request: Request[Any, Any, Any], permit_id: str, services: Services
+    request: Request[Any, Any, Any], permit_id: str, services: ServicesDep
 ) -> bytes:
     """The permit's QR code as PNG."""
     return qr_png((await _permit_for(request, services, permit_id)).token)
@@ -263,7 +284,7 @@ async def get_permit_png(
 
 @get("/v1/permits/{permit_id:str}/qr.svg", opt=roles("issuer", "admin"), media_type="image/svg+xml")
 async def get_permit_svg(
-    request: Request[Any, Any, Any], permit_id: str, services: Services
+    request: Request[Any, Any, Any], permit_id: str, services: ServicesDep
 ) -> bytes:
     """The permit's QR code as SVG."""
     return qr_svg((await _permit_for(request, services, permit_id)).token)
@@ -274,7 +295,7 @@ async def get_permit_svg(
 
 @post("/v1/revocations", opt=roles("admin", "issuer"), request_max_body_size=ADMIN_BODY_LIMIT)
 async def revoke(
-    request: Request[Any, Any, Any], data: RevokeRequest, services: Services
+    request: Request[Any, Any, Any], data: RevokeRequest, services: ServicesDep
 ) -> RevocationList:
     """Withdraw a permit, all of a holder's, or all of an establishment's (issuers: one
     permit of their own channel). Answers only after the revocation is committed."""
@@ -305,14 +326,14 @@ async def revoke(
         revocations = await registry.revoke_establishment(
             data.establishment, reason=data.reason, actor=credential.id, at=now
         )
-    await services.announce_change(now)
+    await services.announce_change(now, revocations)
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
     return RevocationList([RevocationView.of(r) for r in revocations], services.mirror.seq)
 
 
 @get("/v1/revocations", opt=roles("admin"))
 async def list_revocations(
-    services: Services,
+    services: ServicesDep,
     after_seq: Annotated[int, Parameter(ge=0, description="only revocations after this seq")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 1000,
 ) -> RevocationList:
@@ -329,7 +350,7 @@ async def list_revocations(
     request_max_body_size=ADMIN_BODY_LIMIT,
 )
 async def revoke_key(
-    request: Request[Any, Any, Any], kid: str, data: KeyRevokeRequest, services: Services
+    request: Request[Any, Any, Any], kid: str, data: KeyRevokeRequest, services: ServicesDep
 ) -> dict[str, str]:
     """Withdraw a signing key: every permit it signed is rejected from the next scan on."""
     now = services.clock()
@@ -345,11 +366,28 @@ async def revoke_key(
     return {"kid": entry.kid, "status": str(entry.status)}
 
 
+@get("/v1/status-lists/{list_id:int}", opt=roles("scanner", "admin"))
+async def status_list(
+    request: Request[Any, Any, Any],
+    list_id: Annotated[int, Parameter(ge=0, le=0xFFFF)],
+    services: ServicesDep,
+) -> Response[StatusListBundle | bytes]:
+    """The revocation bitmap of one status list for offline scanners, with an ETag:
+    `If-None-Match` with the current one answers 304 and no body."""
+    seq = services.mirror.seq
+    etag = f'"{list_id}.{seq}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
+    status = services.mirror.lists.get(list_id) or StatusList(list_id)
+    return Response(StatusListBundle(list_id, seq, status.export()), headers=headers)
+
+
 # --- public and operations -----------------------------------------------------------------
 
 
 @get("/v1/trust", opt=PUBLIC)
-async def trust(services: Services) -> TrustBundle:
+async def trust(services: ServicesDep) -> TrustBundle:
     """Public keys with status and signing windows, and the policy, for offline scanners."""
     services.reload_keys()
     policy = services.policy
@@ -368,7 +406,7 @@ async def health() -> Health:
 
 
 @get("/ready", opt=PUBLIC)
-async def ready(services: Services) -> Response[Health]:
+async def ready(services: ServicesDep) -> Response[Health]:
     """Keys and revocations loaded and fresh: 200; otherwise 503 with the reason."""
     now = services.clock()
     fresh = services.mirror.is_current(now, services.policy.revocation_staleness)
@@ -386,7 +424,7 @@ async def ready(services: Services) -> Response[Health]:
 
 
 @get("/metrics", opt=roles("admin"), media_type="text/plain; version=0.0.4")
-async def metrics_endpoint(services: Services) -> bytes:
+async def metrics_endpoint(services: ServicesDep) -> bytes:
     """Prometheus metrics: decisions by outcome and code, verify latency, revocation seq."""
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
     return metrics.render()
@@ -404,6 +442,7 @@ ROUTES = [
     revoke,
     list_revocations,
     revoke_key,
+    status_list,
     trust,
     health,
     ready,

@@ -9,6 +9,7 @@ from msgspec import Meta
 
 from checkpoint.model import Decision, HolderId
 from checkpoint.signing import KeyEntry
+from checkpoint.statuslist import TokenStatusList
 from issuer.issuing import EstablishmentId, IssueRequest
 from issuer.registry import AuditEntry, PermitRecord, Revocation
 
@@ -132,6 +133,15 @@ class TrustBundle(msgspec.Struct, frozen=True):
     policy_version: str
     policy: dict[str, object]
     revocation_seq: int
+
+
+class StatusListBundle(msgspec.Struct, frozen=True):
+    """One status list for offline scanners: `status_list` is the IETF Token Status List
+    object (1 bit per permit, zlib, base64url); `seq` the revocation sequence it reflects."""
+
+    list_id: int
+    seq: int
+    status_list: TokenStatusList
 
 
 class Health(msgspec.Struct, frozen=True):

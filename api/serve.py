@@ -15,7 +15,7 @@ from api.settings import ENV_PREFIX, Settings
 from checkpoint.model import Channel
 from issuer.registry import Registry, Role
 
-ROLES: tuple[Role, ...] = ("scanner", "issuer", "admin")
+ROLES: tuple[Role, ...] = ("scanner", "issuer", "admin", "border")
 
 
 class CredentialError(ValueError):
@@ -97,7 +97,7 @@ def create_credential(settings: Settings, args: argparse.Namespace) -> str:
                     f"unknown channel {channel!r} (one of: {', '.join(c.value for c in Channel)})"
                 )
     elif channels or checkpoint is not None:
-        raise CredentialError("an admin credential takes no --channel or --checkpoint")
+        raise CredentialError(f"an {role} credential takes no --channel or --checkpoint")
 
     async def run() -> tuple[str, str]:
         registry = await Registry.open(settings.registry_url)

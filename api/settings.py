@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     port: Port = 8000
     workers: Workers = 1
     redis_url: str | None = None
+    """Redis for revocations across machines; without it, an in-process mirror per worker."""
+    redis_prefix: str = "checkpoint:"
+    """Prefix of every Redis key this deployment uses."""
     rate_limit: Annotated[float, Meta(gt=0)] = 200.0
     """Requests per second allowed to one credential, on average."""
     rate_burst: Annotated[float, Meta(ge=1)] = 400.0

@@ -166,7 +166,27 @@ class KeysNotLoaded(RejectReason):
 
 
 REJECT_REASONS: tuple[type[RejectReason], ...] = tuple(RejectReason.__subclasses__())
-"""Every reason the core can give, in declaration order (used by docs and tests)."""
+"""Every reason the core verifier can give, in declaration order (used by docs and tests)."""
+
+
+# --- Reasons decided at the edge, after the core's VALID: they need shared state. ---
+
+
+class DuplicateEntry(RejectReason):
+    code = "duplicate_entry"
+    message_en = "This permit was already used to enter this zone: check the holder."
+    message_ar = "استُخدم هذا التصريح للدخول إلى هذه المنطقة من قبل: تحقق من حامله."
+
+
+class DuplicateCheckUnavailable(RejectReason):
+    outcome = Outcome.INDETERMINATE
+    code = "duplicate_check_unavailable"
+    message_en = "The repeated-entry check is unavailable: check manually."
+    message_ar = "التحقق من تكرار الدخول غير متاح: يلزم التحقق اليدوي."
+
+
+EDGE_REASONS: tuple[type[RejectReason], ...] = (DuplicateEntry, DuplicateCheckUnavailable)
+"""Reasons the service adds to a core decision (anti-passback)."""
 
 
 # --- Errors of configuration or of a caller: raised, never turned into a Decision. ---

@@ -153,7 +153,7 @@ def parse_permit_id(text: str) -> tuple[int, int]:
 
 def mask_holder(holder: str) -> str:
     """Hide all but the last 4 characters of an ID number."""
-    return "*" * max(len(holder) - 4, 0) + holder[-4:]
+    return holder[-4:].rjust(len(holder), "*")
 
 
 class PermitSummary(msgspec.Struct, frozen=True):
@@ -170,14 +170,16 @@ class PermitSummary(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, permit: Permit) -> PermitSummary:
         """Summarise a decoded permit for display."""
+        # Positional, in field order, and without the permit_id property's extra call:
+        # every valid token's decision carries a summary.
         return cls(
-            permit_id=permit.permit_id,
-            holder_masked=mask_holder(permit.holder),
-            category=_SLUGS[permit.category],
-            season=permit.season,
-            not_before=permit.not_before,
-            expires=permit.expires,
-            entry_points=permit.entry_points,
+            format_permit_id(permit.list_id, permit.index),
+            mask_holder(permit.holder),
+            _SLUGS[permit.category],
+            permit.season,
+            permit.not_before,
+            permit.expires,
+            permit.entry_points,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import os
 import re
 from importlib import resources
@@ -65,6 +66,7 @@ HoursText = Annotated[
     ),
 ]
 SeasonCategories = Annotated[list[str], Meta(min_length=1)]
+CompanyClass = Literal["A", "B", "C"]
 
 ALWAYS_OPEN = "00:00-24:00"
 
@@ -97,8 +99,50 @@ class CheckpointEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     entry_point: EntryPointBit
     categories: list[str]
     hours: HoursText = ALWAYS_OPEN
+    zone: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$")] | None = None
+    """Checkpoints into the same place share a zone (anti-passback); default: the code."""
     # Values are checked in _hours: msgspec's error path would not name the key.
     category_hours: dict[str, str] = {}
+
+
+class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The `[rules]` table: the numbers of the issuing rules (defaults: the source articles).
+
+    The last Umrah date is not here: it is the end of the Umrah season, which every Nusuk
+    permit's validity must already lie inside.
+    """
+
+    min_unaccompanied_age: Annotated[int, Meta(ge=0, le=100)] = 18
+    arrival_deadline_hours: Annotated[int, Meta(ge=0, le=24 * 30)] = 6
+    max_stay_days: Annotated[int, Meta(ge=1, le=3650)] = 90
+    departure_ratio: Annotated[float, Meta(ge=0, le=1)] = 0.75
+    exempt_company_classes: tuple[CompanyClass, ...] = ("A",)
+    new_company_class: CompanyClass = "C"
+
+
+class DuplicateMode(enum.StrEnum):
+    """What a second entry of one permit into one zone within the window does."""
+
+    OFF = "off"
+    SOFT = "soft"
+    """VALID with the warning `duplicate_entry`, audited."""
+    STRICT = "strict"
+    """INVALID `duplicate_entry`."""
+
+
+class DuplicateEntryRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The `[duplicate_entry]` table: anti-passback per category."""
+
+    window_seconds: Annotated[int, Meta(ge=1, le=7 * DAY)] = 12 * 3600
+    budget_ms: Annotated[int, Meta(ge=1, le=1000)] = 20
+    """How long a scan may wait for the shared entry log before it counts as unavailable."""
+    default_mode: DuplicateMode = DuplicateMode.OFF
+    modes: dict[str, DuplicateMode] = {}
+    """By category slug; categories not named take `default_mode`."""
+
+    def mode_for(self, category: Category) -> DuplicateMode:
+        """The mode of a category."""
+        return self.modes.get(category.slug, self.default_mode)
 
 
 class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -109,6 +153,8 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     revocation_staleness: StalenessSeconds
     seasons: list[SeasonEntry] = []
     checkpoints: list[CheckpointEntry] = []
+    rules: Rules = msgspec.field(default_factory=Rules)
+    duplicate_entry: DuplicateEntryRules = msgspec.field(default_factory=DuplicateEntryRules)
 
 
 # --- The validated policy the verifier uses.
@@ -195,6 +241,8 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     """Admitted categories and their hours; a category absent here is not admitted."""
     utc_offset: int
     """Seconds to add to Unix time to get local time (fixed: the zone has no DST)."""
+    zone: str = ""
+    """The place this checkpoint lets people into (anti-passback counts entries per zone)."""
 
     @property
     def categories(self) -> frozenset[Category]:
@@ -230,6 +278,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds after which unconfirmed revocation data makes a decision INDETERMINATE."""
     seasons: dict[int, Season]
     checkpoints: dict[str, Checkpoint]
+    rules: Rules = msgspec.field(default_factory=Rules)
+    duplicate_entry: DuplicateEntryRules = msgspec.field(default_factory=DuplicateEntryRules)
     timezone: str = TIMEZONE
     utc_offset: int = 3 * 3600
 
@@ -303,6 +353,7 @@ def _build(raw: PolicyFile) -> Policy:
             )
         checkpoints[cp_entry.code] = _checkpoint(cp_entry, path, offset)
         bits[cp_entry.entry_point] = cp_entry.code
+    _categories(list(raw.duplicate_entry.modes), "$.duplicate_entry.modes")
 
     return Policy(
         version=raw.version,
@@ -310,6 +361,8 @@ def _build(raw: PolicyFile) -> Policy:
         revocation_staleness=raw.revocation_staleness,
         seasons=seasons,
         checkpoints=checkpoints,
+        rules=raw.rules,
+        duplicate_entry=raw.duplicate_entry,
         timezone=TIMEZONE,
         utc_offset=offset,
     )
@@ -410,6 +463,7 @@ def _checkpoint(entry: CheckpointEntry, path: str, offset: int) -> Checkpoint:
         entry_point=entry.entry_point,
         rules=rules,
         utc_offset=offset,
+        zone=entry.zone or entry.code,
     )
 
 
@@ -450,6 +504,8 @@ def describe_policy(policy: Policy) -> str:
         f"Policy {policy.version}",
         f"  leeway {policy.leeway} s, revocation staleness {policy.revocation_staleness} s",
         f"  days and hours are local to {zone}",
+        f"  rules: {msgspec.json.encode(policy.rules).decode()}",
+        f"  duplicate entry: {msgspec.json.encode(policy.duplicate_entry).decode()}",
         "",
         "Seasons",
     ]
@@ -469,7 +525,8 @@ def describe_policy(policy: Policy) -> str:
     lines += ["", "Checkpoints"]
     for cp in sorted(policy.checkpoints.values(), key=lambda c: c.entry_point):
         lines += [
-            f"  {cp.code}: entry-point bit {cp.entry_point} (mask 0x{cp.entry_bit:08x})",
+            f"  {cp.code}: entry-point bit {cp.entry_point} (mask 0x{cp.entry_bit:08x}), "
+            f"zone {cp.zone}",
             f"      {cp.name_en} / {cp.name_ar}",
             f"      {cp.location_en} / {cp.location_ar}",
         ]

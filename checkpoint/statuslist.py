@@ -49,6 +49,12 @@ class StatusList:
         byte = index >> 3
         return byte < len(self.bits) and bool(self.bits[byte] >> (index & 7) & 1)
 
+    def merge(self, bits: bytes) -> None:
+        """OR another copy of this list into it (revocations are never undone)."""
+        size = max(len(self.bits), len(bits))
+        merged = int.from_bytes(self.bits, "little") | int.from_bytes(bits, "little")
+        self.bits = bytearray(merged.to_bytes(size, "little"))
+
     def count(self) -> int:
         """How many permits of this list are revoked."""
         return sum(b.bit_count() for b in self.bits)

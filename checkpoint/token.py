@@ -7,9 +7,6 @@ alphanumeric character set, so the whole token encodes in the QR's dense alphanu
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
-
 import msgspec
 
 from checkpoint.errors import (
@@ -66,10 +63,13 @@ def b45decode(text: str) -> bytes:
     """Decode strict base45: raises BadEncoding for a foreign character, a dangling
     character, or a group whose value does not fit (a triplet over 65535, a pair over 255).
 
-    Works on whole integers instead of a Python loop per group: the digits, read as one
-    little-endian integer, hold each group in a 24-bit lane, so three masks and one
-    multiply-add compute every group's value at once, and a value over 65535 shows up
-    as a non-zero top byte in its lane.
+    Works on whole integers instead of a Python loop per group. Read big-endian, the digits
+    put each triplet (c, d, e) in a 24-bit lane as 65536c + 256d + e, above the final pair's
+    16 bits if there is one. Adding 11519 * 256d + 132710399 * e for every lane turns the
+    integer into the sum of 65536 * (c + 45d + 2025e) per lane (exactly: it is one linear
+    identity, whatever carries cross lanes on the way). One shift divides out the 65536 and
+    drops the pair, leaving each group's value in its lane, where a value over 65535 shows
+    as a non-zero top byte. The lanes' low two bytes, in order, are the output.
     """
     try:
         raw = text.encode("ascii")
@@ -82,43 +82,65 @@ def b45decode(text: str) -> bytes:
     if rest == 1:
         raise BadEncoding("dangling base45 character")
 
-    out = bytearray(2 * groups + (rest == 2))
-    if groups:
-        low_byte, top_byte = _lane_masks(groups)
-        packed = int.from_bytes(digits[: 3 * groups], "little")
-        values = (
-            (packed & low_byte) + 45 * (packed >> 8 & low_byte) + 2025 * (packed >> 16 & low_byte)
-        )
-        if values & top_byte:
-            raise BadEncoding("base45 group over 65535")
-        lanes = values.to_bytes(3 * groups, "little")
-        out[0 : 2 * groups : 2] = lanes[1::3]
-        out[1 : 2 * groups : 2] = lanes[0::3]
-    if rest == 2:
+    middle_byte, low_byte, top_byte = _LANE_MASKS[len(digits)]
+    packed = int.from_bytes(digits, "big")
+    scaled = packed + 11_519 * (packed & middle_byte) + 132_710_399 * (packed & low_byte)
+    values = scaled >> (16 + 8 * rest)  # the scale, and the final pair's digits
+    if values & top_byte:
+        raise BadEncoding("base45 group over 65535")
+    out = bytearray(values.to_bytes(3 * groups, "big"))
+    del out[::3]  # the top bytes, all zero: one pass, where two strided copies took twice as long
+    if rest:
         value = digits[-2] + 45 * digits[-1]
         if value > 0xFF:
             raise BadEncoding("base45 final pair over 255")
-        out[-1] = value
+        out.append(value)
     return bytes(out)
 
 
-@functools.cache
-def _lane_masks(groups: int) -> tuple[int, int]:
-    """For `groups` 24-bit lanes: a mask of each lane's low byte, and of its top byte."""
-    return (
-        int.from_bytes(b"\xff\x00\x00" * groups, "little"),
-        int.from_bytes(b"\x00\x00\xff" * groups, "little"),
-    )
+class _LaneMasks(dict[int, tuple[int, int, int]]):
+    """For `length` digits read as in b45decode: masks of each lane's middle byte and low
+    byte (before the shift), and of each lane's top byte (after it). Made once per length.
+
+    A dict subclass, not functools.cache: a plain lookup is about half the cost, on the
+    path of every token.
+    """
+
+    def __missing__(self, length: int) -> tuple[int, int, int]:
+        groups, rest = divmod(length, 3)
+        masks = self[length] = (
+            int.from_bytes(b"\x00\xff\x00" * groups + bytes(rest), "big"),
+            int.from_bytes(b"\x00\x00\xff" * groups + bytes(rest), "big"),
+            int.from_bytes(b"\xff\x00\x00" * groups, "big"),
+        )
+        return masks
 
 
-class Envelope(NamedTuple):
-    """A token split into its parts; nothing in it is authenticated yet."""
+_LANE_MASKS = _LaneMasks()
+
+
+class Envelope(msgspec.Struct, frozen=True, gc=False):
+    """A token split into its parts; nothing in it is authenticated yet.
+
+    A Struct built positionally: a NamedTuple built by keyword cost several times more,
+    on the path every token takes.
+    """
 
     kid: bytes
     payload: bytes
-    signature: bytes
-    signed: bytes
-    """The exact bytes the signature covers: SIGNING_DOMAIN + version | kid | payload."""
+    sealed: bytes
+    """The signature, then the bytes it covers: the layout libsodium's crypto_sign_open
+    takes, built once here instead of concatenated again for every verification."""
+
+    @property
+    def signature(self) -> bytes:
+        """The 64-byte Ed25519 signature."""
+        return self.sealed[:SIGNATURE_LENGTH]
+
+    @property
+    def signed(self) -> bytes:
+        """The exact bytes the signature covers: SIGNING_DOMAIN + version | kid | payload."""
+        return self.sealed[SIGNATURE_LENGTH:]
 
 
 def split_token(text: str | bytes) -> Envelope:
@@ -140,12 +162,10 @@ def split_token(text: str | bytes) -> Envelope:
         raise MalformedEnvelope(f"{len(raw)} bytes, at least {MIN_ENVELOPE}")
     if raw[0] != VERSION:
         raise UnsupportedVersion(f"version {raw[0]}")
-    body_end = len(raw) - SIGNATURE_LENGTH
     return Envelope(
-        kid=raw[1 : 1 + KID_LENGTH],
-        payload=raw[1 + KID_LENGTH : body_end],
-        signature=raw[body_end:],
-        signed=SIGNING_DOMAIN + raw[:body_end],
+        raw[1 : 1 + KID_LENGTH],
+        raw[1 + KID_LENGTH : -SIGNATURE_LENGTH],
+        raw[-SIGNATURE_LENGTH:] + SIGNING_DOMAIN + raw[:-SIGNATURE_LENGTH],
     )
 
 

@@ -119,3 +119,87 @@ class EntryPointNotAdmitting(IssueRefused):
     code = "entry_point_not_admitting"
     message_en = "A named entry point does not exist or does not admit this category."
     message_ar = "منفذ الدخول المحدد غير موجود أو لا يسمح بهذه الفئة."
+
+
+# --- The rules of the source articles (Absher, Muqeem, Nusuk; issue #5). ---
+
+
+class SponsorRequired(IssueRefused):
+    code = "sponsor_required"
+    message_en = "Domestic workers and dependents need their sponsor's ID number."
+    message_ar = "يلزم رقم هوية الكفيل للعمالة المنزلية والتابعين."
+
+
+class InvalidSponsor(IssueRefused):
+    code = "invalid_sponsor"
+    message_en = "The sponsor's ID is not a valid Saudi national ID or iqama number."
+    message_ar = "رقم هوية الكفيل ليس رقم هوية وطنية أو إقامة صحيحًا."
+
+
+class EstablishmentRequired(IssueRefused):
+    code = "establishment_required"
+    message_en = "This permit must name its registered establishment or Umrah company."
+    message_ar = "يجب أن يحدد هذا التصريح المنشأة أو شركة العمرة المسجلة."
+
+
+class EstablishmentNotRegistered(IssueRefused):
+    code = "establishment_not_registered"
+    message_en = "The establishment or Umrah company is not registered for this portal."
+    message_ar = "المنشأة أو شركة العمرة غير مسجلة في هذه المنصة."
+
+
+class EstablishmentNotInMakkah(IssueRefused):
+    code = "establishment_not_in_makkah"
+    message_en = "Only establishments based in Makkah get this permit."
+    message_ar = "لا يُمنح هذا التصريح إلا لمنشآت مقرها مكة المكرمة."
+
+
+class BirthDateRequired(IssueRefused):
+    code = "birth_date_required"
+    message_en = "Umrah and Rawdah permits need the pilgrim's date of birth."
+    message_ar = "تصاريح العمرة والروضة تتطلب تاريخ ميلاد المعتمر."
+
+
+class UnaccompaniedMinor(IssueRefused):
+    code = "unaccompanied_minor"
+    message_en = "A pilgrim under the minimum age needs a companion's permit."
+    message_ar = "المعتمر دون السن المحددة يلزمه تصريح مرافق."
+
+
+class CompanionNotValid(IssueRefused):
+    code = "companion_not_valid"
+    message_en = "The companion's permit must exist, be active, and be an adult's Nusuk permit."
+    message_ar = "يجب أن يكون تصريح المرافق موجودًا وساريًا وتصريح نسك لشخص بالغ."
+
+
+class StayTooLong(IssueRefused):
+    code = "stay_too_long"
+    message_en = "The permit ends after the longest stay allowed from the entry into the Kingdom."
+    message_ar = "ينتهي التصريح بعد أقصى مدة إقامة مسموحة من تاريخ الدخول إلى المملكة."
+
+
+class DeparturesMissing(IssueRefused):
+    code = "departures_missing"
+    message_en = "Too few of this company's arrived pilgrims have departed to admit new pilgrims."
+    message_ar = "لم يغادر العدد المطلوب من معتمري الشركة القادمين للسماح بمعتمرين جدد."
+
+    missing: int = 0
+    """How many more departures must be recorded before new pilgrims' permits are issued."""
+
+
+class AmendMismatch(IssueRefused):
+    code = "amend_mismatch"
+    message_en = "An amended permit keeps the holder and the portal of the permit it replaces."
+    message_ar = "التصريح المعدّل يحتفظ بصاحب التصريح الأصلي وبالمنصة نفسها."
+
+
+class EstablishmentExists(CheckpointError):
+    code = "establishment_exists"
+    message_en = "An establishment or Umrah company with this id is already registered."
+    message_ar = "توجد منشأة أو شركة عمرة مسجلة بهذا المعرّف."
+
+
+class NotArrived(CheckpointError):
+    code = "not_arrived"
+    message_en = "No entry into the Kingdom is recorded for this holder."
+    message_ar = "لا يوجد دخول مسجل إلى المملكة لصاحب هذا الرقم."

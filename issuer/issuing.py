@@ -13,19 +13,31 @@ from checkpoint.model import CHANNEL_CATEGORIES, Category, Channel, HolderId
 from checkpoint.policy import Policy
 from checkpoint.signing import KeyEntry, KeyStatus, Signer
 from issuer.errors import (
+    AmendMismatch,
+    BirthDateRequired,
     CategoryNotInChannel,
     CategoryNotInSeason,
     DocumentReferenceRequired,
     EntryPointNotAdmitting,
     InvalidIqama,
     InvalidNationalId,
+    InvalidSponsor,
     InvalidWindow,
     IssueRefused,
     SeasonNotFound,
+    SponsorRequired,
+    UnaccompaniedMinor,
     WindowOutsideSeason,
 )
 from issuer.keystore import KeyStore
-from issuer.registry import IdempotencyClaim, PermitDraft, PermitRecord, Registry
+from issuer.registry import (
+    IdempotencyClaim,
+    PermitDraft,
+    PermitRecord,
+    Registry,
+    Revocation,
+)
+from issuer.rules import age_at, registry_rules
 
 CategorySlug = Literal[
     "domestic_worker",
@@ -44,6 +56,7 @@ AwareTime = Annotated[dt.datetime, Meta(tz=True, description="RFC 3339 time with
 CheckpointCode = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
 Reference = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z/_.-]+$")]
 EstablishmentId = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z-]+$")]
+PermitRef = Annotated[str, Meta(pattern=r"^[0-9]{1,5}\.[0-9]{1,10}$", description="LIST.INDEX")]
 
 NATIONAL_ID_CATEGORIES = frozenset({Category.CITIZEN})
 IQAMA_CATEGORIES = frozenset(
@@ -58,8 +71,17 @@ IQAMA_CATEGORIES = frozenset(
 )
 """Residents: their holder ID is an iqama number. Seasonal-visa holders, GCC citizens and
 pilgrims from abroad have no iqama and are identified by passport or visa number."""
-DOCUMENT_CATEGORIES = frozenset({Category.CITIZEN, Category.GCC_CITIZEN})
-"""Citizens get a permit only with the supporting documents the Absher article requires."""
+DOCUMENT_CATEGORIES = {
+    Category.CITIZEN: "the supporting document reference",
+    Category.GCC_CITIZEN: "the supporting document reference",
+    Category.PREMIUM_RESIDENCY: "the premium residency reference",
+    Category.INVESTOR: "the investor licence reference",
+    Category.SEASONAL_WORKER: "the seasonal work visa number",
+    Category.CONTRACT_WORKER: "the seasonal work contract reference",
+}
+"""What `document_reference` must carry for each category that needs one (the articles)."""
+SPONSORED_CATEGORIES = frozenset({Category.DOMESTIC_WORKER, Category.DEPENDENT})
+"""Absher: the permit names the sponsor, by Saudi national ID or iqama number."""
 
 
 class IssueRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -73,7 +95,14 @@ class IssueRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     entry_points: tuple[CheckpointCode, ...] = ()
     """Checkpoint codes the permit is limited to; empty = every checkpoint admitting it."""
     establishment: EstablishmentId | None = None
+    """Muqeem: the registered establishment; Nusuk: the registered Umrah company."""
     document_reference: Reference | None = None
+    sponsor: HolderId | None = None
+    """Domestic workers and dependents: the sponsor's national ID or iqama number."""
+    birth_date: dt.date | None = None
+    """Nusuk: the pilgrim's date of birth."""
+    companion: PermitRef | None = None
+    """Nusuk, under the minimum age: the permit id of the adult pilgrim accompanying them."""
 
 
 def luhn_valid(number: str) -> bool:
@@ -114,8 +143,6 @@ def check_eligibility(
         raise InvalidNationalId(request.holder)
     if category in IQAMA_CATEGORIES and not saudi_id_valid(request.holder, "2"):
         raise InvalidIqama(request.holder)
-    if category in DOCUMENT_CATEGORIES and not request.document_reference:
-        raise DocumentReferenceRequired(category.slug)
     season = policy.season(request.season)
     if season is None:
         raise SeasonNotFound(str(request.season))
@@ -126,15 +153,18 @@ def check_eligibility(
         raise InvalidWindow(f"{request.not_before} to {request.expires}")
     if not_before < season.opens or expires > season.closes:
         raise WindowOutsideSeason(f"{season.code} runs {season.first_day} to {season.last_day}")
+    check_references(request, category, policy, now)
     mask = 0
     for code in request.entry_points:
         station = policy.checkpoints.get(code)
         if station is None or not station.admits(category):
             raise EntryPointNotAdmitting(code)
         mask |= station.entry_bit
-    details = {}
-    if request.document_reference:
-        details["document_reference"] = request.document_reference
+    details = {
+        name: str(value)
+        for name in ("document_reference", "sponsor", "birth_date", "companion")
+        if (value := getattr(request, name)) is not None
+    }
     return PermitDraft(
         holder=request.holder,
         category=category,
@@ -147,6 +177,23 @@ def check_eligibility(
         entry_points=mask,
         details=details,
     )
+
+
+def check_references(request: IssueRequest, category: Category, policy: Policy, now: int) -> None:
+    """The sponsor, document and birth date each category needs (the source articles)."""
+    if category in SPONSORED_CATEGORIES:
+        if not request.sponsor:
+            raise SponsorRequired(category.slug)
+        if not any(saudi_id_valid(request.sponsor, leading) for leading in "12"):
+            raise InvalidSponsor(request.sponsor)
+    if category in DOCUMENT_CATEGORIES and not request.document_reference:
+        raise DocumentReferenceRequired(f"{category.slug} needs {DOCUMENT_CATEGORIES[category]}")
+    if category in Channel.NUSUK.categories:
+        if request.birth_date is None:
+            raise BirthDateRequired(category.slug)
+        age = age_at(request.birth_date, now, policy.utc_offset)
+        if request.companion is None and age < policy.rules.min_unaccompanied_age:
+            raise UnaccompaniedMinor(f"the pilgrim is {age}")
 
 
 class Issuer:
@@ -204,4 +251,25 @@ class Issuer:
             kid=entry.kid,
             actor=actor,
             idempotency=idempotency,
+            check=registry_rules(drafts, self.policy, now),
+        )
+
+    async def amend(
+        self, old: PermitRecord, request: IssueRequest, *, actor: str, now: int
+    ) -> tuple[Revocation, PermitRecord]:
+        """Cancel `old` and issue `request` in its place in one transaction (`supersedes` links
+        them). The holder and portal stay; the departure ratio does not apply: the pilgrim
+        is not new."""
+        draft = check_eligibility(request, old.channel, self.policy, now)
+        if draft.holder != old.holder:
+            raise AmendMismatch(f"{old.permit_id} is another holder's permit")
+        signer, entry = self.signing_key(now)
+        return await self.registry.supersede(
+            (old.list_id, old.idx),
+            draft,
+            lambda permit: signer.sign_permit(permit, entry),
+            kid=entry.kid,
+            reason="amended",
+            actor=actor,
+            check=registry_rules([draft], self.policy, now, new_pilgrims=False),
         )

@@ -6,13 +6,24 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import msgspec
-from sqlalchemy import ColumnElement, Connection, RowMapping, event, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -34,6 +45,7 @@ from issuer.schema import (
     permits,
     revocations,
     status_lists,
+    stays,
 )
 
 DEFAULT_LIST_CAPACITY = 2**20
@@ -41,9 +53,16 @@ DEFAULT_LIST_CAPACITY = 2**20
 BUSY_TIMEOUT_MS = 10_000
 KEY_PREFIX = "cpk_"
 
-Role = Literal["scanner", "issuer", "admin"]
+Role = Literal["scanner", "issuer", "admin", "border"]
 PermitState = Literal["active", "revoked", "superseded", "cancelled"]
 Sign = Callable[[Permit], str]
+Check = Callable[[AsyncConnection], Awaitable[None]]
+"""Rules that read the registry, run inside the issuing transaction before anything is stored."""
+_ACTIONS: dict[PermitState, str] = {
+    "revoked": "revoke",
+    "superseded": "amend",
+    "cancelled": "cancel",
+}
 
 
 class PermitDraft(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,6 +234,14 @@ class Registry:
         except OperationalError as exc:
             raise RegistryUnavailable(str(exc.orig)) from exc
 
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction, for the modules that keep their tables beside the permits."""
+        return self._write()
+
+    def snapshot(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A read transaction (one consistent snapshot), for the same modules."""
+        return self._read()
+
     # --- permits ---
 
     async def issue(
@@ -225,6 +252,7 @@ class Registry:
         kid: str,
         actor: str,
         idempotency: IdempotencyClaim | None = None,
+        check: Check | None = None,
     ) -> list[PermitRecord]:
         """Allocate, sign, store and audit permits in one transaction; replay a repeated request."""
         if not drafts:
@@ -234,6 +262,8 @@ class Registry:
                 earlier = await self._claimed(conn, idempotency)
                 if earlier is not None:
                     return earlier
+            if check is not None:
+                await check(conn)
             records = await self._issue(conn, drafts, sign, kid=kid, actor=actor, action="issue")
             if idempotency is not None:
                 ids = [r.permit_id for r in records]
@@ -255,6 +285,7 @@ class Registry:
         kid: str,
         reason: str,
         actor: str,
+        check: Check | None = None,
     ) -> tuple[Revocation, PermitRecord]:
         """Replace an active permit: revoke it as 'superseded' and issue `draft`, atomically."""
         async with self._write() as conn:
@@ -263,8 +294,10 @@ class Registry:
                 raise PermitNotFound(format_permit_id(*old))
             if state != "active":
                 raise PermitNotActive(f"{format_permit_id(*old)} is {state}")
+            if check is not None:
+                await check(conn)
             (revocation,) = await self._revoke(
-                conn, _pk(*old), reason=reason, actor=actor, at=draft.issued_at, amend=True
+                conn, _pk(*old), reason=reason, actor=actor, at=draft.issued_at, state="superseded"
             )
             draft = msgspec.structs.replace(draft, supersedes=format_permit_id(*old))
             (record,) = await self._issue(conn, [draft], sign, kid=kid, actor=actor, action="amend")
@@ -401,6 +434,28 @@ class Registry:
         async with self._write() as conn:
             return await self._revoke(conn, where, reason=reason, actor=actor, at=at)
 
+    async def cancel_unarrived(self, *, deadline: int, now: int, actor: str) -> list[Revocation]:
+        """Cancel (reason `no_arrival`) every active, unexpired Nusuk permit whose slot starts
+        `deadline` seconds after `now` or earlier, when its holder's entry was not recorded by
+        `deadline` seconds before the slot. One write transaction around a conditional UPDATE:
+        running it again, or in several processes at once, cancels each permit once."""
+        cutoff = permits.c.not_before - deadline
+        arrived = exists().where(
+            stays.c.holder == permits.c.holder,
+            stays.c.entered_at <= cutoff,
+            or_(stays.c.departed_at.is_(None), stays.c.departed_at > cutoff),
+        )
+        where = (
+            (permits.c.channel == Channel.NUSUK.value)
+            & (permits.c.not_before <= now + deadline)
+            & (permits.c.expires > now)
+            & ~arrived
+        )
+        async with self._write() as conn:
+            return await self._revoke(
+                conn, where, reason="no_arrival", actor=actor, at=now, state="cancelled"
+            )
+
     async def _revoke(
         self,
         conn: AsyncConnection,
@@ -409,16 +464,19 @@ class Registry:
         reason: str,
         actor: str,
         at: int,
-        amend: bool = False,
+        state: PermitState = "revoked",
     ) -> list[Revocation]:
-        refs = await conn.execute(
-            select(permits.c.list_id, permits.c.idx)
-            .where(where)
-            .order_by(permits.c.list_id, permits.c.idx)
+        # The conditional UPDATE claims the permits: of two transactions racing for one,
+        # only the one whose UPDATE changed it goes on to add its revocation and audit rows.
+        claimed = await conn.execute(
+            update(permits)
+            .where(where, permits.c.state == "active")
+            .values(state=state)
+            .returning(permits.c.list_id, permits.c.idx)
         )
         values = [
             {"list_id": list_id, "idx": idx, "reason": reason, "actor": actor, "at": at}
-            for list_id, idx in refs
+            for list_id, idx in sorted(claimed.all())
         ]
         if not values:
             return []
@@ -426,12 +484,12 @@ class Registry:
             insert(revocations).returning(*revocations.c, sort_by_parameter_order=True), values
         )
         done = [Revocation(**row) for row in rows.mappings()]
-        state, action = ("superseded", "amend") if amend else ("revoked", "revoke")
-        await conn.execute(update(permits).where(where).values(state=state))
         await conn.execute(
             insert(audit),
             [
-                _audit_row(at=at, actor=actor, action=action, permit_id=r.permit_id, code=reason)
+                _audit_row(
+                    at=at, actor=actor, action=_ACTIONS[state], permit_id=r.permit_id, code=reason
+                )
                 for r in done
             ],
         )

@@ -81,6 +81,26 @@ audit = Table(
     Column("detail", Text, nullable=False),
 )
 
+establishments = Table(
+    "establishments",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("channel", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("city", Text, nullable=False),
+    Column("company_class", Text),
+    Column("registered_at", BigInteger, nullable=False),
+    Column("registered_by", Text, nullable=False),
+)
+stays = Table(
+    "stays",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("entered_at", BigInteger, nullable=False),
+    Column("departed_at", BigInteger),
+)
+
 Step = Sequence[str | Callable[[Connection], None]]
 """One migration: SQL statements (or callables on the sync connection), run in order."""
 
@@ -150,6 +170,40 @@ MIGRATIONS: list[Step] = [
             detail TEXT NOT NULL DEFAULT '{}')""",
         "CREATE INDEX audit_action ON audit (action, id)",
         "CREATE INDEX audit_permit ON audit (permit_id, id)",
+    ],
+    [
+        # Muqeem establishments and Nusuk Umrah companies, with their city and class.
+        """CREATE TABLE establishments (
+            id TEXT NOT NULL PRIMARY KEY,
+            channel TEXT NOT NULL CHECK (channel IN ('muqeem', 'nusuk')),
+            name TEXT NOT NULL,
+            city TEXT NOT NULL,
+            company_class TEXT CHECK (company_class IN ('A', 'B', 'C')),
+            registered_at BIGINT NOT NULL,
+            registered_by TEXT NOT NULL,
+            CHECK ((channel = 'nusuk') = (company_class IS NOT NULL)))""",
+        # Entries into and exits from the Kingdom, as a border feed reports them.
+        """CREATE TABLE stays (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            holder TEXT NOT NULL,
+            entered_at BIGINT NOT NULL,
+            departed_at BIGINT)""",
+        "CREATE INDEX stays_holder ON stays (holder, entered_at)",
+        "CREATE UNIQUE INDEX stays_open ON stays (holder) WHERE departed_at IS NULL",
+        "CREATE INDEX permits_slots ON permits (channel, state, not_before)",
+        # The border feed's role: the only way to widen the CHECK is to rebuild the table.
+        """CREATE TABLE credentials_v2 (
+            id TEXT NOT NULL PRIMARY KEY,
+            key_sha256 TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('scanner', 'issuer', 'admin', 'border')),
+            channels TEXT NOT NULL DEFAULT '[]',
+            checkpoint TEXT,
+            label TEXT NOT NULL DEFAULT '',
+            created_at BIGINT NOT NULL,
+            disabled_at BIGINT)""",
+        "INSERT INTO credentials_v2 SELECT * FROM credentials",
+        "DROP TABLE credentials",
+        "ALTER TABLE credentials_v2 RENAME TO credentials",
     ],
 ]
 

@@ -30,7 +30,7 @@ IQAMA = "2000000006"
 IQAMA_2 = "2123456705"
 NATIONAL_ID = "1000000008"
 
-HEADER = "holder,category,season,from,until,entry_points,establishment,document_reference"
+HEADER = "holder,category,season,from,until,entry_points,establishment,document_reference,sponsor"
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ def issue_one(run: Runner, *extra: str, holder: str = IQAMA) -> tuple[str, str]:
         "2027-04-10",
         "--until",
         "2027-05-20",
+        "--sponsor",
+        NATIONAL_ID,
         *extra,
     )
     assert result.code == 0, result.err
@@ -137,6 +139,9 @@ def read_qr(path: Path) -> list[str]:
         ["credentials", "create"],
         ["credentials", "list"],
         ["credentials", "disable"],
+        ["establishments"],
+        ["establishments", "add"],
+        ["sweep"],
     ],
     ids=lambda c: " ".join(c) or "checkpoint",
 )
@@ -366,9 +371,9 @@ def test_issue_from_flags_with_output_dir(run: Runner, tmp_path: Path) -> None:
 def test_issue_from_csv(run: Runner, tmp_path: Path) -> None:
     source = write_csv(
         tmp_path / "in.csv",
-        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,",
-        f"{NATIONAL_ID},citizen,1,2027-04-10T06:00,2027-05-20,shumaisi;al-kar,,MOI/1",
-        f"{IQAMA_2},dependent,1,2027-04-10,2027-05-21T00:00+03:00,,,",
+        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,,{NATIONAL_ID}",
+        f"{NATIONAL_ID},citizen,1,2027-04-10T06:00,2027-05-20,shumaisi;al-kar,,MOI/1,",
+        f"{IQAMA_2},dependent,1,2027-04-10,2027-05-21T00:00+03:00,,,,{NATIONAL_ID}",
     )
     out = tmp_path / "out"
     result = run("issue", "--csv", source, "-o", out)
@@ -388,12 +393,14 @@ def test_issue_from_csv(run: Runner, tmp_path: Path) -> None:
 
 
 def test_csv_with_mixed_channels_keeps_its_order(run: Runner, tmp_path: Path) -> None:
+    add = ["establishments", "add", "EST-7", "--channel", "muqeem", "--city", "makkah"]
+    assert run(*add, "--name", "Makkah Catering").code == 0
     source = write_csv(
         tmp_path / "in.csv",
-        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,",
-        f"{IQAMA_2},establishment_employee,1,2027-04-10,2027-05-20,,EST-7,",
-        f"{NATIONAL_ID},citizen,1,2027-04-10,2027-05-20,,,MOI/1",
-        "P1234567,seasonal_worker,1,2027-04-10,2027-05-20,,EST-7,",
+        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,,{NATIONAL_ID}",
+        f"{IQAMA_2},establishment_employee,1,2027-04-10,2027-05-20,,EST-7,,",
+        f"{NATIONAL_ID},citizen,1,2027-04-10,2027-05-20,,,MOI/1,",
+        "P1234567,seasonal_worker,1,2027-04-10,2027-05-20,,EST-7,SWV-1,",
     )
     out = tmp_path / "out"
     result = run("issue", "--csv", source, "-o", out)
@@ -422,11 +429,12 @@ def test_csv_with_mixed_channels_keeps_its_order(run: Runner, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("refused", "code"),
     [
-        (f"{NATIONAL_ID},citizen,1,2027-04-10,2027-05-20,,,", "document_reference_required"),
+        (f"{NATIONAL_ID},citizen,1,2027-04-10,2027-05-20,,,,", "document_reference_required"),
         # another channel than line 2: must not leave line 2's batch issued
-        (f"{NATIONAL_ID},contract_worker,1,2027-04-10,2027-05-20,,,", "invalid_iqama"),
-        (f"{IQAMA},umrah,1,2027-04-10,2027-05-20,,,", "category_not_in_season"),
-        (f"{IQAMA},dependent,1,2027-04-01,2027-05-20,,,", "window_outside_season"),
+        (f"{NATIONAL_ID},contract_worker,1,2027-04-10,2027-05-20,,,,", "invalid_iqama"),
+        (f"{IQAMA},umrah,1,2027-04-10,2027-05-20,,,,", "category_not_in_season"),
+        (f"{IQAMA},dependent,1,2027-04-01,2027-05-20,,,,{NATIONAL_ID}", "window_outside_season"),
+        (f"{IQAMA},dependent,1,2027-04-10,2027-05-20,,,,", "sponsor_required"),
     ],
 )
 def test_csv_refusal_names_the_line_and_issues_nothing(
@@ -434,9 +442,9 @@ def test_csv_refusal_names_the_line_and_issues_nothing(
 ) -> None:
     source = write_csv(
         tmp_path / "in.csv",
-        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,",
+        f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,,{NATIONAL_ID}",
         refused,
-        f"{IQAMA_2},dependent,1,2027-04-10,2027-05-20,,,",
+        f"{IQAMA_2},dependent,1,2027-04-10,2027-05-20,,,,{NATIONAL_ID}",
     )
     out = tmp_path / "out"
     result = run("issue", "--csv", source, "-o", out)
@@ -561,3 +569,98 @@ def test_bad_environment_setting_is_one_line(run: Runner, monkeypatch: pytest.Mo
     assert result.code == 2
     assert "port" in result.error_line()
     assert result.out == ""
+
+
+# --- establishments and the no-arrival sweep -------------------------------------------
+
+
+def test_establishments_add(run: Runner) -> None:
+    company = run(
+        "establishments",
+        "add",
+        "CO-1",
+        "--channel",
+        "nusuk",
+        "--city",
+        "makkah",
+        "--name",
+        "Umrah Co",
+    )
+    assert company.code == 0, company.err
+    assert "class C" in company.out
+    again = run(
+        "establishments",
+        "add",
+        "CO-1",
+        "--channel",
+        "nusuk",
+        "--city",
+        "makkah",
+        "--name",
+        "Umrah Co",
+    )
+    assert again.code == 2
+    assert "establishment_exists" in again.error_line()
+    classed = run(
+        "establishments",
+        "add",
+        "EST-1",
+        "--channel",
+        "muqeem",
+        "--city",
+        "makkah",
+        "--name",
+        "X",
+        "--class",
+        "A",
+    )
+    assert classed.code == 2
+    classed.error_line()
+
+
+def test_sweep_cancels_unarrived_slots_once(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    umrah = POLICY.seasons[2]
+    now = umrah.opens + 30 * DAY
+    monkeypatch.setattr(cli, "clock_now", lambda: now)
+    assert (
+        run(
+            "establishments",
+            "add",
+            "CO-1",
+            "--channel",
+            "nusuk",
+            "--city",
+            "makkah",
+            "--name",
+            "Umrah Co",
+        ).code
+        == 0
+    )
+    slot = now + DAY
+    issued = run(
+        "issue",
+        "--holder",
+        "A1234567",
+        "--category",
+        "umrah",
+        "--season",
+        "2",
+        "--birth-date",
+        "1990-01-01",
+        "--establishment",
+        "CO-1",
+        "--from",
+        str(slot),
+        "--until",
+        str(slot + 7200),
+    )
+    assert issued.code == 0, issued.err
+    early = run("sweep", "--at", str(slot - 6 * 3600 - 1))
+    assert (early.code, early.out.splitlines()[-1].split()[0]) == (0, "0")
+    due = run("sweep", "--at", str(slot - 6 * 3600))
+    assert due.code == 0
+    assert "cancelled 0.0 (no_arrival, seq 1)" in due.out
+    assert run("sweep", "--at", str(slot)).out.startswith("0 slot permit(s)")
+    token = issued.out.splitlines()[1]
+    verdict = run("verify", token, "--checkpoint", "haram-umrah-gate", "--at", str(slot + 60))
+    assert (verdict.code, "revoked" in verdict.out) == (1, True)

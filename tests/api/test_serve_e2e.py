@@ -44,6 +44,7 @@ categories = ["domestic_worker", "umrah"]
 PERMIT = {
     "holder": "2123456705",
     "category": "domestic_worker",
+    "sponsor": "1012345607",
     "season": 1,
     "not_before": "2019-01-01T00:00:00+03:00",
     "expires": "2075-01-01T00:00:00+03:00",
@@ -87,11 +88,18 @@ def _free_port() -> int:
 class Server:
     """A `checkpoint serve` child process, stopped by its pid."""
 
-    def __init__(self, data_dir: Path, policy: Path, workers: int = 1) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        policy: Path,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"serve-{self.port}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHECKPOINT_")}
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("CHECKPOINT_")}
+        environment.update(env or {})
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [
@@ -110,7 +118,7 @@ class Server:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=environment,
                 start_new_session=True,
             )
         self._wait_ready()
@@ -127,6 +135,11 @@ class Server:
             time.sleep(READY_POLL_SECONDS)  # waiting for a child to start, not for time
         self.stop()
         raise AssertionError(f"server not ready:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        """kill -9 of the whole process group: no shutdown code runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=20)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -18,6 +18,8 @@ from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.errors import InvalidIqama, IssueRefused
 from issuer.issuing import (
+    DOCUMENT_CATEGORIES,
+    SPONSORED_CATEGORIES,
     CategorySlug,
     Issuer,
     IssueRequest,
@@ -27,6 +29,7 @@ from issuer.issuing import (
     saudi_id_valid,
 )
 from issuer.keystore import KeyStore
+from issuer.records import register_establishment
 from issuer.registry import Registry
 
 POLICY = default_policy()
@@ -59,8 +62,8 @@ UNCHECKED_ID_CATEGORIES = [
     Category.UMRAH,
     Category.RAWDAH,
 ]
-DOCUMENT_CATEGORIES = [Category.CITIZEN, Category.GCC_CITIZEN]
 NUSUK_CATEGORIES = {Category.UMRAH, Category.RAWDAH}
+ADULT = dt.date(1990, 1, 1)
 
 
 def reference_check_digit(body: str) -> str:
@@ -90,6 +93,20 @@ def holder_for(category: Category) -> str:
     return PASSPORT
 
 
+def references(category: Category) -> dict[str, Any]:
+    """The sponsor, document, establishment and birth date `category` needs to pass."""
+    fields: dict[str, Any] = {}
+    if category in DOCUMENT_CATEGORIES:
+        fields["document_reference"] = "DOC-1"
+    if category in SPONSORED_CATEGORIES:
+        fields["sponsor"] = NATIONAL_ID
+    if category in NUSUK_CATEGORIES:
+        fields |= {"birth_date": ADULT, "establishment": "UMRAH-CO"}
+    if category in {Category.ESTABLISHMENT_EMPLOYEE, Category.CONTRACT_WORKER}:
+        fields["establishment"] = "EST-7"
+    return fields
+
+
 def request(category: Category, **changes: Any) -> IssueRequest:
     """A request that passes every rule for `category`, with `changes` applied."""
     season = UMRAH if category in NUSUK_CATEGORIES else HAJJ
@@ -99,7 +116,7 @@ def request(category: Category, **changes: Any) -> IssueRequest:
         season=season.id,
         not_before=at(season.opens + DAY),
         expires=at(season.opens + 3 * DAY),
-        document_reference="DOC-1" if category in DOCUMENT_CATEGORIES else None,
+        **references(category),
     )
     return msgspec.structs.replace(base, **changes)
 
@@ -151,10 +168,8 @@ def test_every_category_passes_in_its_own_channel(category: Category) -> None:
     assert draft.expires == int(req.expires.timestamp())
     assert draft.issued_at == NOW
     assert draft.entry_points == 0
-    if category in DOCUMENT_CATEGORIES:
-        assert draft.details == {"document_reference": "DOC-1"}
-    else:
-        assert draft.details == {}
+    stored = {k: str(v) for k, v in references(category).items() if k != "establishment"}
+    assert draft.details == stored
 
 
 def test_each_category_has_exactly_one_channel() -> None:
@@ -220,8 +235,8 @@ def test_passport_holders_have_no_id_check(category: Category, holder: str) -> N
 # --- supporting documents ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("category", DOCUMENT_CATEGORIES)
-def test_citizens_need_a_document_reference(category: Category) -> None:
+@pytest.mark.parametrize("category", list(DOCUMENT_CATEGORIES))
+def test_each_document_category_needs_its_reference(category: Category) -> None:
     req = request(category, document_reference=None)
     assert refusal_code(req) == "document_reference_required"
     assert refusal_code(msgspec.structs.replace(req, document_reference="")) == (
@@ -229,15 +244,15 @@ def test_citizens_need_a_document_reference(category: Category) -> None:
     )
 
 
-@pytest.mark.parametrize("category", DOCUMENT_CATEGORIES)
-def test_citizens_with_a_document_reference_pass(category: Category) -> None:
+@pytest.mark.parametrize("category", list(DOCUMENT_CATEGORIES))
+def test_each_document_category_with_its_reference_passes(category: Category) -> None:
     draft = check_eligibility(
         request(category, document_reference="MOI/2027/42"), channel_of(category), POLICY, NOW
     )
     assert draft.details == {"document_reference": "MOI/2027/42"}
 
 
-def test_residents_need_no_document_reference() -> None:
+def test_sponsored_residents_need_no_document_reference() -> None:
     passes(request(Category.DOMESTIC_WORKER, document_reference=None))
 
 
@@ -490,6 +505,17 @@ async def test_refused_batch_names_the_item_and_stores_nothing(
     assert await registry.get_permit(0, 0) is None
 
     # The same registry then issues normally from the first index.
+    await register_establishment(
+        registry,
+        establishment_id="EST-7",
+        channel="muqeem",
+        name="Makkah Catering",
+        city="makkah",
+        company_class=None,
+        rules=POLICY.rules,
+        actor="test",
+        at=NOW,
+    )
     (record,) = await issuer.issue(requests[:1], channel=Channel.MUQEEM, actor="test", now=NOW)
     assert record.permit_id == "0.0"
 
@@ -575,6 +601,7 @@ GOOD_JSON: dict[str, object] = {
     "not_before": "2027-04-10T00:00:00+03:00",
     "expires": "2027-04-20T00:00:00Z",
     "entry_points": ["shumaisi"],
+    "sponsor": NATIONAL_ID,
 }
 
 

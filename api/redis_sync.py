@@ -1,0 +1,237 @@
+"""Revocations through Redis: the outbox that publishes committed revocations, and the
+tail that keeps every process's in-memory mirror current.
+
+Layout under the key prefix: `status:{list_id}` one bitmap per status list (SETBIT, bit
+`index`), `revocations` a stream whose entry `{seq}-0` carries the previous published
+sequence number (`prev`), `published` the highest sequence number in Redis, `heartbeat`
+`{published}:{counter}` refreshed by publishers while Redis holds everything the
+registry has. A mirror is confirmed current only by a heartbeat it has caught up with,
+so a dead publisher, a frozen Redis or a lost connection all end in `revocation_stale`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from checkpoint.statuslist import StatusList, StatusMirror
+from issuer.errors import RegistryUnavailable
+from issuer.registry import Registry, Revocation
+
+log = logging.getLogger("checkpoint.redis")
+T = TypeVar("T")
+StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
+
+CALL_TIMEOUT = 0.25
+"""Seconds any one Redis call may take: redis-py's defaults can hang about a minute."""
+BLOCK_MS = 500
+STREAM_MAXLEN = 100_000
+PUBLISH_INTERVAL = 0.2
+PAGE = 1000
+
+# Atomic and idempotent: applies seq only right after the published one, so concurrent
+# publishers (every service process runs one) never double-publish or go backwards.
+_PUBLISH = """
+local published = tonumber(redis.call('GET', KEYS[3]) or '0')
+local seq = tonumber(ARGV[1])
+if seq <= published then return published end
+redis.call('SETBIT', KEYS[1], ARGV[3], 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0',
+           'seq', seq, 'prev', published, 'list', ARGV[2], 'idx', ARGV[3])
+redis.call('SET', KEYS[3], seq)
+return seq
+"""
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer in time or answered with an error."""
+
+
+class RedisRevocations:
+    """Publishes committed revocations to Redis and keeps `mirror` in step with Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        registry: Registry,
+        mirror: StatusMirror,
+        clock: Callable[[], int],
+    ) -> None:
+        self.registry = registry
+        self.mirror = mirror
+        self.clock = clock
+        self.prefix = prefix
+        options: dict[str, Any] = {
+            "socket_connect_timeout": CALL_TIMEOUT,
+            "retry": Retry(NoBackoff(), 1),
+            "health_check_interval": 0,
+        }
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=CALL_TIMEOUT, **options)
+        # XREAD BLOCK holds the connection open; it gets its own, with room for the block.
+        self.tail_redis = aioredis.Redis.from_url(
+            url, socket_timeout=BLOCK_MS / 1000 + CALL_TIMEOUT, **options
+        )
+        self._publish = self.redis.register_script(_PUBLISH)
+        self.stream = f"{prefix}revocations"
+        self.published_key = f"{prefix}published"
+        self.heartbeat_key = f"{prefix}heartbeat"
+        self._last_id = "0-0"
+        self._last_heartbeat: bytes | None = None
+        self._run_id: str | None = None
+        self._beats = 0
+        self._tails = 0
+        self.loaded = False
+        """Whether the mirror holds Redis's bitmaps (and then follows the stream)."""
+
+    def status_key(self, list_id: int) -> str:
+        return f"{self.prefix}status:{list_id}"
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.tail_redis.aclose()
+
+    async def _get(self, key: str | bytes) -> bytes | None:
+        """GET with the call timeout, typed: this client never decodes responses."""
+        value = await self._call(self.redis.get(key))
+        return value if isinstance(value, bytes) or value is None else str(value).encode()
+
+    async def _call(self, call: Awaitable[T], timeout: float = CALL_TIMEOUT) -> T:
+        try:
+            async with asyncio.timeout(timeout):
+                return await call
+        except (TimeoutError, RedisError, OSError) as err:
+            raise RedisUnavailable(repr(err)) from err
+
+    # --- publishing (the outbox) -----------------------------------------------------------
+
+    async def publish_pending(self) -> bool:
+        """Push every committed revocation Redis does not hold yet, in order; then beat.
+
+        True when Redis then held everything the registry had committed. A failure leaves
+        the rest for the next call.
+        """
+        published = int(await self._get(self.published_key) or 0)
+        while True:
+            batch = await self.registry.revocations_after(published, limit=PAGE)
+            for revocation in batch:
+                published = await self._publish_one(revocation)
+            if len(batch) < PAGE:
+                break
+        if published < await self.registry.max_revocation_seq():
+            return False
+        # The value only has to change: a mirror confirms on a beat it has not seen.
+        self._beats += 1
+        beat = f"{published}:{os.getpid()}:{id(self)}:{self._beats}"
+        await self._call(self.redis.set(self.heartbeat_key, beat))
+        return True
+
+    async def _publish_one(self, revocation: Revocation) -> int:
+        keys = [self.status_key(revocation.list_id), self.stream, self.published_key]
+        args = [revocation.seq, revocation.list_id, revocation.idx, STREAM_MAXLEN]
+        result = await self._call(self._publish(keys=keys, args=args))
+        return int(result)
+
+    # --- the mirror --------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill the mirror from Redis's bitmaps (after publishing what Redis lacks).
+
+        The published seq is read before the bitmaps, so anything later is tailed. Bits are
+        OR-ed into what the mirror holds: a revocation is never undone, so a Redis that
+        lost data can never make the mirror forget one.
+        """
+        checked_at = self.clock()
+        complete = await self.publish_pending()
+        published = int(await self._get(self.published_key) or 0)
+        keys = [
+            key async for key in self.redis.scan_iter(match=f"{self.prefix}status:*", count=1000)
+        ]
+        for key in keys:
+            bitmap = await self._get(key)
+            list_id = int(key.decode().rsplit(":", 1)[1])
+            loaded = StatusList.from_msb_first(list_id, bitmap or b"")
+            current = self.mirror.lists.setdefault(list_id, StatusList(list_id))
+            current.merge(bytes(loaded.bits))
+        self.mirror.seq = max(self.mirror.seq, published)
+        if complete:
+            self.mirror.confirm(checked_at)
+        self._last_id = f"{self.mirror.seq}-0"
+        self._run_id = await self._server_run_id()
+
+    async def _server_run_id(self) -> str:
+        info = await self._call(self.redis.info("server"))
+        return str(info["run_id"])
+
+    async def tail_once(self) -> None:
+        """Wait up to BLOCK_MS for new revocations, apply them, then check the heartbeat."""
+        reply = cast(
+            StreamReply,
+            await self._call(
+                self.tail_redis.xread({self.stream: self._last_id}, count=PAGE, block=BLOCK_MS),
+                timeout=BLOCK_MS / 1000 + CALL_TIMEOUT,
+            ),
+        )
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                seq, prev = int(fields[b"seq"]), int(fields[b"prev"])
+                if seq <= self.mirror.seq:
+                    self._last_id = entry_id.decode()
+                    continue
+                if prev != self.mirror.seq:
+                    # Entries were trimmed or lost while we were away: rebuild from bitmaps.
+                    log.warning("revocation stream gap at %s (have %s)", seq, self.mirror.seq)
+                    await self.load()
+                    return
+                self.mirror.revoke(int(fields[b"list"]), int(fields[b"idx"]), seq)
+                self._last_id = entry_id.decode()
+        await self._check_heartbeat()
+
+    async def _check_heartbeat(self) -> None:
+        heartbeat = await self._get(self.heartbeat_key)
+        if heartbeat is None or heartbeat == self._last_heartbeat:
+            return
+        self._last_heartbeat = heartbeat
+        published = int(heartbeat.split(b":", 1)[0])
+        if published <= self.mirror.seq:
+            self.mirror.confirm(self.clock())
+
+    async def check_server(self) -> None:
+        """A restarted Redis (new run id) may have lost entries: reload to be sure."""
+        run_id = await self._server_run_id()
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("Redis restarted (run id changed): reloading revocations")
+            await self.load()
+        self._run_id = run_id
+
+    # --- one step of each loop (api.services.Loops runs them) -------------------------------
+
+    async def publish_pending_step(self) -> None:
+        """The outbox: retried until Redis takes everything; an outage delays, loses nothing."""
+        try:
+            await self.publish_pending()
+        except ResponseError:
+            log.exception("revocation publish refused by Redis")
+
+    async def tail_step(self) -> None:
+        """Load when needed, then wait for and apply new entries. After a failure the next
+        step reloads: while Redis was away the stream may have been trimmed or emptied."""
+        try:
+            if not self.loaded:
+                await self.load()
+                self.loaded = True
+            await self.tail_once()
+            self._tails += 1
+            if self._tails % 10 == 0:
+                await self.check_server()
+        except (RedisUnavailable, RegistryUnavailable):
+            self.loaded = False
+            raise

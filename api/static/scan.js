@@ -1,0 +1,485 @@
+// The scanner page: camera frames to POST /v1/scan until a QR is read, then the verdict
+// fills the screen. Plain script, no build step, nothing from outside this server.
+"use strict";
+
+(() => {
+  const KEY_STORE = "checkpoint.scannerKey";
+  const FRAME_INTERVAL_MS = 300; // a few frames a second: enough to feel instant, light on data
+  const RETRY_MS = 2000; // after a lost network or a server error, keep trying but calmly
+  const REQUEST_TIMEOUT_MS = 8000; // a hung request must surface as "no connection", not a freeze
+  const MAX_FRAME_SIDE = 960; // QR reading needs no more; smaller frames travel faster
+
+  const VERDICTS = {
+    VALID: { mark: "✓", en: "ACCEPT", ar: "دخول مسموح" },
+    INVALID: { mark: "✕", en: "REJECT", ar: "مرفوض" },
+    INDETERMINATE: { mark: "?", en: "MANUAL CHECK", ar: "تحقق يدوي" },
+  };
+  const STATUS = {
+    scanning: ["Point the camera at the permit's QR code.", "وجّه الكاميرا إلى رمز QR في التصريح."],
+    offline: [
+      "No connection to the server. Still trying; no decision can be made until it is back.",
+      "لا يوجد اتصال بالخادم. تتم إعادة المحاولة؛ لا يمكن إصدار قرار حتى يعود الاتصال.",
+    ],
+    "server-error": [
+      "The server is not answering properly. Still trying.",
+      "الخادم لا يستجيب كما يجب. تتم إعادة المحاولة.",
+    ],
+    "rate-limited": [
+      "Too many scans at once for this key. Slowing down.",
+      "عدد كبير من عمليات المسح لهذا المفتاح. يتم الإبطاء.",
+    ],
+    "frame-error": ["The picture could not be read. Trying again.", "تعذرت قراءة الصورة. تتم إعادة المحاولة."],
+  };
+  const CAMERA_ERRORS = {
+    NotAllowedError: [
+      "Camera permission was refused. Allow the camera in the browser settings, or type the token.",
+      "تم رفض إذن الكاميرا. اسمح بالكاميرا من إعدادات المتصفح، أو أدخل الرمز يدويًا.",
+    ],
+    NotFoundError: ["No camera was found on this device. Type the token instead.", "لا توجد كاميرا في هذا الجهاز. أدخل الرمز يدويًا."],
+    NotReadableError: [
+      "The camera is busy in another app. Close it, or type the token.",
+      "الكاميرا مستخدمة في تطبيق آخر. أغلقه، أو أدخل الرمز يدويًا.",
+    ],
+    insecure: [
+      "This browser allows the camera only over HTTPS. Type the token instead.",
+      "يسمح هذا المتصفح بالكاميرا عبر HTTPS فقط. أدخل الرمز يدويًا.",
+    ],
+  };
+  CAMERA_ERRORS.OverconstrainedError = CAMERA_ERRORS.NotFoundError;
+
+  const $ = (id) => document.getElementById(id);
+  const labels = readLabels();
+  const dates = dateFormats(labels.timezone || "Asia/Riyadh");
+  const canvas = document.createElement("canvas");
+  const video = $("preview");
+
+  let sessionKey = storedKey();
+  let stream = null;
+  let scanning = false;
+  let timer = 0;
+  let audio = null;
+
+  function readLabels() {
+    try {
+      return JSON.parse($("labels").textContent);
+    } catch {
+      return { categories: {}, seasons: {}, checkpoints: {} };
+    }
+  }
+
+  function dateFormats(timeZone) {
+    const options = {
+      timeZone,
+      day: "numeric",
+      year: "numeric",
+      hour: "2-digit",
+      minute: "2-digit",
+      hourCycle: "h23",
+    };
+    try {
+      return {
+        en: new Intl.DateTimeFormat("en-GB", { ...options, month: "short" }),
+        // The Umm al-Qura date, as Saudi documents give it, short enough for one line on a
+        // phone; Latin digits like the line above. The hour is on the English line.
+        ar: new Intl.DateTimeFormat("ar-SA-u-ca-islamic-umalqura-nu-latn", {
+          timeZone,
+          day: "numeric",
+          month: "numeric",
+          year: "numeric",
+        }),
+      };
+    } catch {
+      const utc = { ...options, timeZone: "UTC", timeZoneName: "short", month: "short" };
+      return { en: new Intl.DateTimeFormat("en-GB", utc), ar: new Intl.DateTimeFormat("ar", utc) };
+    }
+  }
+
+  // --- key -----------------------------------------------------------------------------
+
+  function storedKey() {
+    try {
+      return localStorage.getItem(KEY_STORE) || "";
+    } catch {
+      return "";
+    }
+  }
+
+  function storeKey(key) {
+    try {
+      localStorage.setItem(KEY_STORE, key);
+    } catch {
+      // Private mode without storage: the key lives for this page only.
+    }
+    sessionKey = key;
+  }
+
+  function showKeyError(code, en, ar) {
+    const box = $("key-error");
+    box.dataset.code = code;
+    box.replaceChildren(line(en), line(ar, "ar"));
+    box.hidden = false;
+  }
+
+  // --- screens and text ----------------------------------------------------------------
+
+  function show(screen) {
+    document.body.dataset.screen = screen;
+  }
+
+  function line(text, lang) {
+    const span = document.createElement("span");
+    span.textContent = text;
+    span.style.display = "block";
+    if (lang === "ar") {
+      span.lang = "ar";
+      span.dir = "rtl";
+    }
+    return span;
+  }
+
+  function setStatus(state, en, ar) {
+    const status = $("status");
+    if (status.dataset.state === state && !en) return;
+    const [textEn, textAr] = en ? [en, ar] : STATUS[state];
+    status.dataset.state = state;
+    status.replaceChildren(line(textEn), line(textAr, "ar"));
+  }
+
+  // --- sound and vibration -------------------------------------------------------------
+
+  function unlockAudio() {
+    // Browsers start audio only from a user gesture; the first tap anywhere does it.
+    if (audio || !window.AudioContext) return;
+    try {
+      audio = new AudioContext();
+    } catch {
+      audio = null;
+    }
+  }
+
+  function tone(start, frequency, duration, type) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.type = type;
+    osc.frequency.value = frequency;
+    gain.gain.setValueAtTime(0.0001, start);
+    gain.gain.exponentialRampToValueAtTime(0.4, start + 0.01);
+    gain.gain.exponentialRampToValueAtTime(0.0001, start + duration);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(start);
+    osc.stop(start + duration + 0.02);
+  }
+
+  function signal(outcome) {
+    // Distinct by ear and by hand, for an officer looking at the traveller, not the phone.
+    const patterns = {
+      VALID: { tones: [[0, 880, 0.12, "sine"], [0.14, 1320, 0.18, "sine"]], buzz: [80] },
+      INVALID: { tones: [[0, 196, 0.6, "square"]], buzz: [300, 100, 300] },
+      INDETERMINATE: {
+        tones: [[0, 520, 0.12, "triangle"], [0.2, 520, 0.12, "triangle"], [0.4, 520, 0.12, "triangle"]],
+        buzz: [150, 100, 150, 100, 150],
+      },
+    };
+    const pattern = patterns[outcome] || patterns.INDETERMINATE;
+    if (audio) {
+      try {
+        if (audio.state === "suspended") audio.resume();
+        const now = audio.currentTime;
+        for (const [at, frequency, duration, type] of pattern.tones) tone(now + at, frequency, duration, type);
+      } catch {
+        // No sound is no reason to hide the verdict.
+      }
+    }
+    if (typeof navigator.vibrate === "function") navigator.vibrate(pattern.buzz);
+  }
+
+  // --- requests ------------------------------------------------------------------------
+
+  async function call(path, body, contentType) {
+    const controller = new AbortController();
+    const timeout = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    let response;
+    try {
+      response = await fetch(path, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${sessionKey}`, "Content-Type": contentType },
+        body,
+        signal: controller.signal,
+        cache: "no-store",
+      });
+    } catch {
+      return { kind: "network" };
+    } finally {
+      clearTimeout(timeout);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (response.ok && data) return { kind: "ok", data };
+    const code = (data && data.code) || `http_${response.status}`;
+    const title = (data && data.title) || response.statusText;
+    if (response.status === 401 || response.status === 403) {
+      return { kind: "auth", status: response.status, code, title };
+    }
+    if (response.status === 429) return { kind: "rate-limited", code };
+    if (response.status >= 500 || !data) return { kind: "server-error", code };
+    return { kind: "refused", status: response.status, code, title };
+  }
+
+  function keyRejected(result) {
+    stopScanning();
+    const why =
+      result.status === 401
+        ? ["The server refused this scanner key: it is unknown or disabled.", "رفض الخادم مفتاح الماسح هذا: غير معروف أو معطّل."]
+        : ["This key may not scan here: it is not a checkpoint scanner key.", "لا يسمح هذا المفتاح بالمسح: ليس مفتاح ماسح لمركز ضبط."];
+    showKeyError(result.code, `${why[0]} (${result.status} ${result.code})`, why[1]);
+    $("key-input").value = "";
+    show("setup");
+  }
+
+  // --- camera and scanning -------------------------------------------------------------
+
+  async function startCamera() {
+    if (stream) return true;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      setStatus("camera-error", ...CAMERA_ERRORS.insecure);
+      return false;
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: false,
+        video: { facingMode: { ideal: "environment" }, width: { ideal: 1280 }, height: { ideal: 720 } },
+      });
+    } catch (err) {
+      const name = (err && err.name) || "Error";
+      const [en, ar] = CAMERA_ERRORS[name] || [
+        `The camera could not be opened (${name}). Type the token instead.`,
+        "تعذر تشغيل الكاميرا. أدخل الرمز يدويًا.",
+      ];
+      setStatus("camera-error", en, ar);
+      return false;
+    }
+    for (const track of stream.getVideoTracks()) {
+      // A camera taken away (another app, a cable, a permission revoked) must not leave a
+      // frozen last picture on screen that looks like a live preview.
+      track.addEventListener("ended", () => {
+        stream = null;
+        stopScanning();
+        setStatus(
+          "camera-error",
+          "The camera stopped. Tap this message to try again, or type the token.",
+          "توقفت الكاميرا. اضغط على هذه الرسالة لإعادة المحاولة، أو أدخل الرمز يدويًا.",
+        );
+      });
+    }
+    video.srcObject = stream;
+    try {
+      await video.play();
+    } catch {
+      // Autoplay of a muted inline video is allowed; if not, the next frame grab retries.
+    }
+    return true;
+  }
+
+  function grabFrame() {
+    const width = video.videoWidth;
+    const height = video.videoHeight;
+    if (!width || !height) return Promise.resolve(null);
+    const scale = Math.min(1, MAX_FRAME_SIDE / Math.max(width, height));
+    canvas.width = Math.round(width * scale);
+    canvas.height = Math.round(height * scale);
+    canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+    return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+  }
+
+  function schedule(delay) {
+    clearTimeout(timer);
+    if (scanning) timer = setTimeout(scanOnce, delay);
+  }
+
+  async function scanOnce() {
+    if (!scanning) return;
+    const frame = await grabFrame();
+    if (!scanning) return;
+    if (!frame) {
+      schedule(FRAME_INTERVAL_MS);
+      return;
+    }
+    const result = await call("/v1/scan", frame, "image/jpeg");
+    if (!scanning) return; // the officer moved on while the frame was in flight
+    switch (result.kind) {
+      case "ok":
+        if (result.data.found && result.data.decision) {
+          showResult(result.data.decision);
+          return;
+        }
+        setStatus("scanning");
+        schedule(FRAME_INTERVAL_MS);
+        return;
+      case "auth":
+        keyRejected(result);
+        return;
+      case "network":
+        setStatus("offline");
+        schedule(RETRY_MS);
+        return;
+      case "rate-limited":
+        setStatus("rate-limited");
+        schedule(RETRY_MS);
+        return;
+      case "server-error":
+        setStatus("server-error");
+        schedule(RETRY_MS);
+        return;
+      default:
+        setStatus("frame-error");
+        schedule(FRAME_INTERVAL_MS);
+    }
+  }
+
+  async function startScanning() {
+    show("scanner");
+    if (!(await startCamera())) return; // the camera's status stays up; typing still works
+    if (document.body.dataset.screen !== "scanner") return;
+    scanning = true;
+    setStatus("scanning");
+    schedule(0);
+  }
+
+  function stopScanning() {
+    scanning = false;
+    clearTimeout(timer);
+  }
+
+  // --- the verdict ---------------------------------------------------------------------
+
+  function formatted(format, seconds) {
+    try {
+      return format.format(new Date(seconds * 1000));
+    } catch {
+      return new Date(seconds * 1000).toISOString();
+    }
+  }
+
+  function showResult(decision) {
+    stopScanning();
+    const outcome = VERDICTS[decision.outcome] ? decision.outcome : "INDETERMINATE";
+    const verdict = VERDICTS[outcome];
+    const result = $("result");
+    result.dataset.outcome = outcome;
+    result.dataset.code = decision.code;
+    $("verdict-mark").textContent = verdict.mark;
+    $("verdict-word").textContent = verdict.en;
+    $("verdict-ar").textContent = verdict.ar;
+    $("reason-ar").textContent = decision.message_ar;
+    $("reason-en").textContent = decision.message_en;
+
+    const permit = decision.permit;
+    $("permit").hidden = !permit;
+    if (permit) {
+      const [categoryEn, categoryAr] = labels.categories[permit.category] || [permit.category, ""];
+      $("holder").textContent = permit.holder_masked;
+      $("category-en").textContent = categoryEn;
+      $("category-ar").textContent = categoryAr;
+      $("valid-from").textContent = `from ${formatted(dates.en, permit.not_before)}`;
+      $("valid-until").textContent = `until ${formatted(dates.en, permit.expires)}`;
+      $("valid-ar").textContent =
+        `${formatted(dates.ar, permit.not_before)} – ${formatted(dates.ar, permit.expires)}`;
+    }
+    const checkpoint = labels.checkpoints[decision.checkpoint];
+    const where = checkpoint ? checkpoint[0] : decision.checkpoint;
+    const permitId = permit ? ` · permit ${permit.permit_id}` : "";
+    $("meta").textContent =
+      `${where} · ${formatted(dates.en, decision.checked_at)}${permitId} · policy ${decision.policy_version}`;
+
+    show("result");
+    signal(outcome);
+    $("next").focus();
+  }
+
+  // --- manual entry --------------------------------------------------------------------
+
+  function showManualError(code, en, ar) {
+    const box = $("manual-error");
+    box.dataset.code = code;
+    box.replaceChildren(line(en), line(ar, "ar"));
+    box.hidden = false;
+  }
+
+  async function submitToken(event) {
+    event.preventDefault();
+    // Spaces belong to the token alphabet (base45): drop only line breaks from pasting.
+    // Lower case never does, so a token typed in lower case is still read.
+    const token = $("token-input").value.replace(/[\r\n]+/g, "").toUpperCase();
+    if (!token) return;
+    $("manual-error").hidden = true;
+    const result = await call("/v1/verify", JSON.stringify({ token }), "application/json");
+    switch (result.kind) {
+      case "ok":
+        $("token-input").value = "";
+        showResult(result.data);
+        return;
+      case "auth":
+        keyRejected(result);
+        return;
+      case "network":
+        showManualError("offline", STATUS.offline[0], STATUS.offline[1]);
+        return;
+      case "refused":
+        showManualError(
+          result.code,
+          `That is not a permit token (${result.status} ${result.code}).`,
+          "هذا ليس رمز تصريح.",
+        );
+        return;
+      default:
+        showManualError(result.code, STATUS[result.kind][0], STATUS[result.kind][1]);
+    }
+  }
+
+  // --- wiring --------------------------------------------------------------------------
+
+  document.addEventListener("pointerdown", unlockAudio, { passive: true });
+  document.addEventListener("keydown", unlockAudio);
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("key-input").value.trim();
+    if (!key) return;
+    storeKey(key);
+    $("key-error").hidden = true;
+    unlockAudio();
+    startScanning();
+  });
+
+  $("key-change").addEventListener("click", () => {
+    stopScanning();
+    $("key-input").value = "";
+    show("setup");
+  });
+
+  $("manual-open").addEventListener("click", () => {
+    stopScanning();
+    $("manual-error").hidden = true;
+    show("manual");
+    $("token-input").focus();
+  });
+  $("manual-cancel").addEventListener("click", startScanning);
+  $("manual-form").addEventListener("submit", submitToken);
+  $("next").addEventListener("click", startScanning);
+  $("status").addEventListener("click", () => {
+    if ($("status").dataset.state === "camera-error") startScanning();
+  });
+
+  document.addEventListener("visibilitychange", () => {
+    // No frames from a pocket; pick up again when the screen is back.
+    if (document.hidden) stopScanning();
+    else if (document.body.dataset.screen === "scanner" && !scanning) startScanning();
+  });
+
+  if (sessionKey) startScanning();
+  else show("setup");
+})();

@@ -1,0 +1,178 @@
+"""Anti-passback: per-category modes, zones, the time budget, and concurrent scans."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from api.duplicates import LocalEntryLog, RedisEntryLog, check_duplicate
+from checkpoint.model import Category, Decision, Outcome, Permit
+from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy, default_policy
+from checkpoint.signing import Keyring, Signer
+from checkpoint.statuslist import StatusMirror
+from checkpoint.verify import Verifier
+from tests.api.conftest import Api
+from tests.redis_server import RedisServer
+
+RIYADH = dt.timezone(dt.timedelta(hours=3))
+NOW = int(dt.datetime(2027, 4, 20, 12, 0, tzinfo=RIYADH).timestamp())
+SIGNER = Signer.generate()
+
+
+def _policy(mode: DuplicateMode, budget_ms: int = 20) -> Policy:
+    rules = DuplicateEntryRules(default_mode=mode, budget_ms=budget_ms, window_seconds=600)
+    return msgspec.structs.replace(default_policy(), duplicate_entry=rules)
+
+
+def _decision(policy: Policy, checkpoint: str = "shumaisi", index: int = 1) -> Decision:
+    permit = Permit(
+        list_id=0,
+        index=index,
+        holder="2123456705",
+        category=Category.DOMESTIC_WORKER,
+        season=1,
+        not_before=NOW - 86_400,
+        expires=NOW + 86_400,
+        issued_at=NOW - 86_400,
+    )
+    mirror = StatusMirror()
+    mirror.confirm(NOW)
+    verifier = Verifier(Keyring([SIGNER.entry(not_before=0)]), policy, mirror)
+    decision = verifier.verify(SIGNER.sign_permit(permit), checkpoint, NOW)
+    assert decision.valid
+    return decision
+
+
+class SlowLog:
+    """An entry log that never answers within the budget."""
+
+    async def claim(self, key: str, ttl: int) -> bool:
+        await asyncio.sleep(10)
+        return True
+
+
+class BrokenLog:
+    async def claim(self, key: str, ttl: int) -> bool:
+        raise RedisConnectionError("connection refused")
+
+
+@pytest.mark.parametrize(
+    ("mode", "second_outcome", "second_code", "warnings"),
+    [
+        (DuplicateMode.OFF, Outcome.VALID, "valid", ()),
+        (DuplicateMode.SOFT, Outcome.VALID, "valid", ("duplicate_entry",)),
+        (DuplicateMode.STRICT, Outcome.INVALID, "duplicate_entry", ()),
+    ],
+)
+async def test_modes(
+    mode: DuplicateMode, second_outcome: Outcome, second_code: str, warnings: tuple[str, ...]
+) -> None:
+    policy = _policy(mode)
+    log = LocalEntryLog()
+    first = await check_duplicate(_decision(policy), policy, log)
+    assert first.valid
+    assert first.warnings == ()
+    second = await check_duplicate(_decision(policy), policy, log)
+    assert second.outcome is second_outcome
+    assert second.code == second_code
+    assert second.warnings == warnings
+
+
+async def test_zones_count_separately_and_checkpoints_of_one_zone_together() -> None:
+    policy = _policy(DuplicateMode.STRICT)
+    assert policy.checkpoint("shumaisi").zone == policy.checkpoint("al-kar").zone == "makkah"
+    log = LocalEntryLog()
+    assert (await check_duplicate(_decision(policy, "shumaisi"), policy, log)).valid
+    repeat = await check_duplicate(_decision(policy, "al-kar"), policy, log)
+    assert repeat.code == "duplicate_entry"
+    other_permit = await check_duplicate(_decision(policy, "al-kar", index=2), policy, log)
+    assert other_permit.valid
+
+
+async def test_refusals_are_left_alone() -> None:
+    policy = _policy(DuplicateMode.STRICT)
+    refused = msgspec.structs.replace(_decision(policy), outcome=Outcome.INVALID, code="revoked")
+    assert await check_duplicate(refused, policy, SlowLog()) is refused
+
+
+@pytest.mark.parametrize("log", [SlowLog(), BrokenLog()], ids=["too-slow", "broken"])
+@pytest.mark.parametrize(
+    ("mode", "outcome", "code", "warnings"),
+    [
+        (DuplicateMode.SOFT, Outcome.VALID, "valid", ("duplicate_check_unavailable",)),
+        (DuplicateMode.STRICT, Outcome.INDETERMINATE, "duplicate_check_unavailable", ()),
+    ],
+)
+async def test_an_unavailable_log_never_gives_a_silent_valid(
+    log: SlowLog | BrokenLog,
+    mode: DuplicateMode,
+    outcome: Outcome,
+    code: str,
+    warnings: tuple[str, ...],
+) -> None:
+    policy = _policy(mode, budget_ms=20)
+    decision = await asyncio.wait_for(check_duplicate(_decision(policy), policy, log), timeout=2)
+    assert decision.outcome is outcome
+    assert decision.code == code
+    assert decision.warnings == warnings
+
+
+async def test_100_concurrent_scans_admit_exactly_one_in_process() -> None:
+    policy = _policy(DuplicateMode.STRICT)
+    log = LocalEntryLog()
+    decisions = await asyncio.gather(
+        *(check_duplicate(_decision(policy), policy, log) for _ in range(100))
+    )
+    assert sum(d.valid for d in decisions) == 1
+    assert {d.code for d in decisions if not d.valid} == {"duplicate_entry"}
+
+
+async def test_100_concurrent_scans_admit_exactly_one_with_redis(
+    redis_url: str, redis_prefix: str
+) -> None:
+    policy = _policy(DuplicateMode.STRICT, budget_ms=1000)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        logs = [RedisEntryLog(client, redis_prefix) for _ in range(4)]  # as four processes
+        decisions = await asyncio.gather(
+            *(check_duplicate(_decision(policy), policy, logs[i % 4]) for i in range(100))
+        )
+    finally:
+        await client.aclose()
+    assert sum(d.valid for d in decisions) == 1
+
+
+async def test_frozen_redis_answers_within_the_budget(private_redis: RedisServer) -> None:
+    policy = _policy(DuplicateMode.STRICT, budget_ms=20)
+    client = aioredis.Redis.from_url(private_redis.url, socket_timeout=5)
+    try:
+        await client.ping()
+        private_redis.freeze()
+        try:
+            decision = await asyncio.wait_for(
+                check_duplicate(_decision(policy), policy, RedisEntryLog(client, "t:")), timeout=2
+            )
+        finally:
+            private_redis.thaw()
+    finally:
+        await client.aclose()
+    assert decision.outcome is Outcome.INDETERMINATE
+    assert decision.code == "duplicate_check_unavailable"
+
+
+def test_a_repeat_scan_over_http_is_flagged_and_audited(
+    app: Api, scanner_key: str, issuer_key: str
+) -> None:
+    token = app.issue(issuer_key)["token"]
+    first = app.verify(scanner_key, token)
+    second = app.verify(scanner_key, token)
+    assert first["code"] == second["code"] == "valid"  # domestic workers: soft by default
+    assert first["warnings"] == []
+    assert second["warnings"] == ["duplicate_entry"]
+    rows = [e for e in app.audit_entries("decision") if e.detail.get("warnings")]
+    assert [e.detail["warnings"] for e in rows] == [["duplicate_entry"]]

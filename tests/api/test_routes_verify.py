@@ -1,0 +1,201 @@
+"""The scanner routes: POST /v1/verify, /v1/verify/batch and /v1/scan."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from litestar import Litestar
+from litestar.testing import TestClient
+from PIL import Image
+
+from issuer.qr import qr_png
+from tests.api.conftest import (
+    CHECKPOINT,
+    IQAMA,
+    Api,
+    assert_problem,
+    auth,
+    error_fields,
+)
+
+# --- POST /v1/verify ------------------------------------------------------------------------
+
+
+def test_verify_fresh_permit_is_valid(app: Api, scanner_key: str, permit: dict[str, Any]) -> None:
+    decision = app.verify(scanner_key, permit["token"])
+    assert decision["outcome"] == "VALID"
+    assert decision["code"] == "valid"
+    assert decision["checked_at"] == app.clock.now
+    assert decision["permit"]["permit_id"] == permit["permit_id"]
+    assert decision["permit"]["category"] == "domestic_worker"
+
+
+def test_verify_masks_the_holder_id(app: Api, scanner_key: str, permit: dict[str, Any]) -> None:
+    masked = app.verify(scanner_key, permit["token"])["permit"]["holder_masked"]
+    assert masked == "*" * 6 + IQAMA[-4:]
+    assert IQAMA not in str(app.verify(scanner_key, permit["token"]))
+
+
+def test_verify_checkpoint_is_the_scanner_credentials(app: Api, permit: dict[str, Any]) -> None:
+    al_sail = app.key("scanner", checkpoint="al-sail")
+    assert app.verify(al_sail, permit["token"])["checkpoint"] == "al-sail"
+
+
+def test_verify_refuses_a_checkpoint_field(
+    client: TestClient[Litestar], scanner_key: str, permit: dict[str, Any]
+) -> None:
+    response = client.post(
+        "/v1/verify",
+        json={"token": permit["token"], "checkpoint": "al-sail"},
+        headers=auth(scanner_key),
+    )
+    body = assert_problem(response, 422, "invalid_body")
+    assert "checkpoint" in error_fields(body)
+
+
+def test_rejected_token_is_a_200_decision(app: Api, scanner_key: str) -> None:
+    decision = app.verify(scanner_key, "junk")
+    assert decision["outcome"] == "INVALID"
+    assert decision["code"] == "unknown_prefix"
+    assert decision["checkpoint"] == CHECKPOINT
+    assert decision["permit"] is None
+
+
+def test_tampered_token_is_refused(app: Api, scanner_key: str, permit: dict[str, Any]) -> None:
+    token: str = permit["token"]
+    last = "0" if token[-1] != "0" else "1"
+    decision = app.verify(scanner_key, token[:-1] + last)
+    assert decision["outcome"] == "INVALID"
+    assert decision["code"] != "valid"
+
+
+def test_scanner_at_unknown_checkpoint_is_a_request_error(app: Api) -> None:
+    nowhere = app.key("scanner", checkpoint="nowhere")
+    response = app.client.post("/v1/verify", json={"token": "junk"}, headers=auth(nowhere))
+    assert_problem(response, 422, "unknown_checkpoint")
+
+
+def test_verify_token_field_validated(client: TestClient[Litestar], scanner_key: str) -> None:
+    for body in ({"token": ""}, {"token": 7}, {}):
+        response = client.post("/v1/verify", json=body, headers=auth(scanner_key))
+        assert "token" in error_fields(assert_problem(response, 422, "invalid_body"))
+
+
+# --- POST /v1/verify/batch ------------------------------------------------------------------
+
+
+def test_verify_batch_keeps_order(app: Api, scanner_key: str, permit: dict[str, Any]) -> None:
+    response = app.client.post(
+        "/v1/verify/batch",
+        json={"tokens": ["junk", permit["token"], "CP9:xyz", permit["token"]]},
+        headers=auth(scanner_key),
+    )
+    assert response.status_code == 200, response.text
+    decisions = response.json()["decisions"]
+    assert [d["code"] for d in decisions] == [
+        "unknown_prefix",
+        "valid",
+        decisions[2]["code"],
+        "valid",
+    ]
+    assert decisions[2]["outcome"] == "INVALID"
+    assert all(d["checkpoint"] == CHECKPOINT for d in decisions)
+
+
+def test_verify_batch_limits(client: TestClient[Litestar], scanner_key: str) -> None:
+    too_many = client.post(
+        "/v1/verify/batch", json={"tokens": ["junk"] * 501}, headers=auth(scanner_key)
+    )
+    assert "tokens" in error_fields(assert_problem(too_many, 422, "invalid_body"))
+    empty = client.post("/v1/verify/batch", json={"tokens": []}, headers=auth(scanner_key))
+    assert "tokens" in error_fields(assert_problem(empty, 422, "invalid_body"))
+
+
+def test_verify_batch_largest_allowed_body_fits_the_limit(
+    client: TestClient[Litestar], scanner_key: str
+) -> None:
+    """500 tokens of the longest allowed length stay under the route's body limit."""
+    tokens = ["CP1:" + "A" * 1020] * 500
+    response = client.post("/v1/verify/batch", json={"tokens": tokens}, headers=auth(scanner_key))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["decisions"]) == 500
+
+
+# --- POST /v1/scan --------------------------------------------------------------------------
+
+
+def _qr_png(app: Api, issuer_key: str, permit_id: str) -> bytes:
+    response = app.client.get(f"/v1/permits/{permit_id}/qr.png", headers=auth(issuer_key))
+    assert response.status_code == 200
+    return response.content
+
+
+def _scan(app: Api, key: str, body: bytes, media_type: str) -> Any:
+    return app.client.post(
+        "/v1/scan", content=body, headers=auth(key) | {"Content-Type": media_type}
+    )
+
+
+def test_scan_png_of_a_permit(
+    app: Api, scanner_key: str, issuer_key: str, permit: dict[str, Any]
+) -> None:
+    response = _scan(app, scanner_key, _qr_png(app, issuer_key, permit["permit_id"]), "image/png")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["found"] is True
+    assert body["code"] == "valid"
+    assert body["decision"]["outcome"] == "VALID"
+    assert body["decision"]["permit"]["permit_id"] == permit["permit_id"]
+    assert body["decision"]["checkpoint"] == CHECKPOINT
+
+
+def test_scan_jpeg_of_a_permit(
+    app: Api, scanner_key: str, issuer_key: str, permit: dict[str, Any]
+) -> None:
+    png = _qr_png(app, issuer_key, permit["permit_id"])
+    jpeg = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert("RGB").save(jpeg, format="JPEG", quality=90)
+    response = _scan(app, scanner_key, jpeg.getvalue(), "image/jpeg")
+    assert response.status_code == 200, response.text
+    assert response.json()["found"] is True
+    assert response.json()["decision"]["outcome"] == "VALID"
+
+
+def test_scan_image_without_qr(app: Api, scanner_key: str) -> None:
+    blank = io.BytesIO()
+    Image.new("L", (200, 200), color=255).save(blank, format="PNG")
+    response = _scan(app, scanner_key, blank.getvalue(), "image/png; charset=binary")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["found"] is False
+    assert body["code"] == "no_qr_found"
+    assert body["decision"] is None
+    assert body["message_ar"]
+
+
+def test_scan_garbage_image_is_422(app: Api, scanner_key: str) -> None:
+    response = _scan(app, scanner_key, b"\x89PNG\r\n\x1a\n not really a png", "image/png")
+    assert_problem(response, 422, "invalid_body")
+
+
+def test_scan_other_media_type_is_415(app: Api, scanner_key: str) -> None:
+    assert_problem(_scan(app, scanner_key, b"CP1:xyz", "text/plain"), 415, "unsupported_media_type")
+    no_type = app.client.post("/v1/scan", content=b"xyz", headers=auth(scanner_key))
+    assert_problem(no_type, 415, "unsupported_media_type")
+
+
+def test_scan_oversize_is_413(app: Api, scanner_key: str) -> None:
+    response = _scan(app, scanner_key, b"\0" * (2 * 1024 * 1024 + 1), "image/png")
+    assert_problem(response, 413, "body_too_large")
+
+
+def test_scan_decision_is_audited_when_refused(app: Api, scanner_key: str) -> None:
+    """A QR that reads but is not a permit is refused like any token, and audited."""
+    response = _scan(app, scanner_key, qr_png("hello"), "image/png")
+    assert response.status_code == 200, response.text
+    assert response.json()["found"] is True
+    assert response.json()["code"] == "unknown_prefix"
+    decisions = app.audit_entries("decision")
+    assert [d.code for d in decisions] == ["unknown_prefix"]

@@ -1,0 +1,112 @@
+"""api.services: the rate limiter, the cross-process change signal, the credential cache and
+the buffered audit of decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from api.services import CREDENTIAL_TTL, ChangeSignal, TokenBucket
+from checkpoint.model import Decision, Outcome
+from issuer.errors import RegistryUnavailable
+from issuer.registry import AuditEvent
+from tests.api.conftest import CHECKPOINT, Api
+
+# --- TokenBucket ----------------------------------------------------------------------------
+
+
+def test_bucket_allows_the_burst_then_the_rate() -> None:
+    bucket = TokenBucket(rate=1, burst=2)
+    assert [bucket.allow("a", 10.0) for _ in range(3)] == [True, True, False]
+    assert bucket.allow("a", 10.5) is False
+    assert bucket.allow("a", 11.0) is True
+    assert bucket.allow("a", 11.0) is False
+
+
+def test_bucket_keys_are_independent() -> None:
+    bucket = TokenBucket(rate=1, burst=1)
+    assert bucket.allow("a", 0.0)
+    assert not bucket.allow("a", 0.0)
+    assert bucket.allow("b", 0.0)
+
+
+def test_bucket_never_holds_more_than_the_burst() -> None:
+    bucket = TokenBucket(rate=100, burst=3)
+    bucket.allow("a", 0.0)
+    assert [bucket.allow("a", 1000.0) for _ in range(4)] == [True, True, True, False]
+
+
+# --- ChangeSignal ---------------------------------------------------------------------------
+
+
+def test_change_signal_between_two_processes(tmp_path: Path) -> None:
+    path = tmp_path / "changes"
+    writer, reader = ChangeSignal(path), ChangeSignal(path)
+    assert not reader.changed()
+    writer.announce()
+    assert reader.changed()
+    assert not reader.changed()
+    writer.announce()
+    writer.announce()
+    assert reader.changed()
+    assert not reader.changed()
+
+
+def test_change_signal_seen_at_start_is_not_news(tmp_path: Path) -> None:
+    path = tmp_path / "changes"
+    ChangeSignal(path).announce()
+    assert not ChangeSignal(path).changed()
+
+
+# --- Services -------------------------------------------------------------------------------
+
+
+def test_authenticate_caches_for_the_ttl(app: Api) -> None:
+    credential, key = app.credential("scanner", checkpoint=CHECKPOINT)
+    services = app.services
+    assert app.run(services.authenticate, key, app.clock.now) == credential
+    app.run(services.registry.disable_credential, credential.id, at=app.clock.now)
+    assert app.run(services.authenticate, key, app.clock.now + CREDENTIAL_TTL - 1) == credential
+    assert app.run(services.authenticate, key, app.clock.now + CREDENTIAL_TTL) is None
+    assert app.run(services.authenticate, "cpk_unknown", app.clock.now) is None
+
+
+def _decision(outcome: Outcome, code: str, now: int) -> Decision:
+    return Decision(
+        outcome=outcome,
+        code=code,
+        message_en="",
+        message_ar="",
+        checkpoint=CHECKPOINT,
+        checked_at=now,
+        policy_version="test",
+    )
+
+
+def test_only_refused_or_undecided_decisions_are_audited(app: Api) -> None:
+    now = app.clock.now
+    app.services.audit_decision(_decision(Outcome.VALID, "valid", now), "scanner-1")
+    app.services.audit_decision(_decision(Outcome.INVALID, "expired", now), "scanner-1")
+    app.services.audit_decision(
+        _decision(Outcome.INDETERMINATE, "revocation_stale", now), "scanner-1"
+    )
+    entries = app.audit_entries("decision")
+    assert sorted(e.code or "" for e in entries) == ["expired", "revocation_stale"]
+    assert {e.actor for e in entries} == {"scanner-1"}
+    assert {e.detail["outcome"] for e in entries} == {"INVALID", "INDETERMINATE"}
+
+
+def test_failed_audit_flush_keeps_the_rows(app: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = app.services
+
+    async def unavailable(events: Sequence[AuditEvent]) -> None:
+        raise RegistryUnavailable("database is locked")
+
+    app.services.audit_decision(_decision(Outcome.INVALID, "expired", app.clock.now), "s")
+    with monkeypatch.context() as patch:
+        patch.setattr(services.registry, "audit_many", unavailable)
+        with pytest.raises(RegistryUnavailable):
+            app.run(services.flush_audit)
+    assert [e.code for e in app.audit_entries("decision")] == ["expired"]

@@ -1,0 +1,113 @@
+"""Fixtures of the rule and sweeper tests: a registry file, keys, an Issuer, Nusuk slot requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checkpoint.policy import CompanyClass, Policy, default_policy
+from checkpoint.statuslist import StatusMirror
+from checkpoint.verify import Verifier
+from issuer.issuing import Issuer, IssueRequest
+from issuer.keystore import KeyStore
+from issuer.records import EstablishmentChannel, register_establishment
+from issuer.registry import Registry
+
+POLICY = default_policy()
+UMRAH = POLICY.seasons[2]
+DAY = 86_400
+HOUR = 3600
+RIYADH = dt.timezone(dt.timedelta(hours=3))
+NOW = UMRAH.opens + 60 * DAY + 9 * HOUR
+"""09:00 Riyadh, two months into the Umrah 1448 season: every test's `now`."""
+TODAY = dt.datetime.fromtimestamp(NOW, RIYADH).date()
+ADULT = dt.date(1990, 1, 1)
+COMPANY = "UMRAH-CO"
+PILGRIM = "A1234567"
+
+
+def at(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, RIYADH)
+
+
+def years_ago(years: int, days: int = 0) -> dt.date:
+    """The day `years` years before TODAY, moved `days` later."""
+    return TODAY.replace(year=TODAY.year - years) + dt.timedelta(days=days)
+
+
+def slot(
+    holder: str = PILGRIM, start: int = NOW + 2 * DAY, hours: int = 2, **changes: Any
+) -> IssueRequest:
+    """An Umrah slot permit request of COMPANY for an adult, `hours` long from `start`."""
+    fields: dict[str, Any] = {
+        "holder": holder,
+        "category": "umrah",
+        "season": UMRAH.id,
+        "not_before": at(start),
+        "expires": at(start + hours * HOUR),
+        "birth_date": ADULT,
+        "establishment": COMPANY,
+    }
+    return IssueRequest(**(fields | changes))
+
+
+async def register(
+    registry: Registry,
+    establishment_id: str = COMPANY,
+    *,
+    channel: EstablishmentChannel = "nusuk",
+    city: str = "makkah",
+    company_class: CompanyClass | None = None,
+    policy: Policy = POLICY,
+) -> None:
+    await register_establishment(
+        registry,
+        establishment_id=establishment_id,
+        channel=channel,
+        name=f"{establishment_id} Ltd",
+        city=city,
+        company_class=company_class,
+        rules=policy.rules,
+        actor="admin",
+        at=NOW,
+    )
+
+
+async def verifier(registry: Registry, keys: KeyStore, now: int) -> Verifier:
+    """A checkpoint's verifier with every revocation the registry has committed."""
+    mirror = StatusMirror()
+    for list_id, index in await registry.revoked_refs():
+        mirror.revoke(list_id, index)
+    mirror.confirm(now)
+    return Verifier(keys.keyring(), POLICY, mirror)
+
+
+def registry_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
+    opened = await Registry.open(registry_url(tmp_path / "registry.sqlite3"))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> KeyStore:
+    store = KeyStore(tmp_path / "keys")
+    store.generate(NOW - DAY)
+    return store
+
+
+@pytest.fixture
+async def issuer(registry: Registry, keys: KeyStore) -> Issuer:
+    """An Issuer on the shipped policy, with COMPANY registered (new, so class C)."""
+    await register(registry)
+    return Issuer(registry, keys, POLICY)

@@ -1,0 +1,405 @@
+"""The rules of the source articles: each refusal code, on both sides of its boundary."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+import pytest
+
+from checkpoint.errors import CheckpointError
+from checkpoint.model import Channel, Outcome
+from checkpoint.policy import Policy, Rules
+from issuer.errors import IssueRefused
+from issuer.issuing import Issuer, IssueRequest, check_eligibility
+from issuer.keystore import KeyStore
+from issuer.records import establishment, record_arrival, record_departure
+from issuer.registry import PermitRecord, Registry
+from tests.issuer.conftest import (
+    ADULT,
+    COMPANY,
+    DAY,
+    HOUR,
+    NOW,
+    PILGRIM,
+    POLICY,
+    UMRAH,
+    at,
+    register,
+    slot,
+    verifier,
+    years_ago,
+)
+
+NATIONAL_ID = "1000000008"
+IQAMA = "2000000006"
+HAJJ = POLICY.seasons[1]
+
+
+def with_rules(**numbers: Any) -> Policy:
+    return msgspec.structs.replace(POLICY, rules=msgspec.structs.replace(POLICY.rules, **numbers))
+
+
+def hajj(category: str, **fields: Any) -> IssueRequest:
+    """An Absher or Muqeem request inside the Hajj season."""
+    base: dict[str, Any] = {
+        "holder": IQAMA,
+        "category": category,
+        "season": HAJJ.id,
+        "not_before": at(HAJJ.opens + DAY),
+        "expires": at(HAJJ.opens + 3 * DAY),
+    }
+    return IssueRequest(**(base | fields))
+
+
+def code_of(request: IssueRequest, channel: Channel, policy: Policy = POLICY) -> str:
+    with pytest.raises(IssueRefused) as info:
+        check_eligibility(request, channel, policy, NOW)
+    return info.value.code
+
+
+async def issue(issuer: Issuer, *requests: IssueRequest, now: int = NOW) -> list[PermitRecord]:
+    channel = Channel.NUSUK if requests[0].category in ("umrah", "rawdah") else Channel.MUQEEM
+    return await issuer.issue(list(requests), channel=channel, actor="portal", now=now)
+
+
+async def refused(issuer: Issuer, *requests: IssueRequest, now: int = NOW) -> IssueRefused:
+    with pytest.raises(IssueRefused) as info:
+        await issue(issuer, *requests, now=now)
+    return info.value
+
+
+# --- Absher: the sponsor ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("category", ["domestic_worker", "dependent"])
+def test_sponsored_categories_need_a_sponsor(category: str) -> None:
+    assert code_of(hajj(category), Channel.ABSHER) == "sponsor_required"
+
+
+@pytest.mark.parametrize("sponsor", ["1000000007", "2000000005", "3000000004", "A1234567"])
+def test_sponsor_must_be_a_valid_national_id_or_iqama(sponsor: str) -> None:
+    request = hajj("domestic_worker", sponsor=sponsor)
+    assert code_of(request, Channel.ABSHER) == "invalid_sponsor"
+
+
+@pytest.mark.parametrize("sponsor", [NATIONAL_ID, IQAMA])
+def test_sponsor_by_national_id_or_iqama_is_named_on_the_permit(sponsor: str) -> None:
+    draft = check_eligibility(hajj("dependent", sponsor=sponsor), Channel.ABSHER, POLICY, NOW)
+    assert draft.details == {"sponsor": sponsor}
+
+
+# --- Nusuk: birth date and age ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("category", ["umrah", "rawdah"])
+def test_nusuk_permits_need_a_birth_date(category: str) -> None:
+    request = slot(category=category, birth_date=None)
+    assert code_of(request, Channel.NUSUK) == "birth_date_required"
+
+
+def test_pilgrim_of_17_alone_is_refused() -> None:
+    request = slot(birth_date=years_ago(18, days=1))  # 18 tomorrow
+    assert code_of(request, Channel.NUSUK) == "unaccompanied_minor"
+
+
+def test_pilgrim_of_18_alone_passes() -> None:
+    draft = check_eligibility(slot(birth_date=years_ago(18)), Channel.NUSUK, POLICY, NOW)
+    assert draft.details == {"birth_date": years_ago(18).isoformat()}
+
+
+def test_age_counts_on_the_riyadh_day() -> None:
+    """At 00:00 Riyadh on the 18th birthday it is still the eve in UTC: already 18."""
+    birthday = dt.date(2008, 8, 1)
+    midnight = int(dt.datetime(2026, 8, 1, tzinfo=dt.timezone(dt.timedelta(hours=3))).timestamp())
+    request = slot(birth_date=birthday, start=midnight + DAY)
+    check_eligibility(request, Channel.NUSUK, POLICY, midnight)
+    with pytest.raises(IssueRefused) as info:
+        check_eligibility(request, Channel.NUSUK, POLICY, midnight - 1)
+    assert info.value.code == "unaccompanied_minor"
+
+
+def test_minimum_age_comes_from_the_policy() -> None:
+    request = slot(birth_date=years_ago(20))
+    assert code_of(request, Channel.NUSUK, with_rules(min_unaccompanied_age=21)) == (
+        "unaccompanied_minor"
+    )
+
+
+# --- Nusuk: the companion --------------------------------------------------------------
+
+
+async def test_minor_with_an_adults_active_permit_passes(issuer: Issuer) -> None:
+    (parent,) = await issue(issuer, slot())
+    (child,) = await issue(
+        issuer, slot("C7654321", birth_date=years_ago(10), companion=parent.permit_id)
+    )
+    assert child.details["companion"] == parent.permit_id
+
+
+async def test_companion_of_exactly_18_passes_and_of_17_is_refused(issuer: Issuer) -> None:
+    (adult,) = await issue(issuer, slot("B0000018", birth_date=years_ago(18)))
+    (teen,) = await issue(
+        issuer, slot("B0000017", birth_date=years_ago(18, days=1), companion=adult.permit_id)
+    )
+    await issue(issuer, slot("C0000001", birth_date=years_ago(9), companion=adult.permit_id))
+    refusal = await refused(
+        issuer, slot("C0000002", birth_date=years_ago(9), companion=teen.permit_id)
+    )
+    assert refusal.code == "companion_not_valid"
+
+
+async def test_companion_permit_must_exist_be_active_and_nusuk(
+    issuer: Issuer, registry: Registry
+) -> None:
+    (parent,) = await issue(issuer, slot())
+    await registry.revoke_permit(parent.list_id, parent.idx, reason="x", actor="a", at=NOW)
+    await register(registry, "EST-7", channel="muqeem")
+    (worker,) = await issue(issuer, hajj("establishment_employee", establishment="EST-7"))
+    for companion in ("0.99", parent.permit_id, worker.permit_id):
+        child = slot("C7654321", birth_date=years_ago(10), companion=companion)
+        assert (await refused(issuer, child)).code == "companion_not_valid"
+
+
+async def test_companion_is_another_pilgrim(issuer: Issuer) -> None:
+    (own,) = await issue(issuer, slot("C7654321"))
+    child = slot("C7654321", birth_date=years_ago(10), companion=own.permit_id)
+    assert (await refused(issuer, child)).code == "companion_not_valid"
+
+
+# --- Nusuk: company, stay and last Umrah date ------------------------------------------
+
+
+async def test_nusuk_permit_names_a_registered_company(issuer: Issuer, registry: Registry) -> None:
+    assert (await refused(issuer, slot(establishment=None))).code == "establishment_required"
+    assert (await refused(issuer, slot(establishment="NOBODY"))).code == (
+        "establishment_not_registered"
+    )
+    await register(registry, "EST-7", channel="muqeem")
+    assert (await refused(issuer, slot(establishment="EST-7"))).code == (
+        "establishment_not_registered"
+    )
+
+
+async def test_stay_of_90_days_passes_and_day_91_is_refused(
+    issuer: Issuer, registry: Registry
+) -> None:
+    entered = NOW - 80 * DAY + HOUR  # recorded on arrival, 80 days before NOW
+    await record_arrival(registry, PILGRIM, actor="border", at=entered)
+    last = entered + 90 * DAY
+    await issue(issuer, slot(start=last - 2 * HOUR))  # day 90: ends as the stay ends
+    refusal = await refused(issuer, slot(start=last, hours=1))  # day 91
+    assert refusal.code == "stay_too_long"
+
+
+async def test_without_a_recorded_entry_the_stay_counts_from_the_slot(issuer: Issuer) -> None:
+    start = NOW + DAY
+    await issue(issuer, slot(start=start, hours=90 * 24))
+    refusal = await refused(issuer, slot("B0000001", start=start, hours=90 * 24 + 1))
+    assert refusal.code == "stay_too_long"
+
+
+async def test_maximum_stay_comes_from_the_policy(registry: Registry, keys: KeyStore) -> None:
+    await register(registry)
+    issuer = Issuer(registry, keys, with_rules(max_stay_days=1))
+    assert (await refused(issuer, slot(hours=25))).code == "stay_too_long"
+
+
+def test_slot_may_end_on_the_last_umrah_date_and_not_a_second_later() -> None:
+    last = slot(start=UMRAH.closes - 2 * HOUR)
+    check_eligibility(last, Channel.NUSUK, POLICY, NOW)
+    late = slot(start=UMRAH.closes - 2 * HOUR, expires=at(UMRAH.closes + 1))
+    assert code_of(late, Channel.NUSUK) == "window_outside_season"
+
+
+# --- Umrah companies: the departure ratio ----------------------------------------------
+
+
+async def arrive_and_leave(
+    issuer: Issuer, registry: Registry, arrived: int, departed: int, company: str = COMPANY
+) -> None:
+    """Book `arrived` pilgrims of `company`, record their entry and `departed` exits."""
+    holders = [f"{company[:3]}{n:05d}" for n in range(arrived)]
+    if holders:
+        await issue(issuer, *(slot(h, establishment=company) for h in holders))
+    for n, holder in enumerate(holders):
+        await record_arrival(registry, holder, actor="border", at=NOW - DAY)
+        if n < departed:
+            await record_departure(registry, holder, actor="border", at=NOW - HOUR)
+
+
+@pytest.mark.parametrize("company_class", ["B", "C"])
+async def test_exactly_75_percent_departed_admits_new_pilgrims(
+    issuer: Issuer, registry: Registry, company_class: Any
+) -> None:
+    await register(registry, "COB", company_class=company_class)
+    await arrive_and_leave(issuer, registry, arrived=4, departed=3, company="COB")
+    await issue(issuer, slot(establishment="COB"))
+
+
+@pytest.mark.parametrize("company_class", ["B", "C"])
+async def test_under_75_percent_says_how_many_departures_are_missing(
+    issuer: Issuer, registry: Registry, company_class: Any
+) -> None:
+    await register(registry, "COB", company_class=company_class)
+    await arrive_and_leave(issuer, registry, arrived=8, departed=5, company="COB")
+    refusal = await refused(issuer, slot(establishment="COB"))
+    assert refusal.code == "departures_missing"
+    assert getattr(refusal, "missing", None) == 1  # 6 of 8 needed
+
+
+async def test_class_a_is_exempt(issuer: Issuer, registry: Registry) -> None:
+    await register(registry, "COA", company_class="A")
+    await arrive_and_leave(issuer, registry, arrived=4, departed=0, company="COA")
+    await issue(issuer, slot(establishment="COA"))
+
+
+async def test_new_company_starts_in_class_c_and_is_bound(
+    issuer: Issuer, registry: Registry
+) -> None:
+    async with registry.snapshot() as conn:
+        company = await establishment(conn, COMPANY)
+    assert company is not None
+    assert company.company_class == "C"
+    await arrive_and_leave(issuer, registry, arrived=1, departed=0)
+    refusal = await refused(issuer, slot())
+    assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", 1)
+
+
+async def test_pilgrim_already_in_the_kingdom_is_not_new(
+    issuer: Issuer, registry: Registry
+) -> None:
+    await arrive_and_leave(issuer, registry, arrived=2, departed=0)
+    await issue(issuer, slot("UMR00001", start=NOW + 3 * DAY))  # inside: a Rawdah visit, say
+
+
+async def test_ratio_and_classes_come_from_the_policy(registry: Registry, keys: KeyStore) -> None:
+    lenient = with_rules(departure_ratio=0.5, exempt_company_classes=("A", "B"))
+    issuer = Issuer(registry, keys, lenient)
+    await register(registry, policy=with_rules(new_company_class="B"))
+    await arrive_and_leave(issuer, registry, arrived=4, departed=0)
+    await issue(issuer, slot())  # class B, exempt under this policy
+    strict = Issuer(registry, keys, with_rules(departure_ratio=0.5))
+    refusal = await refused(strict, slot())
+    assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", 2)
+
+
+# --- Muqeem: establishments ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("category", ["establishment_employee", "contract_worker"])
+async def test_makkah_establishment_categories(
+    issuer: Issuer, registry: Registry, category: str
+) -> None:
+    fields = {"document_reference": "C-1"} if category == "contract_worker" else {}
+    await register(registry, "MAK-1", channel="muqeem")
+    await register(registry, "JED-1", channel="muqeem", city="jeddah")
+    cases = [(None, "establishment_required"), ("NOBODY", "establishment_not_registered")]
+    cases += [(COMPANY, "establishment_not_registered"), ("JED-1", "establishment_not_in_makkah")]
+    for place, code in cases:
+        request = hajj(category, establishment=place, **fields)
+        assert (await refused(issuer, request)).code == code
+    (record,) = await issue(issuer, hajj(category, establishment="MAK-1", **fields))
+    assert record.establishment == "MAK-1"
+
+
+async def test_seasonal_worker_needs_a_visa_not_a_makkah_establishment(
+    issuer: Issuer, registry: Registry
+) -> None:
+    request = hajj("seasonal_worker", holder="V123456")
+    assert code_of(request, Channel.MUQEEM) == "document_reference_required"
+    await register(registry, "JED-1", channel="muqeem", city="jeddah")
+    visa = {"document_reference": "SWV-2027-1"}
+    await issue(issuer, hajj("seasonal_worker", holder="V123456", **visa))
+    await issue(issuer, hajj("seasonal_worker", holder="V123457", establishment="JED-1", **visa))
+
+
+async def test_batch_refusal_names_the_item(issuer: Issuer, registry: Registry) -> None:
+    await register(registry, "MAK-1", channel="muqeem")
+    good = hajj("establishment_employee", establishment="MAK-1")
+    refusal = await refused(issuer, good, good, hajj("establishment_employee"))
+    assert (refusal.code, refusal.item) == ("establishment_required", 2)
+    assert await registry.get_permit(0, 0) is None
+
+
+# --- registering and stays -------------------------------------------------------------
+
+
+async def test_establishment_is_registered_once(registry: Registry) -> None:
+    await register(registry, "MAK-1", channel="muqeem")
+    with pytest.raises(CheckpointError) as info:
+        await register(registry, "MAK-1", channel="muqeem")
+    assert info.value.code == "establishment_exists"
+
+
+async def test_arrival_and_departure_are_idempotent(registry: Registry) -> None:
+    first = await record_arrival(registry, PILGRIM, actor="border", at=NOW)
+    assert await record_arrival(registry, PILGRIM, actor="border", at=NOW + 60) == first
+    left = await record_departure(registry, PILGRIM, actor="border", at=NOW + DAY)
+    assert (left.entered_at, left.departed_at) == (NOW, NOW + DAY)
+    assert await record_departure(registry, PILGRIM, actor="border", at=NOW + 2 * DAY) == left
+    again = await record_arrival(registry, PILGRIM, actor="border", at=NOW + 3 * DAY)
+    assert again.entered_at == NOW + 3 * DAY
+    actions = [e.action for e in await registry.audit_entries()]
+    assert actions == ["arrival", "departure", "arrival"]
+
+
+async def test_departure_without_an_arrival_is_refused(registry: Registry) -> None:
+    with pytest.raises(CheckpointError) as info:
+        await record_departure(registry, PILGRIM, actor="border", at=NOW)
+    assert info.value.code == "not_arrived"
+
+
+# --- amending a programme --------------------------------------------------------------
+
+
+async def test_amend_rejects_the_old_qr_and_accepts_the_new(
+    issuer: Issuer, registry: Registry, keys: KeyStore
+) -> None:
+    (old,) = await issue(issuer, slot())
+    await arrive_and_leave(issuer, registry, arrived=1, departed=0, company="UMRAH-CO")
+    revocation, new = await issuer.amend(
+        old, slot(start=NOW + 4 * DAY), actor="portal", now=NOW + 60
+    )  # the company is under its ratio, but an amendment brings no new pilgrim
+    assert (revocation.permit_id, new.supersedes, new.state) == (
+        old.permit_id,
+        old.permit_id,
+        "active",
+    )
+    stored = await registry.get_permit(old.list_id, old.idx)
+    assert stored is not None
+    assert stored.state == "superseded"
+    inside = NOW + 4 * DAY + HOUR
+    check = await verifier(registry, keys, inside)
+    assert check.verify(new.token, "haram-umrah-gate", inside).outcome is Outcome.VALID
+    assert check.verify(old.token, "haram-umrah-gate", NOW + 2 * DAY + HOUR).code == "revoked"
+
+
+async def test_amend_keeps_holder_and_applies_the_rules(issuer: Issuer) -> None:
+    (old,) = await issue(issuer, slot())
+    cases = [
+        (slot("B1234567"), "amend_mismatch"),
+        (slot(birth_date=None), "birth_date_required"),
+        (slot(establishment="NOBODY"), "establishment_not_registered"),
+        (hajj("citizen", holder=PILGRIM, document_reference="D"), "category_not_in_channel"),
+    ]
+    for request, code in cases:
+        with pytest.raises(IssueRefused) as info:
+            await issuer.amend(old, request, actor="portal", now=NOW)
+        assert info.value.code == code
+    await issuer.amend(old, slot(birth_date=ADULT), actor="portal", now=NOW)
+    with pytest.raises(CheckpointError) as again:
+        await issuer.amend(old, slot(), actor="portal", now=NOW)
+    assert again.value.code == "permit_not_active"
+
+
+def test_rules_table_defaults_are_the_articles_numbers() -> None:
+    assert POLICY.rules == Rules(
+        min_unaccompanied_age=18,
+        arrival_deadline_hours=6,
+        max_stay_days=90,
+        departure_ratio=0.75,
+        exempt_company_classes=("A",),
+        new_company_class="C",
+    )
