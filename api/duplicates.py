@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from checkpoint.errors import DuplicateCheckUnavailable, DuplicateEntry, RejectReason
-from checkpoint.model import Category, Decision, Outcome
+from checkpoint.model import Decision, Outcome
 from checkpoint.policy import DuplicateMode, Policy
 
 
 class EntryLog(Protocol):
-    """Remembers first entries; `claim` is True only for the first within `ttl` seconds."""
+    """Remembers first entries: `claim` answers, per key, whether it is the first within
+    `ttl` seconds (and remembers it)."""
 
-    async def claim(self, key: str, ttl: int) -> bool: ...
+    async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]: ...
 
 
 class LocalEntryLog:
@@ -28,25 +31,74 @@ class LocalEntryLog:
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
 
-    async def claim(self, key: str, ttl: int) -> bool:
+    async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
         now = time.monotonic()
-        if self._until.get(key, 0.0) > now:
-            return False
         if len(self._until) > 100_000:  # forget expired entries now and then
             self._until = {k: t for k, t in self._until.items() if t > now}
-        self._until[key] = now + ttl
-        return True
+        firsts = []
+        for key in keys:
+            first = self._until.get(key, 0.0) <= now
+            if first:
+                self._until[key] = now + ttl
+            firsts.append(first)
+        return firsts
+
+
+Claim = tuple[Sequence[str], int, "asyncio.Future[list[bool]]"]
+"""Keys, their time to live, and where the answers go."""
 
 
 class RedisEntryLog:
-    """Entries shared by every process and machine of the deployment."""
+    """Entries shared by every process and machine of the deployment.
+
+    Claims made in the same event-loop turn (concurrent requests) go to Redis together in
+    one pipeline: redis-py spends hundreds of microseconds of CPU per round trip here, and
+    about a tenth of that per command inside a pipeline of 30.
+    """
+
+    MAX_IN_FLIGHT = 4
+    """Pipelines waiting at once; past that (a frozen Redis) claims fail fast."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
+        self._queue: list[Claim] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def claim(self, key: str, ttl: int) -> bool:
-        return bool(await self.client.set(f"{self.prefix}entry:{key}", b"1", nx=True, ex=ttl))
+    async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
+        if len(self._in_flight) >= self.MAX_IN_FLIGHT:
+            raise RedisConnectionError("too many entry-log pipelines waiting on Redis")
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        if not self._queue:
+            asyncio.get_running_loop().call_soon(self._send_queue)
+        self._queue.append((keys, ttl, future))
+        return await future
+
+    def _send_queue(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.create_task(self._send(batch))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _send(
+        self, batch: list[tuple[Sequence[str], int, asyncio.Future[list[bool]]]]
+    ) -> None:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys, ttl, _ in batch:
+                    for key in keys:
+                        pipe.set(f"{self.prefix}entry:{key}", b"1", nx=True, ex=ttl)
+                answers = [bool(answer) for answer in await pipe.execute()]
+        except (RedisError, OSError) as err:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return
+        start = 0
+        for keys, _, future in batch:
+            if not future.done():  # a caller past its budget has gone
+                future.set_result(answers[start : start + len(keys)])
+            start += len(keys)
 
 
 def _refuse(decision: Decision, reason: type[RejectReason]) -> Decision:
@@ -63,29 +115,49 @@ def _warn(decision: Decision, code: str) -> Decision:
     return msgspec.structs.replace(decision, warnings=(*decision.warnings, code))
 
 
-async def check_duplicate(decision: Decision, policy: Policy, log: EntryLog) -> Decision:
-    """Apply the category's duplicate-entry mode to a decision (only VALID ones change).
+async def check_duplicates(
+    decisions: Sequence[Decision], policy: Policy, log: EntryLog
+) -> list[Decision]:
+    """Apply each category's duplicate-entry mode (only VALID decisions can change).
 
     soft: a repeat stays VALID with the warning `duplicate_entry`; strict: INVALID
     `duplicate_entry`. When the log cannot answer within the policy's budget, soft warns
     `duplicate_check_unavailable` and strict answers INDETERMINATE: never a silent VALID.
     """
-    if decision.outcome is not Outcome.VALID or decision.permit is None:
-        return decision
     rules = policy.duplicate_entry
-    mode = rules.mode_for(Category.parse(decision.permit.category))
-    if mode is DuplicateMode.OFF:
-        return decision
-    zone = policy.checkpoint(decision.checkpoint).zone
+    checked: list[tuple[int, DuplicateMode]] = []
+    keys: list[str] = []
+    for position, decision in enumerate(decisions):
+        permit = decision.permit
+        if decision.outcome is not Outcome.VALID or permit is None:
+            continue
+        mode = rules.modes.get(permit.category, rules.default_mode)
+        if mode is DuplicateMode.OFF:
+            continue
+        checked.append((position, mode))
+        keys.append(f"{policy.checkpoint(decision.checkpoint).zone}:{permit.permit_id}")
+    if not keys:
+        return list(decisions)
+
+    answers: list[bool] | None
     try:
         async with asyncio.timeout(rules.budget_ms / 1000):
-            first = await log.claim(f"{zone}:{decision.permit.permit_id}", rules.window_seconds)
+            answers = await log.claim(keys, rules.window_seconds)
     except (TimeoutError, RedisError, OSError):
-        if mode is DuplicateMode.STRICT:
-            return _refuse(decision, DuplicateCheckUnavailable)
-        return _warn(decision, DuplicateCheckUnavailable.code)
-    if first:
-        return decision
-    if mode is DuplicateMode.STRICT:
-        return _refuse(decision, DuplicateEntry)
-    return _warn(decision, DuplicateEntry.code)
+        answers = None
+    result = list(decisions)
+    for index, (position, mode) in enumerate(checked):
+        decision = result[position]
+        if answers is None:
+            result[position] = (
+                _refuse(decision, DuplicateCheckUnavailable)
+                if mode is DuplicateMode.STRICT
+                else _warn(decision, DuplicateCheckUnavailable.code)
+            )
+        elif not answers[index]:
+            result[position] = (
+                _refuse(decision, DuplicateEntry)
+                if mode is DuplicateMode.STRICT
+                else _warn(decision, DuplicateEntry.code)
+            )
+    return result

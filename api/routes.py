@@ -24,7 +24,7 @@ from litestar.status_codes import (
 
 from api import metrics
 from api.auth import PUBLIC, credential_of, roles
-from api.duplicates import check_duplicate
+from api.duplicates import check_duplicates
 from api.schemas import (
     Health,
     IssueBatchRequest,
@@ -93,15 +93,7 @@ async def _decide(
     await services.refresh_if_changed(now)
     with metrics.VERIFY_SECONDS.time():
         decisions = services.verifier.verify_batch(tokens, scanner_checkpoint(credential), now)
-    policy = services.verifier.policy
-    if len(decisions) == 1:
-        decisions = [await check_duplicate(decisions[0], policy, services.entry_log)]
-    else:
-        decisions = list(
-            await asyncio.gather(
-                *(check_duplicate(d, policy, services.entry_log) for d in decisions)
-            )
-        )
+    decisions = await check_duplicates(decisions, services.verifier.policy, services.entry_log)
     for decision in decisions:
         metrics.DECISIONS.labels(decision.outcome, decision.code).inc()
         services.audit_decision(decision, credential.id)

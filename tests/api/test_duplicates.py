@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.duplicates import LocalEntryLog, RedisEntryLog, check_duplicate
+from api.duplicates import EntryLog, LocalEntryLog, RedisEntryLog, check_duplicates
 from checkpoint.model import Category, Decision, Outcome, Permit
 from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy, default_policy
 from checkpoint.signing import Keyring, Signer
@@ -51,14 +53,19 @@ def _decision(policy: Policy, checkpoint: str = "shumaisi", index: int = 1) -> D
 class SlowLog:
     """An entry log that never answers within the budget."""
 
-    async def claim(self, key: str, ttl: int) -> bool:
+    async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
         await asyncio.sleep(10)
-        return True
+        return [True] * len(keys)
 
 
 class BrokenLog:
-    async def claim(self, key: str, ttl: int) -> bool:
+    async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
         raise RedisConnectionError("connection refused")
+
+
+async def check_duplicate(decision: Decision, policy: Policy, log: EntryLog) -> Decision:
+    (checked,) = await check_duplicates([decision], policy, log)
+    return checked
 
 
 @pytest.mark.parametrize(
@@ -98,6 +105,27 @@ async def test_refusals_are_left_alone() -> None:
     policy = _policy(DuplicateMode.STRICT)
     refused = msgspec.structs.replace(_decision(policy), outcome=Outcome.INVALID, code="revoked")
     assert await check_duplicate(refused, policy, SlowLog()) is refused
+
+
+async def test_a_batch_makes_one_claim_and_judges_each_scan() -> None:
+    policy = _policy(DuplicateMode.STRICT)
+    calls: list[list[str]] = []
+
+    class Recording(LocalEntryLog):
+        async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
+            calls.append(list(keys))
+            return await super().claim(keys, ttl)
+
+    refused = msgspec.structs.replace(_decision(policy, index=9), outcome=Outcome.INVALID)
+    batch = [
+        _decision(policy, index=1),
+        refused,
+        _decision(policy, index=2),
+        _decision(policy, index=1),
+    ]
+    decisions = await check_duplicates(batch, policy, Recording())
+    assert [d.code for d in decisions] == ["valid", refused.code, "valid", "duplicate_entry"]
+    assert calls == [["makkah:0.1", "makkah:0.2", "makkah:0.1"]]
 
 
 @pytest.mark.parametrize("log", [SlowLog(), BrokenLog()], ids=["too-slow", "broken"])
@@ -176,3 +204,44 @@ def test_a_repeat_scan_over_http_is_flagged_and_audited(
     assert second["warnings"] == ["duplicate_entry"]
     rows = [e for e in app.audit_entries("decision") if e.detail.get("warnings")]
     assert [e.detail["warnings"] for e in rows] == [["duplicate_entry"]]
+
+
+async def test_concurrent_claims_share_one_pipeline(redis_url: str, redis_prefix: str) -> None:
+    sent: list[int] = []
+
+    class Counting(RedisEntryLog):
+        async def _send(self, batch: list[Any]) -> None:
+            sent.append(len(batch))
+            await super()._send(batch)
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        log = Counting(client, redis_prefix)
+        answers = await asyncio.gather(*(log.claim([f"zone:{i % 5}"], 60) for i in range(20)))
+    finally:
+        await client.aclose()
+    assert sent == [20]
+    assert sum(first for (first,) in answers) == 5  # one first entry per key
+
+
+async def test_a_frozen_redis_does_not_pile_up_pipelines(private_redis: RedisServer) -> None:
+    client = aioredis.Redis.from_url(private_redis.url, socket_timeout=5)
+    log = RedisEntryLog(client, "t:")
+    try:
+        await client.ping()
+        private_redis.freeze()
+        try:
+            waiting = []
+            for i in range(RedisEntryLog.MAX_IN_FLIGHT):
+                waiting.append(asyncio.ensure_future(log.claim([f"k{i}"], 60)))
+                for _ in range(3):  # let this claim's pipeline start before the next claim
+                    await asyncio.sleep(0)
+            with pytest.raises(RedisConnectionError):
+                await log.claim(["one-too-many"], 60)
+        finally:
+            private_redis.thaw()
+        assert (
+            await asyncio.gather(*waiting) == [[True]] * RedisEntryLog.MAX_IN_FLIGHT
+        )  # answered once Redis is back
+    finally:
+        await client.aclose()
