@@ -8,9 +8,10 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.exceptions import ServiceUnavailableException
+from litestar.params import FromPath
 
 from api.auth import roles
-from api.routes import _permit_for
+from api.routes import ServicesDep, _permit_for
 from api.services import Services
 from checkpoint.model import Permit
 from checkpoint.policy import Policy
@@ -53,7 +54,7 @@ async def _card(
 
 @get("/v1/permits/{permit_id:str}/card.png", opt=roles("issuer", "admin"), media_type="image/png")
 async def get_permit_card_png(
-    request: Request[Any, Any, Any], permit_id: str, services: Services
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> Response[bytes]:
     """The permit's printable A6 card as a 300-dpi PNG (QR, holder, category, validity)."""
     return await _card(request, services, permit_id, "png")
@@ -65,7 +66,7 @@ async def get_permit_card_png(
     media_type="application/pdf",
 )
 async def get_permit_card_pdf(
-    request: Request[Any, Any, Any], permit_id: str, services: Services
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> Response[bytes]:
     """The permit's printable card as a one-page A6 PDF."""
     return await _card(request, services, permit_id, "pdf")

@@ -8,9 +8,10 @@ from importlib import resources
 import msgspec
 from litestar import Response, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 from api.auth import PUBLIC
-from api.services import Services
+from api.routes import ServicesDep
 from checkpoint.model import CATEGORY_NAMES
 from checkpoint.policy import Policy
 
@@ -62,14 +63,14 @@ def page_labels(policy: Policy) -> bytes:
 
 
 @get("/scan", opt=PUBLIC, include_in_schema=False)
-async def scan_page(services: Services) -> Response[bytes]:
+async def scan_page(services: ServicesDep) -> Response[bytes]:
     """The scanner page; loading it needs no key, every scan it sends does."""
     html = _static("scan.html").replace(LABELS_PLACEHOLDER, page_labels(services.policy))
     return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 @get("/static/{name:str}", opt=PUBLIC, include_in_schema=False)
-async def static_file(name: str) -> Response[bytes]:
+async def static_file(name: FromPath[str]) -> Response[bytes]:
     """The scanner page's script and style sheet (and nothing else from the package)."""
     media_type = STATIC_TYPES.get(name)
     if media_type is None:

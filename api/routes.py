@@ -15,7 +15,7 @@ from litestar.exceptions import (
     NotFoundException,
     PermissionDeniedException,
 )
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, PathParameter
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_304_NOT_MODIFIED,
@@ -110,7 +110,7 @@ async def _decide(
     request_max_body_size=VERIFY_BODY_LIMIT,
 )
 async def verify_token(
-    request: Request[Any, Any, Any], data: VerifyRequest, services: ServicesDep
+    request: Request[Any, Any, Any], data: JSONBody[VerifyRequest], services: ServicesDep
 ) -> Decision:
     """Verify one token at the scanner's checkpoint. A refused token is a 200 with its decision."""
     (decision,) = await _decide(services, request, [data.token])
@@ -124,7 +124,7 @@ async def verify_token(
     request_max_body_size=BATCH_VERIFY_BODY_LIMIT,
 )
 async def verify_batch(
-    request: Request[Any, Any, Any], data: VerifyBatchRequest, services: ServicesDep
+    request: Request[Any, Any, Any], data: JSONBody[VerifyBatchRequest], services: ServicesDep
 ) -> VerifyBatchResponse:
     """Verify up to 500 tokens at the scanner's checkpoint, decisions in order."""
     return VerifyBatchResponse(await _decide(services, request, data.tokens))
@@ -221,7 +221,7 @@ async def _issue(
 @post("/v1/permits", opt=roles("issuer"), request_max_body_size=ISSUE_BODY_LIMIT)
 async def issue_permit(
     request: Request[Any, Any, Any],
-    data: IssueRequest,
+    data: JSONBody[IssueRequest],
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> PermitView:
@@ -233,7 +233,7 @@ async def issue_permit(
 @post("/v1/permits/batch", opt=roles("issuer"), request_max_body_size=BATCH_ISSUE_BODY_LIMIT)
 async def issue_batch(
     request: Request[Any, Any, Any],
-    data: IssueBatchRequest,
+    data: JSONBody[IssueBatchRequest],
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> PermitList:
@@ -260,7 +260,7 @@ async def _permit_for(
 
 @get("/v1/permits/{permit_id:str}", opt=roles("issuer", "admin"))
 async def get_permit(
-    request: Request[Any, Any, Any], permit_id: str, services: ServicesDep
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> PermitView:
     """A permit of one of the credential's channels (admins see all)."""
     return PermitView.of(await _permit_for(request, services, permit_id))
@@ -268,7 +268,7 @@ async def get_permit(
 
 @get("/v1/permits/{permit_id:str}/qr.png", opt=roles("issuer", "admin"), media_type="image/png")
 async def get_permit_png(
-    request: Request[Any, Any, Any], permit_id: str, services: ServicesDep
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> bytes:
     """The permit's QR code as PNG."""
     return qr_png((await _permit_for(request, services, permit_id)).token)
@@ -276,7 +276,7 @@ async def get_permit_png(
 
 @get("/v1/permits/{permit_id:str}/qr.svg", opt=roles("issuer", "admin"), media_type="image/svg+xml")
 async def get_permit_svg(
-    request: Request[Any, Any, Any], permit_id: str, services: ServicesDep
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> bytes:
     """The permit's QR code as SVG."""
     return qr_svg((await _permit_for(request, services, permit_id)).token)
@@ -287,7 +287,7 @@ async def get_permit_svg(
 
 @post("/v1/revocations", opt=roles("admin", "issuer"), request_max_body_size=ADMIN_BODY_LIMIT)
 async def revoke(
-    request: Request[Any, Any, Any], data: RevokeRequest, services: ServicesDep
+    request: Request[Any, Any, Any], data: JSONBody[RevokeRequest], services: ServicesDep
 ) -> RevocationList:
     """Withdraw a permit, all of a holder's, or all of an establishment's (issuers: one
     permit of their own channel). Answers only after the revocation is committed."""
@@ -342,7 +342,10 @@ async def list_revocations(
     request_max_body_size=ADMIN_BODY_LIMIT,
 )
 async def revoke_key(
-    request: Request[Any, Any, Any], kid: str, data: KeyRevokeRequest, services: ServicesDep
+    request: Request[Any, Any, Any],
+    kid: FromPath[str],
+    data: JSONBody[KeyRevokeRequest],
+    services: ServicesDep,
 ) -> dict[str, str]:
     """Withdraw a signing key: every permit it signed is rejected from the next scan on."""
     now = services.clock()
@@ -361,7 +364,7 @@ async def revoke_key(
 @get("/v1/status-lists/{list_id:int}", opt=roles("scanner", "admin"))
 async def status_list(
     request: Request[Any, Any, Any],
-    list_id: Annotated[int, Parameter(ge=0, le=0xFFFF)],
+    list_id: Annotated[int, PathParameter(ge=0, le=0xFFFF)],
     services: ServicesDep,
 ) -> Response[StatusListBundle | bytes]:
     """The revocation bitmap of one status list for offline scanners, with an ETag:
