@@ -44,7 +44,7 @@ from api.schemas import (
 from api.services import Services
 from checkpoint.model import Category, Decision, parse_permit_id
 from checkpoint.statuslist import StatusList
-from issuer.errors import ChannelNotAllowed, PermitNotFound
+from issuer.errors import ChannelNotAllowed, IssueRefused, PermitNotFound
 from issuer.issuing import IssueRequest, channel_of
 from issuer.qr import qr_png, qr_svg
 from issuer.registry import Credential, IdempotencyClaim, PermitRecord, Revocation, request_hash
@@ -226,7 +226,11 @@ async def issue_permit(
     idempotency_key: IdempotencyKey = None,
 ) -> PermitView:
     """Issue one permit through the credential's channel (201; a retried key answers the same)."""
-    (record,) = await _issue(request, services, [data], idempotency_key, data)
+    try:
+        (record,) = await _issue(request, services, [data], idempotency_key, data)
+    except IssueRefused as refusal:
+        refusal.item = None  # one permit: there is no batch position to name
+        raise
     return PermitView.of(record)
 
 

@@ -110,6 +110,7 @@ def test_eligibility_refusals_have_stable_codes(
     body = assert_problem(response, 422, code)
     assert body["title_ar"]
     assert body["title_ar"] != body["title"]
+    assert "item" not in body  # one permit: no batch position to name
 
 
 @pytest.mark.parametrize(
