@@ -23,7 +23,6 @@ from api.settings import Settings, settings_from_env
 from checkpoint.errors import CheckpointError
 from checkpoint.model import CATEGORY_NAMES, Category, Channel, Decision, Outcome
 from checkpoint.policy import Policy, describe_policy
-from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.errors import IssueRefused
 from issuer.issuing import Issuer, IssueRequest, channel_of, check_eligibility
@@ -130,11 +129,7 @@ async def load_verifier(settings: Settings, now: int) -> Verifier:
     """A verifier over this deployment's keys, policy and committed revocations."""
     registry = await open_registry(settings)
     try:
-        mirror = StatusMirror()
-        seq = await registry.max_revocation_seq()
-        for list_id, index in await registry.revoked_refs():
-            mirror.revoke(list_id, index)
-        mirror.confirm(now, seq)
+        mirror = await registry.load_mirror(now)
     finally:
         await registry.close()
     return Verifier(settings.keystore().keyring(), settings.load_policy(), mirror)

@@ -131,7 +131,7 @@ async def check_duplicates(
         permit = decision.permit
         if decision.outcome is not Outcome.VALID or permit is None:
             continue
-        mode = rules.modes.get(permit.category, rules.default_mode)
+        mode = rules.mode_for(permit.category)
         if mode is DuplicateMode.OFF:
             continue
         checked.append((position, mode))

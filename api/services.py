@@ -219,12 +219,9 @@ class Services:
     # --- revocations and keys -----------------------------------------------------------
 
     async def load_revocations(self, now: int) -> None:
-        """Build the mirror from the registry (read the seq first: later changes are tailed)."""
-        seq = await self.registry.max_revocation_seq()
-        mirror = StatusMirror()
-        for list_id, index in await self.registry.revoked_refs():
-            mirror.revoke(list_id, index)
-        self.mirror.replace(mirror.lists, seq, now)
+        """Build the mirror from the registry; later changes are tailed by `catch_up`."""
+        loaded = await self.registry.load_mirror(now)
+        self.mirror.replace(loaded.lists, loaded.seq, now)
         self.loaded = True
 
     async def catch_up(self, now: int) -> None:

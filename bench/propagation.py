@@ -266,7 +266,7 @@ def policy_without_duplicate_check(root: Path) -> Path | None:
         modes = load_policy(path).duplicate_entry
     except Exception:  # the shipped policy changed shape: skip the attribution
         return None
-    return path if modes.mode_for(Category.UMRAH) is DuplicateMode.OFF else None
+    return path if modes.mode_for(Category.UMRAH.slug) is DuplicateMode.OFF else None
 
 
 # --- set-up ----------------------------------------------------------------------------------

@@ -140,9 +140,9 @@ class DuplicateEntryRules(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     modes: dict[str, DuplicateMode] = {}
     """By category slug; categories not named take `default_mode`."""
 
-    def mode_for(self, category: Category) -> DuplicateMode:
-        """The mode of a category."""
-        return self.modes.get(category.slug, self.default_mode)
+    def mode_for(self, slug: str) -> DuplicateMode:
+        """The mode of a category, by slug (as a PermitSummary names it)."""
+        return self.modes.get(slug, self.default_mode)
 
 
 class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

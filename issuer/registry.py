@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from checkpoint.model import Category, Channel, Permit, format_permit_id, parse_permit_id
+from checkpoint.statuslist import StatusMirror
 from issuer.errors import (
     CredentialNotFound,
     IdempotencyConflict,
@@ -517,6 +518,16 @@ class Registry:
         query = select(revocations.c.list_id, revocations.c.idx).order_by(revocations.c.seq)
         async with self._read() as conn:
             return [(row.list_id, row.idx) for row in await conn.execute(query)]
+
+    async def load_mirror(self, now: int) -> StatusMirror:
+        """Every committed revocation as a mirror confirmed complete at `now`. The sequence
+        number is read first, so whatever commits meanwhile is tailed, never skipped."""
+        seq = await self.max_revocation_seq()
+        mirror = StatusMirror()
+        for list_id, index in await self.revoked_refs():
+            mirror.revoke(list_id, index)
+        mirror.confirm(now, seq)
+        return mirror
 
     # --- credentials ---
 
