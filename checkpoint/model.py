@@ -113,10 +113,13 @@ CHANNEL_CATEGORIES: dict[Channel, frozenset[Category]] = {
 }
 
 
-class Permit(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class Permit(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False):
     """The signed payload of a token. Fields are only ever appended, with defaults.
 
     `(list_id, index)` is the permit's identity and its bit in the revocation status list.
+    Like PermitSummary and Decision, made for every token checked and holding no container
+    that could close a reference cycle, so the garbage collector does not track it
+    (`gc=False`).
     """
 
     list_id: ListId
@@ -156,7 +159,7 @@ def mask_holder(holder: str) -> str:
     return holder[-4:].rjust(len(holder), "*")
 
 
-class PermitSummary(msgspec.Struct, frozen=True):
+class PermitSummary(msgspec.Struct, frozen=True, gc=False):
     """What a scanner may show of a permit: the holder's ID is masked."""
 
     permit_id: str
@@ -188,7 +191,7 @@ VALID_MESSAGE_EN = "Permit valid: entry allowed."
 VALID_MESSAGE_AR = "التصريح صالح: يُسمح بالدخول."
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """The verifier's answer for one token at one checkpoint and time."""
 
     outcome: Outcome

@@ -22,6 +22,7 @@ from checkpoint.errors import (
 from checkpoint.model import Permit
 
 PREFIX = "CP1:"
+_PREFIX_LENGTH = len(PREFIX)
 VERSION = 1
 KID_LENGTH = 4
 SIGNATURE_LENGTH = 64
@@ -65,11 +66,12 @@ def b45decode(text: str) -> bytes:
 
     Works on whole integers instead of a Python loop per group. Read big-endian, the digits
     put each triplet (c, d, e) in a 24-bit lane as 65536c + 256d + e, above the final pair's
-    16 bits if there is one. Adding 11519 * 256d + 132710399 * e for every lane turns the
-    integer into the sum of 65536 * (c + 45d + 2025e) per lane (exactly: it is one linear
-    identity, whatever carries cross lanes on the way). One shift divides out the 65536 and
-    drops the pair, leaving each group's value in its lane, where a value over 65535 shows
-    as a non-zero top byte. The lanes' low two bytes, in order, are the output.
+    16 bits (256c + d) if there is one. Adding 11519 * 256d + 132710399 * e for every
+    triplet lane and 11519 * d for the pair turns the integer into the sum of
+    65536 * (c + 45d + 2025e) per triplet lane and 256 * (c + 45d) for the pair (exactly:
+    it is one linear identity, whatever carries cross lanes on the way). One shift divides
+    out the scale, leaving each group's value in a 24-bit lane, where a value too large for
+    its group shows as non-zero bits above it. The lanes' low bytes, in order, are the output.
     """
     try:
         raw = text.encode("ascii")
@@ -78,45 +80,61 @@ def b45decode(text: str) -> bytes:
     digits = raw.translate(_DIGIT_TABLE)
     if _INVALID_DIGIT in digits:
         raise BadEncoding("character outside the base45 alphabet")
-    groups, rest = divmod(len(digits), 3)
-    if rest == 1:
+    layout = _LAYOUTS[len(digits)]
+    if layout is None:
         raise BadEncoding("dangling base45 character")
 
-    middle_byte, low_byte, top_byte = _LANE_MASKS[len(digits)]
+    by_11519, by_132710399, shift, overflow, size, pair = layout
     packed = int.from_bytes(digits, "big")
-    scaled = packed + 11_519 * (packed & middle_byte) + 132_710_399 * (packed & low_byte)
-    values = scaled >> (16 + 8 * rest)  # the scale, and the final pair's digits
-    if values & top_byte:
-        raise BadEncoding("base45 group over 65535")
-    out = bytearray(values.to_bytes(3 * groups, "big"))
+    values = (
+        packed + 11_519 * (packed & by_11519) + 132_710_399 * (packed & by_132710399)
+    ) >> shift
+    if values & overflow:
+        raise BadEncoding("base45 group over 65535, or final pair over 255")
+    out = bytearray(values.to_bytes(size, "big"))
     del out[::3]  # the top bytes, all zero: one pass, where two strided copies took twice as long
-    if rest:
-        value = digits[-2] + 45 * digits[-1]
-        if value > 0xFF:
-            raise BadEncoding("base45 final pair over 255")
-        out.append(value)
+    if pair:  # the pair's lane: its middle byte is zero too
+        del out[-2]
     return bytes(out)
 
 
-class _LaneMasks(dict[int, tuple[int, int, int]]):
-    """For `length` digits read as in b45decode: masks of each lane's middle byte and low
-    byte (before the shift), and of each lane's top byte (after it). Made once per length.
+class _Layouts(dict[int, tuple[int, int, int, int, int, bool] | None]):
+    """For `length` digits read as in b45decode: the masks of the digits to scale by 11519
+    and by 132710399, the shift that divides out the scale, the mask of the bits that must
+    be zero after it, the lanes' size in bytes, and whether the last lane is a pair's; None for
+    a dangling digit. Made once
+    per length.
 
     A dict subclass, not functools.cache: a plain lookup is about half the cost, on the
     path of every token.
     """
 
-    def __missing__(self, length: int) -> tuple[int, int, int]:
+    def __missing__(self, length: int) -> tuple[int, int, int, int, int, bool] | None:
         groups, rest = divmod(length, 3)
-        masks = self[length] = (
-            int.from_bytes(b"\x00\xff\x00" * groups + bytes(rest), "big"),
-            int.from_bytes(b"\x00\x00\xff" * groups + bytes(rest), "big"),
-            int.from_bytes(b"\xff\x00\x00" * groups, "big"),
-        )
-        return masks
+        layout: tuple[int, int, int, int, int, bool] | None = None
+        if rest == 0:
+            layout = (
+                int.from_bytes(b"\x00\xff\x00" * groups, "big"),
+                int.from_bytes(b"\x00\x00\xff" * groups, "big"),
+                16,
+                int.from_bytes(b"\xff\x00\x00" * groups, "big"),
+                3 * groups,
+                False,
+            )
+        elif rest == 2:
+            layout = (
+                int.from_bytes(b"\x00\xff\x00" * groups + b"\x00\xff", "big"),
+                int.from_bytes(b"\x00\x00\xff" * groups + b"\x00\x00", "big"),
+                8,
+                int.from_bytes(b"\xff\x00\x00" * groups + b"\xff\xff\x00", "big"),
+                3 * groups + 3,
+                True,
+            )
+        self[length] = layout
+        return layout
 
 
-_LANE_MASKS = _LaneMasks()
+_LAYOUTS = _Layouts()
 
 
 class Envelope(msgspec.Struct, frozen=True, gc=False):
@@ -157,7 +175,7 @@ def split_token(text: str | bytes) -> Envelope:
             raise BadEncoding("non-ASCII byte") from err
     if not text.startswith(PREFIX):
         raise UnknownPrefix
-    raw = b45decode(text[len(PREFIX) :])
+    raw = b45decode(text[_PREFIX_LENGTH:])
     if len(raw) < MIN_ENVELOPE:
         raise MalformedEnvelope(f"{len(raw)} bytes, at least {MIN_ENVELOPE}")
     if raw[0] != VERSION:

@@ -82,24 +82,25 @@ class Verifier:
             self._check_rules(permit, station, now)
         except RejectReason as reason:
             return Decision(
-                outcome=reason.outcome,
-                code=reason.code,
-                message_en=reason.message_en,
-                message_ar=reason.message_ar,
-                checkpoint=station.code,
-                checked_at=now,
-                policy_version=self.policy.version,
-                permit=None if permit is None else PermitSummary.of(permit),
+                reason.outcome,
+                reason.code,
+                reason.message_en,
+                reason.message_ar,
+                station.code,
+                now,
+                self.policy.version,
+                None if permit is None else PermitSummary.of(permit),
             )
+        # Positional, in Decision's field order: keywords cost more on every valid token.
         return Decision(
-            outcome=Outcome.VALID,
-            code=VALID_CODE,
-            message_en=VALID_MESSAGE_EN,
-            message_ar=VALID_MESSAGE_AR,
-            checkpoint=station.code,
-            checked_at=now,
-            policy_version=self.policy.version,
-            permit=PermitSummary.of(permit),
+            Outcome.VALID,
+            VALID_CODE,
+            VALID_MESSAGE_EN,
+            VALID_MESSAGE_AR,
+            station.code,
+            now,
+            self.policy.version,
+            PermitSummary.of(permit),
         )
 
     def _check_rules(self, permit: Permit, station: Checkpoint, now: int) -> None:
@@ -117,7 +118,7 @@ class Verifier:
         season = policy.seasons.get(permit.season)
         if season is None:
             raise UnknownSeason(str(permit.season))
-        if not season.is_open(now):
+        if not season.opens <= now < season.closes:
             raise SeasonClosed(season.code)
         category = permit.category
         rule = station.rules.get(category)  # a category absent here is not admitted

@@ -69,6 +69,8 @@ def test_base45_matches_rfc_9285_examples(raw: bytes, text: str) -> None:
         "GGW",  # 16 + 16*45 + 32*2025 = 65536: a triplet over 65535
         ":::",  # the largest triplet, 91124
         "GG",  # 16 + 16*45 = 736: a final pair over 255
+        "BB8GG",  # the same pair after a full group
+        "GGWU5",  # a triplet over 65535 before a valid pair
         "A",  # one dangling character
         "BB8A",  # a dangling character after a full group
         "bb8",  # lower case is not base45
@@ -85,6 +87,7 @@ def test_base45_decoding_is_strict(text: str) -> None:
 def test_base45_largest_valid_groups_decode() -> None:
     assert b45decode("FGW") == b"\xff\xff"  # 15 + 16*45 + 32*2025 = 65535
     assert b45decode("U5") == b"\xff"  # 30 + 5*45 = 255
+    assert b45decode("FGWU5") == b"\xff\xff\xff"
 
 
 @given(st.binary(max_size=300))
