@@ -32,6 +32,9 @@ from checkpoint.signing import Keyring
 from checkpoint.statuslist import RevocationView
 from checkpoint.token import decode_payload, split_token
 
+_VALID = Outcome.VALID
+"""Read once: an enum member read through its class costs about 0.1 µs on Python 3.11."""
+
 
 class Verifier:
     """Checks permit tokens against a keyring, a policy and a revocation view.
@@ -93,7 +96,7 @@ class Verifier:
             )
         # Positional, in Decision's field order: keywords cost more on every valid token.
         return Decision(
-            Outcome.VALID,
+            _VALID,
             VALID_CODE,
             VALID_MESSAGE_EN,
             VALID_MESSAGE_AR,
