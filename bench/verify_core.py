@@ -55,7 +55,7 @@ NOW = int(dt.datetime(2027, 5, 1, 9, 0, tzinfo=dt.UTC).timestamp())
 BENCH_SEED = hashlib.sha256(b"checkpoint bench/verify_core").digest()
 CHILD_MODES = ("nothing", "bare", "core")
 BARE = "bare verify, libsodium (PyNaCl)"
-CORE = "core verify, one token"
+CORE = "core verify, one call a token"
 BARE_ONE = "bare verify, one token repeated"
 CORE_ONE = "core verify, one token repeated"
 _TOTALS = re.compile(rb"^totals:\s*(\d+)", re.MULTILINE)
