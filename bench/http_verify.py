@@ -18,7 +18,12 @@ bytes built in advance, only the status line and Content-Length parsed (plus a c
 printed beside the server's, to show which side is the bottleneck.
 Permits are Umrah permits (season 2 of the default policy) valid now by the wall clock,
 issued into a temporary data directory that is removed at the end. The per-credential rate
-limit is raised for the run (both endpoints pass the same limiter).
+limit is raised for the run (both endpoints pass the same limiter). Every scan is a first
+entry, as at a real checkpoint: the run cycles through 20,000 distinct permits, and the
+server's policy is the shipped one with a 1-second anti-passback window, so a permit comes
+round again only after its window has passed (a repeated Umrah scan within the window is a
+VALID with a `duplicate_entry` warning and an audit row: a benchmark of 500 permits on a
+12-hour window measured that path instead). Repeats are counted and reported.
 Exit status: 0 when the run completed (criteria met or not), 1 when it failed, 130 on Ctrl-C.
 Run: `.venv/bin/python bench/http_verify.py [--quick]` (default under 2 minutes, --quick ~20 s).
 """
@@ -31,6 +36,7 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -59,6 +66,7 @@ from api.schemas import VerifyRequest
 from api.serve import prepare, worker_environment
 from api.services import Services
 from api.settings import Settings, settings_from_env
+from checkpoint.policy import DEFAULT_POLICY_RESOURCE, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0
@@ -66,6 +74,10 @@ GENERATOR_CORE = 1
 CHECKPOINT = "shumaisi"
 SEASON = 2  # umrah-1448 in the default policy: open on the wall clock of the run
 BATCH_TOKENS = 500
+TOKENS = 20_000
+"""Distinct permits the run cycles through (provisioning them takes a few seconds)."""
+ENTRY_WINDOW = 1
+"""Seconds of the anti-passback window in the server's policy for the run."""
 ROUNDS = 3
 RATE_LIMIT = 1e9
 """Per-credential requests per second for the run: the default 200/s would cap both
@@ -74,6 +86,7 @@ VERIFY_RATIO = 0.5
 P99_BUDGET = 0.025
 BATCH_RATIO = 0.8
 VALID = b'"outcome":"VALID"'
+REPEAT = b'"duplicate_entry"'
 RESPONSE_TIMEOUT = 30.0
 MAX_REQUESTS_PER_PHASE = 5_000_000
 DISTURBED = 0.05
@@ -175,6 +188,8 @@ class Tally:
     server_cpu: float = 0.0
     other: tuple[float, float] = (0.0, 0.0)
     """CPU seconds that other processes (and the hypervisor's steal) took on cores 0 and 1."""
+    repeats: int = 0
+    """Answers that flag a repeated entry (they should be none: see the module docstring)."""
     scheduled: int = 0
     reconnects: int = 0
     span: float = 0.0
@@ -373,6 +388,7 @@ class Generator:
                 if status == 200:
                     tally.ok += per_request
                     tally.valid += body.count(VALID)
+                    tally.repeats += body.count(REPEAT)
                 else:
                     tally.bad_status += 1
             if now < state["deadline"] and state["next"] < MAX_REQUESTS_PER_PHASE:
@@ -422,6 +438,7 @@ class Generator:
             if status == 200:
                 tally.ok += 1
                 tally.valid += body.count(VALID)
+                tally.repeats += body.count(REPEAT)
             else:
                 tally.bad_status += 1
             state["answered"] += 1
@@ -537,6 +554,16 @@ PLANS = {
 }
 
 
+def policy_with_entry_window(root: Path, seconds: int) -> Path:
+    """The shipped policy with an anti-passback window of `seconds`, written under `root`."""
+    text = resources.files("checkpoint").joinpath(DEFAULT_POLICY_RESOURCE).read_text("utf-8")
+    path = root / "policy.toml"
+    path.write_text(re.sub(r"(?m)^window_seconds\s*=\s*\d+", f"window_seconds = {seconds}", text))
+    if load_policy(path).duplicate_entry.window_seconds != seconds:
+        raise RuntimeError("the shipped policy changed shape: could not shorten its window")
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -575,7 +602,7 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
             not_before=dt.datetime.fromtimestamp(now - 3600, utc),
             expires=dt.datetime.fromtimestamp(min(now + 7 * 86_400, season.closes), utc),
             entry_points=(CHECKPOINT,),
-            birth_date=dt.date(1980, 1, 1) + dt.timedelta(days=i),  # adults: no companion
+            birth_date=dt.date(1980, 1, 1) + dt.timedelta(days=i % 7_000),  # adults: no companion
         )
         for i in range(count)
     ]
@@ -677,6 +704,8 @@ async def _measure(
             rate = t.rate()
             rates[name].append(rate)
             tallies[name].append(t)
+            out["repeats"] = out.get("repeats", 0) + t.repeats
+            out["scans"] = out.get("scans", 0) + (t.ok if name == "verify" else 0)
             others.append(t.other[0] / t.span)
             print(
                 f"  round {r + 1} {name:<6} {rate:8.0f} req/s  closed-loop p50 "
@@ -696,6 +725,8 @@ async def _measure(
     check(t, "/v1/verify open loop", t.scheduled)
     others.append(t.other[0] / t.span)
     print(f"  {t.ok / t.wall:8.0f} req/s  {t.loads()}  reconnects {t.reconnects}")
+    out["repeats"] += t.repeats
+    out["scans"] += t.ok
     out.update(
         open_rate=target,
         open_achieved=t.ok / t.wall,
@@ -723,6 +754,7 @@ def _batch_rounds(
         f"{plan.batch:.1f} s a round, {ROUNDS} rounds (median):"
     )
     http_rates, bare_rates, gen_cpu = [], [], []
+    repeats = scans = 0
     assert bare.stdin is not None
     assert bare.stdout is not None
     for r in range(ROUNDS):
@@ -730,6 +762,7 @@ def _batch_rounds(
         check(t, f"/v1/verify/batch round {r + 1}", t.ok)
         http_rates.append(t.rate(BATCH_TOKENS))
         gen_cpu.append(t.cpu / t.span)
+        repeats, scans = repeats + t.repeats, scans + t.ok
         others.append(t.other[0] / t.span)
         meter = gen.meter
         busy, bare_cpu, start = meter.busy()[0], meter.cpu_of(bare.pid), time.perf_counter()
@@ -752,6 +785,8 @@ def _batch_rounds(
         "batch_tps": statistics.median(http_rates),
         "bare_tps": statistics.median(bare_rates),
         "batch_gen_cpu": statistics.median(gen_cpu),
+        "batch_repeats": repeats,
+        "batch_scans": scans,
     }
 
 
@@ -783,6 +818,13 @@ def _report(figures: dict[str, float]) -> None:
         f"  other processes on core {SERVER_CORE} (the server's): median {f['others_median']:.0%}"
         f", worst phase {f['others_max']:.0%} of the core"
     )
+    repeats, scans = f["repeats"] + f["batch_repeats"], f["scans"] + f["batch_scans"]
+    print(f"  repeated entries (a duplicate_entry warning): {repeats:.0f} of {scans:.0f} scans")
+    if repeats > 0.01 * scans:
+        print(
+            "  WARNING: more than 1% of the scans were repeats within the anti-passback "
+            "window: their warnings and audit rows are in the figures"
+        )
     if f["others_max"] > DISTURBED:
         print(
             "  WARNING: other processes took CPU from the server's core during the run: "
@@ -821,13 +863,20 @@ def run(plan: Plan) -> None:
     try:
         port = _free_port()
         settings = Settings(
-            data_dir=data_dir, port=port, rate_limit=RATE_LIMIT, rate_burst=RATE_LIMIT
+            data_dir=data_dir,
+            port=port,
+            rate_limit=RATE_LIMIT,
+            rate_burst=RATE_LIMIT,
+            policy=policy_with_entry_window(data_dir, ENTRY_WINDOW),
         )
         print(f"set-up: {prepare(settings)}")
-        key, tokens = asyncio.run(provision(settings, BATCH_TOKENS))
+        key, tokens = asyncio.run(provision(settings, TOKENS))
         tokens_path = data_dir / "tokens.json"
-        tokens_path.write_text(json.dumps(tokens))
-        print(f"  {len(tokens)} Umrah permits (season {SEASON}) valid now, scanner at {CHECKPOINT}")
+        tokens_path.write_text(json.dumps(tokens[:BATCH_TOKENS]))
+        print(
+            f"  {len(tokens)} Umrah permits (season {SEASON}) valid now, scanner at "
+            f"{CHECKPOINT}, anti-passback window {ENTRY_WINDOW} s"
+        )
 
         env = {**os.environ, **worker_environment(settings)}
         log = data_dir / "server.log"
@@ -873,7 +922,12 @@ def run(plan: Plan) -> None:
         noop_requests = [
             request("/bench/noop", port, key, msgspec.json.encode({"token": t})) for t in tokens
         ]
-        batch = [request("/v1/verify/batch", port, key, msgspec.json.encode({"tokens": tokens}))]
+        batch = [
+            request("/v1/verify/batch", port, key, msgspec.json.encode({"tokens": chunk}))
+            for chunk in (
+                tokens[at : at + BATCH_TOKENS] for at in range(0, len(tokens), BATCH_TOKENS)
+            )
+        ]
 
         others: list[float] = []
         figures = asyncio.run(_measure(gen, plan, verify, noop_requests, batch, others))
