@@ -101,9 +101,8 @@ def b45decode(text: str) -> bytes:
 class _Layouts(dict[int, tuple[int, int, int, int, int, bool] | None]):
     """For `length` digits read as in b45decode: the masks of the digits to scale by 11519
     and by 132710399, the shift that divides out the scale, the mask of the bits that must
-    be zero after it, the lanes' size in bytes, and whether the last lane is a pair's; None for
-    a dangling digit. Made once
-    per length.
+    be zero after it, the lanes' size in bytes, and whether the last lane is a pair's; None
+    for a dangling digit. Made once per length.
 
     A dict subclass, not functools.cache: a plain lookup is about half the cost, on the
     path of every token.
