@@ -17,7 +17,13 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
-from checkpoint.errors import CheckpointError, KeyCannotSign, KeyringError, UnknownCheckpoint
+from checkpoint.errors import (
+    CheckpointError,
+    KeyCannotSign,
+    KeyNotFound,
+    KeyringError,
+    UnknownCheckpoint,
+)
 from issuer.errors import (
     CredentialNotFound,
     EstablishmentExists,
@@ -43,6 +49,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (NotArrived, HTTP_409_CONFLICT),
     (PermitNotFound, HTTP_404_NOT_FOUND),
     (CredentialNotFound, HTTP_404_NOT_FOUND),
+    (KeyNotFound, HTTP_404_NOT_FOUND),
     (RegistryUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
     (KeyCannotSign, HTTP_503_SERVICE_UNAVAILABLE),
     (KeyringError, HTTP_400_BAD_REQUEST),

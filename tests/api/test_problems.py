@@ -77,7 +77,7 @@ class Unmapped(CheckpointError):
         (RegistryUnavailable, 503),
         (KeyCannotSign, 503),
         (KeyringError, 400),
-        (KeyNotFound, 400),
+        (KeyNotFound, 404),
         (WeakKey, 400),
         (DuplicateKeyId, 400),
         (BadKeyring, 400),
