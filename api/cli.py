@@ -555,7 +555,7 @@ def _add_service_commands(commands: argparse._SubParsersAction[argparse.Argument
         "create",
         help="create an API key (printed once)",
         epilog="examples: --role scanner --checkpoint shumaisi | --role issuer --channel absher "
-        "| --role admin",
+        "| --role issuer --channel muqeem --establishment 7001234567 | --role admin",
     )
     create.add_argument("--role", required=True, choices=serve.ROLES, help="what the key may do")
     create.add_argument("--checkpoint", help="scanners: the checkpoint code they scan at")
@@ -564,6 +564,11 @@ def _add_service_commands(commands: argparse._SubParsersAction[argparse.Argument
         action="append",
         choices=[c.value for c in Channel],
         help="issuers: a portal they issue through (repeatable)",
+    )
+    create.add_argument(
+        "--establishment",
+        help="muqeem or nusuk issuers: the one registered establishment or Umrah company they "
+        "issue for (default: any of their channel)",
     )
     create.add_argument("--label", default="", help="a note, e.g. the device or portal name")
     create.set_defaults(handler=cmd_credentials_create)

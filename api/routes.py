@@ -44,7 +44,12 @@ from api.schemas import (
 from api.services import Services
 from checkpoint.model import Category, Decision, parse_permit_id
 from checkpoint.statuslist import StatusList
-from issuer.errors import ChannelNotAllowed, IssueRefused, PermitNotFound
+from issuer.errors import (
+    ChannelNotAllowed,
+    EstablishmentNotAllowed,
+    IssueRefused,
+    PermitNotFound,
+)
 from issuer.issuing import IssueRequest, channel_of
 from issuer.qr import qr_png, qr_svg
 from issuer.registry import Credential, IdempotencyClaim, PermitRecord, Revocation, request_hash
@@ -183,9 +188,15 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
 
 
 def _channel_for(credential: Credential, request: IssueRequest, position: int | None) -> Any:
+    """The channel of a permit this credential may issue: one of its channels and, for a
+    credential bound to an establishment or Umrah company, for that one only."""
     channel = channel_of(Category.parse(request.category))
+    refusal: IssueRefused | None = None
     if credential.role != "admin" and channel not in credential.channels:
         refusal = ChannelNotAllowed(f"{channel} permits need a {channel} issuer credential")
+    elif credential.establishment not in (None, request.establishment):
+        refusal = EstablishmentNotAllowed(f"this credential issues for {credential.establishment}")
+    if refusal is not None:
         refusal.item = position
         raise refusal
     return channel
@@ -259,6 +270,8 @@ async def _permit_for(
     credential = credential_of(request)
     if credential.role != "admin" and record.channel not in credential.channels:
         raise PermitNotFound(permit_id)  # another channel's permits are not even listed
+    if credential.establishment not in (None, record.establishment):
+        raise PermitNotFound(permit_id)  # nor another establishment's
     return record
 
 

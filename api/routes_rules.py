@@ -14,7 +14,7 @@ from msgspec import Meta
 
 from api import metrics
 from api.auth import credential_of, roles
-from api.routes import ADMIN_BODY_LIMIT, ISSUE_BODY_LIMIT, ServicesDep, _permit_for
+from api.routes import ADMIN_BODY_LIMIT, ISSUE_BODY_LIMIT, ServicesDep, _channel_for, _permit_for
 from api.schemas import PermitView
 from api.services import Services
 from checkpoint.model import HolderId
@@ -124,6 +124,7 @@ async def amend(
     """Replace a permit of the credential's channel (a changed programme): the old one is
     cancelled and the new one issued in one transaction; the answer is the new permit."""
     old = await _permit_for(request, services, permit_id)
+    _channel_for(credential_of(request), data, None)  # the new permit, too, must be its own
     now = services.clock()
     revocation, record = await services.issuer.amend(
         old, data, actor=credential_of(request).id, now=now

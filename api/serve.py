@@ -13,7 +13,7 @@ from api.metrics import MULTIPROCESS_ENV
 from api.services import wall_clock
 from api.settings import ENV_PREFIX, Settings
 from checkpoint.model import Channel
-from issuer.registry import Registry, Role
+from issuer.registry import Credential, Registry, Role
 
 ROLES: tuple[Role, ...] = ("scanner", "issuer", "admin", "border")
 
@@ -82,6 +82,9 @@ def create_credential(settings: Settings, args: argparse.Namespace) -> str:
         raise CredentialError(f"unknown role {args.role!r} (one of: {', '.join(ROLES)})")
     channels: list[str] = args.channel or []
     checkpoint: str | None = args.checkpoint
+    establishment: str | None = args.establishment
+    if establishment is not None and role != "issuer":
+        raise CredentialError("only an issuer credential takes --establishment")
     if role == "scanner":
         if checkpoint is None or channels:
             raise CredentialError("a scanner credential needs --checkpoint CODE and no --channel")
@@ -108,7 +111,10 @@ def create_credential(settings: Settings, args: argparse.Namespace) -> str:
                 checkpoint=checkpoint,
                 label=args.label,
                 created_at=wall_clock(),
+                establishment=establishment,
             )
+        except ValueError as err:  # the establishment is unknown or of another channel
+            raise CredentialError(str(err)) from err
         finally:
             await registry.close()
         return credential.id, key
@@ -117,11 +123,18 @@ def create_credential(settings: Settings, args: argparse.Namespace) -> str:
     bound = f" at {checkpoint}" if checkpoint else ""
     if channels:
         bound = f" for {', '.join(channels)}"
+    if establishment:
+        bound += f", establishment {establishment} only"
     return (
         f"created {role} credential {credential_id}{bound}\n"
         f"API key (shown once, keep it secret): {key}\n"
         f"use it as: Authorization: Bearer {key}"
     )
+
+
+def _issues_for(credential: Credential) -> str:
+    channels = ",".join(credential.channels)
+    return f"{channels}:{credential.establishment}" if credential.establishment else channels
 
 
 def list_credentials(settings: Settings) -> str:
@@ -135,7 +148,7 @@ def list_credentials(settings: Settings) -> str:
             await registry.close()
         return [
             f"{c.id:<14} {c.role:<8} {'disabled' if c.disabled else 'active':<9} "
-            f"{c.checkpoint or ','.join(c.channels) or '-':<20} {c.label}"
+            f"{c.checkpoint or _issues_for(c) or '-':<20} {c.label}"
             for c in found
         ]
 

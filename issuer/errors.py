@@ -73,6 +73,12 @@ class ChannelNotAllowed(IssueRefused):
     message_ar = "بيانات الاعتماد هذه لا تخوّل الإصدار عبر هذه المنصة."
 
 
+class EstablishmentNotAllowed(IssueRefused):
+    code = "establishment_not_allowed"
+    message_en = "This credential issues only for its own establishment or Umrah company."
+    message_ar = "بيانات الاعتماد هذه لا تخوّل الإصدار إلا لمنشأتها أو شركة العمرة التابعة لها."
+
+
 class InvalidNationalId(IssueRefused):
     code = "invalid_national_id"
     message_en = "The Saudi national ID number is not valid (10 digits, starting with 1)."

@@ -41,6 +41,7 @@ from issuer.errors import (
 from issuer.schema import (
     audit,
     credentials,
+    establishments,
     idempotency_keys,
     migrate,
     permits,
@@ -136,6 +137,8 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     label: str
     created_at: int
     disabled_at: int | None = None
+    establishment: str | None = None
+    """Issuers only: the one establishment or Umrah company they issue for; None: any."""
 
     @property
     def disabled(self) -> bool:
@@ -539,8 +542,13 @@ class Registry:
         channels: Sequence[str] = (),
         checkpoint: str | None = None,
         label: str = "",
+        establishment: str | None = None,
     ) -> tuple[Credential, str]:
-        """Create a credential; its plaintext key is returned here once and never stored."""
+        """Create a credential; its plaintext key is returned here once and never stored.
+
+        ValueError for a combination that binds nothing sensible, including an establishment
+        that is not registered, or registered for another channel than the credential's one.
+        """
         if role not in get_args(Role):
             raise ValueError(f"unknown role {role!r}")
         if (role == "scanner") != (checkpoint is not None):
@@ -554,7 +562,10 @@ class Registry:
             checkpoint=checkpoint,
             label=label,
             created_at=created_at,
+            establishment=establishment,
         )
+        if establishment is not None:
+            await self._check_establishment_binding(credential, establishment)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         row = msgspec.structs.asdict(credential) | {
             "key_sha256": _sha256(key),
@@ -563,6 +574,24 @@ class Registry:
         async with self._write() as conn:
             await conn.execute(insert(credentials).values(**row))
         return credential, key
+
+    async def _check_establishment_binding(
+        self, credential: Credential, establishment_id: str
+    ) -> None:
+        if credential.role != "issuer":
+            raise ValueError("only an issuer credential is bound to an establishment")
+        query = select(establishments.c.channel).where(establishments.c.id == establishment_id)
+        async with self._read() as conn:
+            channel = (await conn.execute(query)).scalar()
+        if channel is None:
+            raise ValueError(
+                f"no establishment or Umrah company {establishment_id!r} is registered"
+            )
+        if credential.channels != (channel,):
+            raise ValueError(
+                f"{establishment_id} is registered for {channel}: a credential bound to it "
+                f"issues through {channel} only"
+            )
 
     async def authenticate(self, api_key: str) -> Credential | None:
         """The enabled credential holding this key, or None."""

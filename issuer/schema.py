@@ -68,6 +68,7 @@ credentials = Table(
     Column("label", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("disabled_at", BigInteger),
+    Column("establishment", Text),
 )
 audit = Table(
     "audit",
@@ -204,6 +205,11 @@ MIGRATIONS: list[Step] = [
         "INSERT INTO credentials_v2 SELECT * FROM credentials",
         "DROP TABLE credentials",
         "ALTER TABLE credentials_v2 RENAME TO credentials",
+    ],
+    [
+        # An issuer credential may be bound to the one establishment or Umrah company it
+        # issues for (NULL: any, as before).
+        "ALTER TABLE credentials ADD COLUMN establishment TEXT",
     ],
 ]
 

@@ -81,6 +81,7 @@ class Api:
         *,
         channels: Sequence[str] = (),
         checkpoint: str | None = None,
+        establishment: str | None = None,
     ) -> tuple[Credential, str]:
         """A new credential and its API key."""
         return self.run(
@@ -90,13 +91,21 @@ class Api:
             checkpoint=checkpoint,
             created_at=self.clock.now,
             label=f"test {role}",
+            establishment=establishment,
         )
 
     def key(
-        self, role: Role, *, channels: Sequence[str] = (), checkpoint: str | None = None
+        self,
+        role: Role,
+        *,
+        channels: Sequence[str] = (),
+        checkpoint: str | None = None,
+        establishment: str | None = None,
     ) -> str:
         """The API key of a new credential."""
-        return self.credential(role, channels=channels, checkpoint=checkpoint)[1]
+        return self.credential(
+            role, channels=channels, checkpoint=checkpoint, establishment=establishment
+        )[1]
 
     def register_establishment(self, establishment_id: str, city: str = MAKKAH) -> None:
         """Register a Muqeem establishment (Muqeem permits name a registered one)."""

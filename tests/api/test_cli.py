@@ -392,6 +392,50 @@ def test_issue_from_csv(run: Runner, tmp_path: Path) -> None:
         assert verdict.code == 0, verdict.out
 
 
+# --- credentials ------------------------------------------------------------------------
+
+
+ADD_EST_7 = [
+    "establishments",
+    "add",
+    "EST-7",
+    "--channel",
+    "muqeem",
+    "--city",
+    "makkah",
+    "--name",
+    "Catering",
+]
+
+
+def test_credential_bound_to_an_establishment(run: Runner) -> None:
+    assert run(*ADD_EST_7).code == 0
+    bound = ["--role", "issuer", "--channel", "muqeem", "--establishment", "EST-7"]
+    created = run("credentials", "create", *bound)
+    assert created.code == 0, created.err
+    assert "for muqeem, establishment EST-7 only" in created.out
+    assert "API key (shown once" in created.out
+    (row,) = run("credentials", "list").out.splitlines()
+    assert row.split()[1:4] == ["issuer", "active", "muqeem:EST-7"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--role", "scanner", "--checkpoint", "shumaisi", "--establishment", "EST-7"],
+        ["--role", "issuer", "--channel", "muqeem", "--establishment", "EST-9"],  # unknown
+        ["--role", "issuer", "--channel", "absher", "--establishment", "EST-7"],  # muqeem's
+    ],
+    ids=["scanner", "unknown", "other-channel"],
+)
+def test_a_senseless_establishment_binding_is_one_error_line(run: Runner, args: list[str]) -> None:
+    assert run(*ADD_EST_7).code == 0
+    result = run("credentials", "create", *args)
+    assert result.code != 0
+    result.error_line()
+    assert run("credentials", "list").out.strip() == "no credentials yet"
+
+
 def test_csv_with_mixed_channels_keeps_its_order(run: Runner, tmp_path: Path) -> None:
     add = ["establishments", "add", "EST-7", "--channel", "muqeem", "--city", "makkah"]
     assert run(*add, "--name", "Makkah Catering").code == 0

@@ -17,6 +17,7 @@ from tests.api.conftest import (
     IQAMA_3,
     MUQEEM_ESTABLISHMENT,
     NATIONAL_ID,
+    OTHER_ESTABLISHMENT,
     Api,
     assert_problem,
     auth,
@@ -277,6 +278,59 @@ def test_another_channels_permit_is_not_found(
             f"/v1/permits/{permit['permit_id']}{suffix}", headers=auth(muqeem_issuer_key)
         )
         assert_problem(response, 404, "permit_not_found")
+
+
+@pytest.fixture
+def bound_key(app: Api, muqeem_issuer_key: str) -> str:
+    """A Muqeem issuer bound to establishment EST-7 (EST-8 is registered too)."""
+    return app.key("issuer", channels=["muqeem"], establishment=MUQEEM_ESTABLISHMENT)
+
+
+def test_bound_issuer_issues_for_its_own_establishment(
+    app: Api, bound_key: str, scanner_key: str
+) -> None:
+    response = app.client.post("/v1/permits", json=muqeem_body(), headers=auth(bound_key))
+    assert response.status_code == 201, response.text
+    assert response.json()["establishment"] == MUQEEM_ESTABLISHMENT
+    assert app.verify(scanner_key, response.json()["token"])["outcome"] == "VALID"
+
+
+def test_bound_issuer_is_refused_another_establishment(app: Api, bound_key: str) -> None:
+    other = muqeem_body(establishment=OTHER_ESTABLISHMENT, holder="2987654321")
+    single = app.client.post("/v1/permits", json=other, headers=auth(bound_key))
+    assert_problem(single, 422, "establishment_not_allowed")
+    batch = app.client.post(
+        "/v1/permits/batch", json={"permits": [muqeem_body(), other]}, headers=auth(bound_key)
+    )
+    assert assert_problem(batch, 422, "establishment_not_allowed")["item"] == 1
+    unnamed = muqeem_body()
+    del unnamed["establishment"]
+    response = app.client.post("/v1/permits", json=unnamed, headers=auth(bound_key))
+    assert_problem(response, 422, "establishment_not_allowed")
+    assert app.audit_entries("issue") == []  # nothing was issued, the batch's first included
+
+
+def test_bound_issuer_does_not_see_or_revoke_another_establishments_permit(
+    app: Api, bound_key: str, muqeem_issuer_key: str
+) -> None:
+    unbound = app.client.post(
+        "/v1/permits",
+        json=muqeem_body(establishment=OTHER_ESTABLISHMENT),
+        headers=auth(muqeem_issuer_key),
+    )
+    assert unbound.status_code == 201, unbound.text  # a credential with no binding: any
+    permit_id = unbound.json()["permit_id"]
+    for suffix in ("", "/qr.png", "/qr.svg", "/card.png"):
+        response = app.client.get(f"/v1/permits/{permit_id}{suffix}", headers=auth(bound_key))
+        assert_problem(response, 404, "permit_not_found")
+    revoke = app.client.post(
+        "/v1/revocations",
+        json={"permit_id": permit_id, "reason": "left the company"},
+        headers=auth(bound_key),
+    )
+    assert_problem(revoke, 404, "permit_not_found")
+    own = app.client.get(f"/v1/permits/{permit_id}", headers=auth(muqeem_issuer_key))
+    assert own.json()["state"] == "active"
 
 
 def test_unknown_and_malformed_permit_ids(app: Api, admin_key: str) -> None:

@@ -10,7 +10,17 @@ import pytest
 from api.routes import ADMIN_BODY_LIMIT, ISSUE_BODY_LIMIT
 from api.routes_rules import RULE_ROUTES, sweep_once
 from issuer.registry import Role
-from tests.api.conftest import CHECKPOINT, NOW, Api, assert_problem, auth, riyadh
+from tests.api.conftest import (
+    CHECKPOINT,
+    MUQEEM_ESTABLISHMENT,
+    NOW,
+    OTHER_ESTABLISHMENT,
+    Api,
+    assert_problem,
+    auth,
+    muqeem_body,
+    riyadh,
+)
 from tests.api.test_routes_auth import Route
 
 ROLES: tuple[Role, ...] = ("scanner", "issuer", "admin", "border")
@@ -249,6 +259,23 @@ def test_amend_keeps_the_holder_and_the_channel(
         404,
         ("permit_not_found"),
     )
+
+
+def test_a_bound_issuer_amends_only_within_its_establishment(
+    app: Api, muqeem_issuer_key: str
+) -> None:
+    key = app.key("issuer", channels=["muqeem"], establishment=MUQEEM_ESTABLISHMENT)
+    old = app.client.post("/v1/permits", json=muqeem_body(), headers=auth(key)).json()
+    path = f"/v1/permits/{old['permit_id']}/amend"
+    moved = muqeem_body(establishment=OTHER_ESTABLISHMENT)
+    assert_problem(
+        app.client.post(path, json=moved, headers=auth(key)), 422, "establishment_not_allowed"
+    )
+    shorter = app.client.post(
+        path, json=muqeem_body(expires=riyadh(30, month=4)), headers=auth(key)
+    )
+    assert shorter.status_code == 201, shorter.text
+    assert shorter.json()["establishment"] == MUQEEM_ESTABLISHMENT
 
 
 def test_sweep_cancels_an_unarrived_slot_and_checkpoints_reject_it(

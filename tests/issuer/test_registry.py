@@ -21,9 +21,11 @@ from issuer.registry import (
     PermitDraft,
     PermitRecord,
     Registry,
+    Role,
     request_hash,
 )
 from issuer.schema import MIGRATIONS, metadata, migrate
+from tests.issuer.conftest import register
 
 T0 = 1_780_000_000
 KID = "0a1b2c3d"
@@ -308,6 +310,60 @@ async def test_credentials(reg: Registry, db: Path) -> None:
     assert info.value.code == "credential_not_found"
     with pytest.raises(ValueError):
         await reg.create_credential(role="scanner", created_at=T0)  # no checkpoint
+
+
+async def test_an_issuer_credential_bound_to_one_establishment(reg: Registry) -> None:
+    await register(reg, "EST-1", channel="muqeem")
+    bound, key = await reg.create_credential(
+        role="issuer", channels=["muqeem"], establishment="EST-1", created_at=T0
+    )
+    assert bound.establishment == "EST-1"
+    assert await reg.authenticate(key) == bound
+    assert await reg.list_credentials() == [bound]
+
+
+@pytest.mark.parametrize(
+    ("role", "channels", "establishment"),
+    [
+        ("admin", [], "EST-1"),  # only issuers issue
+        ("issuer", ["muqeem"], "EST-9"),  # not registered
+        ("issuer", ["absher"], "EST-1"),  # registered for muqeem
+        ("issuer", ["muqeem", "nusuk"], "EST-1"),  # a binding is to one channel
+    ],
+)
+async def test_an_establishment_binding_that_makes_no_sense_is_refused(
+    reg: Registry, role: Role, channels: list[str], establishment: str
+) -> None:
+    await register(reg, "EST-1", channel="muqeem")
+    with pytest.raises(ValueError):
+        await reg.create_credential(
+            role=role, channels=channels, establishment=establishment, created_at=T0
+        )
+    assert await reg.list_credentials() == []
+
+
+async def test_credentials_of_schema_2_read_as_bound_to_no_establishment(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        assert migrate(conn, MIGRATIONS[:2]) == 2
+        conn.exec_driver_sql(
+            "INSERT INTO credentials (id, key_sha256, role, channels, created_at) "
+            f"VALUES ('old', '{hashlib.sha256(b'cpk_old').hexdigest()}', 'issuer', "
+            """'["muqeem"]', 1)"""
+        )
+    engine.dispose()
+    registry = await Registry.open(url(db))
+    try:
+        credential = await registry.authenticate("cpk_old")
+    finally:
+        await registry.close()
+    assert credential is not None
+    assert (credential.id, credential.channels, credential.establishment) == (
+        "old",
+        ("muqeem",),
+        None,
+    )
 
 
 async def test_audit_filters(reg: Registry) -> None:
