@@ -18,10 +18,12 @@ from litestar.status_codes import (
 )
 
 from checkpoint.errors import (
+    BadPrivateKey,
     CheckpointError,
     KeyCannotSign,
     KeyNotFound,
     KeyringError,
+    PrivateKeyMissing,
     UnknownCheckpoint,
 )
 from issuer.errors import (
@@ -51,7 +53,10 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (CredentialNotFound, HTTP_404_NOT_FOUND),
     (KeyNotFound, HTTP_404_NOT_FOUND),
     (RegistryUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
+    # The service's own signing key: a fault of the deployment, never of the request.
     (KeyCannotSign, HTTP_503_SERVICE_UNAVAILABLE),
+    (PrivateKeyMissing, HTTP_503_SERVICE_UNAVAILABLE),
+    (BadPrivateKey, HTTP_503_SERVICE_UNAVAILABLE),
     (KeyringError, HTTP_400_BAD_REQUEST),
 ]
 

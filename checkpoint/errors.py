@@ -236,6 +236,12 @@ class KeyNotFound(KeyringError):
     message_ar = "لا يوجد مفتاح بهذا المعرّف."
 
 
+class PrivateKeyMissing(KeyringError):
+    code = "private_key_missing"
+    message_en = "The private key of the signing key is not where the key store keeps it."
+    message_ar = "المفتاح الخاص لمفتاح التوقيع غير موجود في مخزن المفاتيح."
+
+
 class KeyCannotSign(KeyringError):
     code = "key_cannot_sign"
     message_en = "This key is retired or revoked, or the time is outside its signing window."

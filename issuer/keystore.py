@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from checkpoint.errors import KeyCannotSign, KeyNotFound
+from checkpoint.errors import KeyCannotSign, PrivateKeyMissing
 from checkpoint.signing import KeyEntry, Keyring, KeyStatus, Signer
 
 KEYRING_FILE = "keyring.json"
@@ -94,7 +94,8 @@ class KeyStore:
         return revoked
 
     def signer(self, now: int) -> tuple[Signer, KeyEntry]:
-        """The newest active key that may sign at `now`, with its entry; KeyCannotSign if none."""
+        """The newest active key that may sign at `now`, with its entry; KeyCannotSign if none,
+        PrivateKeyMissing if its private key file is gone (never papered over with a new key)."""
         usable = [
             entry
             for entry in self.keyring()
@@ -106,7 +107,7 @@ class KeyStore:
         try:
             pem = self.private_key_path(entry.kid).read_bytes()
         except FileNotFoundError:
-            raise KeyNotFound(f"private key of {entry.kid} is not in {self.directory}") from None
+            raise PrivateKeyMissing(f"{entry.kid} is not in {self.directory}") from None
         return Signer.from_pem(pem, self.passphrase), entry
 
     def ensure_signing_key(self, now: int) -> tuple[KeyEntry, bool]:

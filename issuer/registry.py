@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -41,7 +43,6 @@ from issuer.errors import (
 from issuer.schema import (
     audit,
     credentials,
-    establishments,
     idempotency_keys,
     migrate,
     permits,
@@ -580,13 +581,15 @@ class Registry:
     ) -> None:
         if credential.role != "issuer":
             raise ValueError("only an issuer credential is bound to an establishment")
-        query = select(establishments.c.channel).where(establishments.c.id == establishment_id)
+        from issuer import records  # noqa: PLC0415 - records imports this module
+
         async with self._read() as conn:
-            channel = (await conn.execute(query)).scalar()
-        if channel is None:
+            found = await records.establishment(conn, establishment_id)
+        if found is None:
             raise ValueError(
                 f"no establishment or Umrah company {establishment_id!r} is registered"
             )
+        channel = found.channel
         if credential.channels != (channel,):
             raise ValueError(
                 f"{establishment_id} is registered for {channel}: a credential bound to it "
@@ -684,6 +687,21 @@ class Registry:
         ]
 
 
+def _use_wal(cursor: sqlite3.Cursor, busy_timeout_ms: int) -> None:
+    """Put the file in WAL mode (it stays so). When two connections switch a new file at
+    once, the loser is told "database is locked" at once, without the busy handler: retry
+    until the busy timeout, as any other locked statement would wait."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)  # a connection thread of aiosqlite, not the event loop
+
+
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     """Per-connection pragmas, and SQLAlchemy (not pysqlite) emitting BEGIN [IMMEDIATE]."""
 
@@ -691,7 +709,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         dbapi_connection.isolation_level = None  # pysqlite must not BEGIN on its own
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor, busy_timeout_ms)
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

@@ -24,11 +24,13 @@ from api.problems import (
 )
 from checkpoint.errors import (
     BadKeyring,
+    BadPrivateKey,
     CheckpointError,
     DuplicateKeyId,
     KeyCannotSign,
     KeyNotFound,
     KeyringError,
+    PrivateKeyMissing,
     UnknownCheckpoint,
     WeakKey,
 )
@@ -78,6 +80,8 @@ class Unmapped(CheckpointError):
         (KeyCannotSign, 503),
         (KeyringError, 400),
         (KeyNotFound, 404),
+        (PrivateKeyMissing, 503),
+        (BadPrivateKey, 503),
         (WeakKey, 400),
         (DuplicateKeyId, 400),
         (BadKeyring, 400),

@@ -333,6 +333,14 @@ def test_bound_issuer_does_not_see_or_revoke_another_establishments_permit(
     assert own.json()["state"] == "active"
 
 
+def test_a_missing_private_key_is_the_service_s_fault(app: Api, issuer_key: str) -> None:
+    keystore = app.services.keystore
+    for entry in keystore.keyring():
+        keystore.private_key_path(entry.kid).unlink()
+    response = app.client.post("/v1/permits", json=permit_body(), headers=auth(issuer_key))
+    assert_problem(response, 503, "private_key_missing")
+
+
 def test_unknown_and_malformed_permit_ids(app: Api, admin_key: str) -> None:
     assert_problem(
         app.client.get("/v1/permits/0.99", headers=auth(admin_key)), 404, "permit_not_found"

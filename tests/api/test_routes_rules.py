@@ -278,6 +278,35 @@ def test_a_bound_issuer_amends_only_within_its_establishment(
     assert shorter.json()["establishment"] == MUQEEM_ESTABLISHMENT
 
 
+def test_a_bound_issuer_cannot_amend_another_establishments_permit(
+    app: Api, muqeem_issuer_key: str, admin_key: str
+) -> None:
+    bound = app.key("issuer", channels=["muqeem"], establishment=MUQEEM_ESTABLISHMENT)
+    theirs = app.client.post(
+        "/v1/permits",
+        json=muqeem_body(establishment=OTHER_ESTABLISHMENT),
+        headers=auth(muqeem_issuer_key),
+    ).json()
+    path = f"/v1/permits/{theirs['permit_id']}/amend"
+    assert_problem(
+        app.client.post(path, json=muqeem_body(), headers=auth(bound)), 404, "permit_not_found"
+    )
+    # an admin is bound to nothing: it reads and amends either establishment's permits
+    assert app.client.get(f"/v1/permits/{theirs['permit_id']}", headers=auth(admin_key)).is_success
+    moved = app.client.post(path, json=muqeem_body(), headers=auth(admin_key))
+    assert moved.status_code == 201, moved.text
+    assert moved.json()["establishment"] == MUQEEM_ESTABLISHMENT
+
+
+def test_a_bound_nusuk_issuer_books_for_its_own_company_only(app: Api, nusuk_key: str) -> None:
+    bound = app.key("issuer", channels=["nusuk"], establishment=COMPANY)
+    assert app.issue(bound, **slot_body())["establishment"] == COMPANY
+    other = app.client.post(
+        "/v1/permits", json=slot_body(establishment="OTHER-CO"), headers=auth(bound)
+    )
+    assert_problem(other, 422, "establishment_not_allowed")
+
+
 def test_sweep_cancels_an_unarrived_slot_and_checkpoints_reject_it(
     app: Api, nusuk_key: str, border_key: str, scanner_key: str
 ) -> None:

@@ -16,6 +16,7 @@ from issuer.issuing import Issuer, IssueRequest
 from issuer.keystore import KeyStore
 from issuer.records import EstablishmentChannel, register_establishment
 from issuer.registry import Registry
+from tests.postgres import throwaway_database
 
 POLICY = default_policy()
 UMRAH = POLICY.seasons[2]
@@ -90,9 +91,22 @@ def registry_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The registry's database: a SQLite file, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield registry_url(tmp_path / "registry.sqlite3")
+    else:
+        async with throwaway_database() as url:
+            yield url
+
+
 @pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
-    opened = await Registry.open(registry_url(tmp_path / "registry.sqlite3"))
+async def registry(database_url: str) -> AsyncIterator[Registry]:
+    opened = await Registry.open(database_url)
     try:
         yield opened
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast, get_args
 
@@ -432,15 +431,6 @@ def test_saudi_id_refuses_malformed_numbers(number: str) -> None:
 
 
 # --- Issuer with a real registry and key store ---------------------------------------
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
-    opened = await Registry.open(f"sqlite+aiosqlite:///{tmp_path}/r.sqlite3")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

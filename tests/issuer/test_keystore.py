@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.errors import BadPrivateKey, KeyCannotSign, KeyNotFound
+from checkpoint.errors import BadPrivateKey, KeyCannotSign, KeyNotFound, PrivateKeyMissing
 from checkpoint.signing import KeyStatus
 from issuer.keystore import KeyStore
 
@@ -75,5 +75,9 @@ def test_missing_private_key_is_reported(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     entry = store.generate(T0)
     store.private_key_path(entry.kid).unlink()
-    with pytest.raises(KeyNotFound):
+    with pytest.raises(PrivateKeyMissing) as caught:
         store.signer(T0)
+    assert caught.value.code == "private_key_missing"
+    with pytest.raises(PrivateKeyMissing):  # first-run set-up does not hide it with a new key
+        store.ensure_signing_key(T0)
+    assert [e.kid for e in store.keyring()] == [entry.kid]

@@ -25,7 +25,8 @@ from issuer.registry import (
     request_hash,
 )
 from issuer.schema import MIGRATIONS, metadata, migrate
-from tests.issuer.conftest import register
+from tests.issuer.conftest import BACKENDS, register
+from tests.postgres import throwaway_database
 
 T0 = 1_780_000_000
 KID = "0a1b2c3d"
@@ -76,16 +77,32 @@ def refs(records: list[PermitRecord]) -> list[tuple[int, int]]:
     return [(r.list_id, r.idx) for r in records]
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
+def sqlite_file(tmp_path: Path) -> Path:
     return tmp_path / "var" / "registry.db"  # the parent directory does not exist yet
 
 
 @pytest.fixture
-async def reg(db: Path) -> AsyncIterator[Registry]:
-    registry = await Registry.open(url(db))
-    yield registry
-    await registry.close()
+def db(tmp_path: Path) -> Path:
+    return sqlite_file(tmp_path)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that reads the SQLite file itself (`db`) runs on SQLite; the others on both."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["sqlite"] if "db" in metafunc.fixturenames else BACKENDS)
+
+
+@pytest.fixture
+async def reg(backend: str, tmp_path: Path) -> AsyncIterator[Registry]:
+    if backend == "sqlite":
+        registry = await Registry.open(url(sqlite_file(tmp_path)))
+        yield registry
+        await registry.close()
+        return
+    async with throwaway_database() as database_url:
+        registry = await Registry.open(database_url)
+        yield registry
+        await registry.close()
 
 
 # --- schema ---

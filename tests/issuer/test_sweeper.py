@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,7 +22,6 @@ from tests.issuer.conftest import (
     POLICY,
     at,
     register,
-    registry_url,
     slot,
 )
 from tests.issuer.conftest import verifier as checkpoint_verifier
@@ -142,12 +140,11 @@ async def _assert_each_cancelled_once(registry: Registry, records: list[PermitRe
     assert set(await states(registry, records)) == {"cancelled"}
 
 
-async def test_two_registries_on_one_file_cancel_each_permit_once(
-    issuer: Issuer, tmp_path: Path
+async def test_two_registries_on_one_database_cancel_each_permit_once(
+    issuer: Issuer, database_url: str
 ) -> None:
     records = await _book_many(issuer, 40)
-    url = registry_url(tmp_path / "registry.sqlite3")
-    first, second = await asyncio.gather(Registry.open(url), Registry.open(url))
+    first, second = await asyncio.gather(Registry.open(database_url), Registry.open(database_url))
     try:
         results = await asyncio.gather(
             *(sweep(reg, POLICY, DEADLINE) for reg in (first, second, first, second))
@@ -162,7 +159,7 @@ def _sweep_in_a_process(url: str, start: Any, counts: Any) -> None:
     async def run() -> int:
         registry = await Registry.open(url)
         try:
-            start.wait(timeout=60)  # both processes opened the file: sweep together
+            start.wait(timeout=60)  # both processes opened the database: sweep together
             return len(await sweep(registry, POLICY, DEADLINE))
         finally:
             await registry.close()
@@ -171,14 +168,14 @@ def _sweep_in_a_process(url: str, start: Any, counts: Any) -> None:
 
 
 async def test_two_processes_sweeping_at_once_cancel_each_permit_once(
-    issuer: Issuer, tmp_path: Path
+    issuer: Issuer, database_url: str
 ) -> None:
     records = await _book_many(issuer, 40)
-    url = registry_url(tmp_path / "registry.sqlite3")
     spawn = multiprocessing.get_context("spawn")
     start, counts = spawn.Barrier(2), spawn.Queue()
     workers = [
-        spawn.Process(target=_sweep_in_a_process, args=(url, start, counts)) for _ in range(2)
+        spawn.Process(target=_sweep_in_a_process, args=(database_url, start, counts))
+        for _ in range(2)
     ]
     for worker in workers:
         worker.start()
