@@ -48,26 +48,38 @@ Claim = tuple[Sequence[str], int, "asyncio.Future[list[bool]]"]
 """Keys, their time to live, and where the answers go."""
 
 
+_CLAIM = """
+-- SET NX EX on every key: 1 where this call set it (a first entry), 0 where it was there.
+local first = {}
+for i, key in ipairs(KEYS) do
+  first[i] = redis.call('SET', key, '1', 'NX', 'EX', ARGV[1]) and 1 or 0
+end
+return first
+"""
+
+
 class RedisEntryLog:
     """Entries shared by every process and machine of the deployment.
 
-    Claims made in the same event-loop turn (concurrent requests) go to Redis together in
-    one pipeline: redis-py spends hundreds of microseconds of CPU per round trip here, and
-    about a tenth of that per command inside a pipeline of 30.
+    Claims made in the same event-loop turn (concurrent requests) go to Redis together, as
+    one call of a script that sets every key: redis-py spends over a hundred microseconds
+    of CPU per round trip here, and a pipeline of one SET per key cost 157 µs for one key
+    and 396 µs for eight, where the script costs 113 µs and 145 µs.
     """
 
     MAX_IN_FLIGHT = 4
-    """Pipelines waiting at once; past that (a frozen Redis) claims fail fast."""
+    """Calls to Redis waiting at once; past that (a frozen Redis) claims fail fast."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
+        self._claim = client.register_script(_CLAIM)
         self._queue: list[Claim] = []
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
         if len(self._in_flight) >= self.MAX_IN_FLIGHT:
-            raise RedisConnectionError("too many entry-log pipelines waiting on Redis")
+            raise RedisConnectionError("too many entry-log calls waiting on Redis")
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         if not self._queue:
             asyncio.get_running_loop().call_soon(self._send_queue)
@@ -83,12 +95,17 @@ class RedisEntryLog:
     async def _send(
         self, batch: list[tuple[Sequence[str], int, asyncio.Future[list[bool]]]]
     ) -> None:
+        prefix = f"{self.prefix}entry:"
+        ttls = {ttl for _, ttl, _ in batch}
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for keys, ttl, _ in batch:
-                    for key in keys:
-                        pipe.set(f"{self.prefix}entry:{key}", b"1", nx=True, ex=ttl)
-                answers = [bool(answer) for answer in await pipe.execute()]
+            if len(ttls) == 1:  # one window for all: the policy did not change in between
+                names = [prefix + key for claimed, _, _ in batch for key in claimed]
+                answers = [bool(first) for first in await self._claim(names, [ttls.pop()])]
+            else:
+                answers = []
+                for claimed, ttl, _ in batch:
+                    firsts = await self._claim([prefix + key for key in claimed], [ttl])
+                    answers.extend(bool(first) for first in firsts)
         except (RedisError, OSError) as err:
             for _, _, future in batch:
                 if not future.done():

@@ -20,7 +20,9 @@ What it measures:
     connections and phase lengths) on B (Redis mode) and on C, a third `checkpoint serve`
     with the same data directory and settings but no CHECKPOINT_REDIS_URL (in-process
     mirror), interleaved (order alternating), 3 rounds, median; criterion: Redis mode at
-    least 0.9x in-process.
+    least 0.9x in-process. As in bench/http_verify.py, every scan is a first entry: the
+    throughput phases cycle through 20,000 permits and every server's policy is the shipped
+    one with a 1-second anti-passback window; repeats are counted.
 Pinning (Linux affinity masks, which children inherit across fork and exec): this process
 sets its own mask to core 0 while it starts B and C, and to core 1 for redis-server and A and
 for itself, the load generator; the masks read back from the kernel are printed.
@@ -56,15 +58,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgspec
 from http_verify import (
     DISTURBED,
+    ENTRY_WINDOW,
     PLANS,
     RATE_LIMIT,
     RESPONSE_TIMEOUT,
     SEASON,
+    TOKENS,
     Client,
     Generator,
     Meter,
     Tally,
     check,
+    policy_with_entry_window,
     provision,
     request,
     stop,
@@ -164,7 +169,7 @@ class Run:
         data_dir: Path,
         redis_url: str | None,
         core: int,
-        policy: Path | None = None,
+        policy: Path,
     ) -> Serve:
         port = free_port()
         settings = Settings(
@@ -507,24 +512,28 @@ def run(plan: Plan) -> None:
     started = Run(Path(tempfile.mkdtemp(prefix="propagation-")))
     try:
         data_dir = started.root / "data"
-        settings = Settings(data_dir=data_dir)
+        policy = policy_with_entry_window(started.root, ENTRY_WINDOW)
+        settings = Settings(data_dir=data_dir, policy=policy)
         print(f"set-up: {prepare(settings)}")
         count = plan.revocations
-        scanner, tokens = asyncio.run(provision(settings, count + BACKGROUND_TOKENS + 1))
+        scanner, tokens = asyncio.run(provision(settings, count + 1 + BACKGROUND_TOKENS + TOKENS))
         admin = asyncio.run(admin_key(settings))
         keys = Keys(scanner, admin)
         targets, frozen_target = tokens[:count], tokens[count]
-        background_tokens = tokens[count + 1 :]
+        background_tokens = tokens[count + 1 : count + 1 + BACKGROUND_TOKENS]
+        throughput_tokens = tokens[count + 1 + BACKGROUND_TOKENS :]
         print(
             f"  {len(tokens)} Umrah permits (season {SEASON}) valid now: {count} to revoke, "
-            f"{len(background_tokens)} for the load, 1 for the frozen-Redis check; each "
-            "holder's entry recorded (else the no-arrival sweep cancels them)"
+            f"{len(background_tokens)} for the background load, {len(throughput_tokens)} for "
+            "the throughput rounds, 1 for the frozen-Redis check; each holder's entry "
+            f"recorded (else the no-arrival sweep cancels them); anti-passback window "
+            f"{ENTRY_WINDOW} s"
         )
         os.sched_setaffinity(0, {OTHER_CORE})  # inherited by redis-server and A
         started.redis = RedisServer(started.root / "redis")
         started.redis.start()
-        a = started.start_serve("A", data_dir, started.redis.url, OTHER_CORE)
-        b = started.start_serve("B", data_dir, started.redis.url, SERVER_CORE)
+        a = started.start_serve("A", data_dir, started.redis.url, OTHER_CORE, policy)
+        b = started.start_serve("B", data_dir, started.redis.url, SERVER_CORE, policy)
         pids = [("redis-server", started.redis.process), ("A", a.process), ("B", b.process)]
         print(
             "pinning (affinity read back): "
@@ -557,7 +566,7 @@ def run(plan: Plan) -> None:
         b.alive()
         report_propagation(result)
 
-        c = started.start_serve("C", data_dir, None, SERVER_CORE)
+        c = started.start_serve("C", data_dir, None, SERVER_CORE, policy)
         print(
             f"throughput: /v1/verify closed loop on B (Redis mode) and C (in-process mirror, "
             f"same data dir and settings, no CHECKPOINT_REDIS_URL; pid {c.process.pid} core "
@@ -579,7 +588,7 @@ def run(plan: Plan) -> None:
             (
                 name,
                 Generator(s.port, Meter(s.process.pid)),
-                [verify_request(s.port, keys, t) for t in background_tokens],
+                [verify_request(s.port, keys, t) for t in throughput_tokens],
             )
             for name, s in measured
         ]
@@ -602,6 +611,9 @@ def run(plan: Plan) -> None:
                 f"{(rps['redis-nodup'] - rps['redis']) / rps['in-process']:.0%} of the in-process "
                 f"rate"
             )
+        repeats = sum(t.repeats for ts in tallies.values() for t in ts)
+        scans = sum(t.ok for ts in tallies.values() for t in ts)
+        print(f"  repeated entries (a duplicate_entry warning): {repeats} of {scans} scans")
         others = [t.other[0] / t.span for ts in tallies.values() for t in ts]
         if max(others) > DISTURBED:
             print(

@@ -206,7 +206,7 @@ def test_a_repeat_scan_over_http_is_flagged_and_audited(
     assert [e.detail["warnings"] for e in rows] == [["duplicate_entry"]]
 
 
-async def test_concurrent_claims_share_one_pipeline(redis_url: str, redis_prefix: str) -> None:
+async def test_concurrent_claims_share_one_round_trip(redis_url: str, redis_prefix: str) -> None:
     sent: list[int] = []
 
     class Counting(RedisEntryLog):
@@ -224,7 +224,21 @@ async def test_concurrent_claims_share_one_pipeline(redis_url: str, redis_prefix
     assert sum(first for (first,) in answers) == 5  # one first entry per key
 
 
-async def test_a_frozen_redis_does_not_pile_up_pipelines(private_redis: RedisServer) -> None:
+async def test_claims_of_two_windows_in_one_turn_keep_their_own(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        log = RedisEntryLog(client, redis_prefix)
+        answers = await asyncio.gather(log.claim(["z:a"], 60), log.claim(["z:b", "z:a"], 600))
+        ttls = [await client.ttl(f"{redis_prefix}entry:z:{key}") for key in "ab"]
+    finally:
+        await client.aclose()
+    assert list(answers) == [[True], [True, False]]
+    assert 0 < ttls[0] <= 60 < ttls[1] <= 600
+
+
+async def test_a_frozen_redis_does_not_pile_up_calls(private_redis: RedisServer) -> None:
     client = aioredis.Redis.from_url(private_redis.url, socket_timeout=5)
     log = RedisEntryLog(client, "t:")
     try:
@@ -234,7 +248,7 @@ async def test_a_frozen_redis_does_not_pile_up_pipelines(private_redis: RedisSer
             waiting = []
             for i in range(RedisEntryLog.MAX_IN_FLIGHT):
                 waiting.append(asyncio.ensure_future(log.claim([f"k{i}"], 60)))
-                for _ in range(3):  # let this claim's pipeline start before the next claim
+                for _ in range(3):  # let this claim's call start before the next claim
                     await asyncio.sleep(0)
             with pytest.raises(RedisConnectionError):
                 await log.claim(["one-too-many"], 60)
