@@ -130,15 +130,18 @@ class _Facts:
             permits.c.holder, permits.c.channel, permits.c.state, permits.c.details
         ).where(permits.c.list_id == list_id, permits.c.idx == idx)
         row = (await self.conn.execute(query)).first()
+        # One answer for every way of failing: an issuer must not learn, by naming permit
+        # ids, which of another company's permits are active or held by adults.
+        refusal = CompanionNotValid(f"{reference} is not another adult's active Nusuk permit")
         if row is None or row.state != "active" or row.channel != Channel.NUSUK.value:
-            raise CompanionNotValid(f"{reference} is not an active Nusuk permit")
+            raise refusal
         born = msgspec.json.decode(row.details, type=dict[str, str]).get("birth_date")
         adult = born is not None and (
             age_at(dt.date.fromisoformat(born), self.now, self.policy.utc_offset)
             >= self.rules.min_unaccompanied_age
         )
         if row.holder == draft.holder or not adult:
-            raise CompanionNotValid(f"{reference} is not another, adult pilgrim's permit")
+            raise refusal
 
 
 async def _missing_departures(conn: AsyncConnection, company: str, ratio: float) -> int:

@@ -162,6 +162,22 @@ async def test_companion_permit_must_exist_be_active_and_nusuk(
         assert (await refused(issuer, child)).code == "companion_not_valid"
 
 
+async def test_companion_refusals_do_not_tell_why(issuer: Issuer, registry: Registry) -> None:
+    """Naming permit ids must not reveal which are active or held by adults."""
+    (adult,) = await issue(issuer, slot("B0000018", birth_date=years_ago(30)))
+    (minor,) = await issue(
+        issuer, slot("B0000009", birth_date=years_ago(9), companion=adult.permit_id)
+    )
+    (revoked,) = await issue(issuer, slot("B0000030", birth_date=years_ago(30)))
+    await registry.revoke_permit(revoked.list_id, revoked.idx, reason="x", actor="a", at=NOW)
+    answers = set()
+    for companion in ("0.99", minor.permit_id, revoked.permit_id):
+        child = slot("C7654321", birth_date=years_ago(10), companion=companion)
+        refusal = await refused(issuer, child)
+        answers.add((refusal.code, str(refusal).replace(companion, "ID")))
+    assert len(answers) == 1
+
+
 async def test_companion_is_another_pilgrim(issuer: Issuer) -> None:
     (own,) = await issue(issuer, slot("C7654321"))
     child = slot("C7654321", birth_date=years_ago(10), companion=own.permit_id)
