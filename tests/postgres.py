@@ -7,10 +7,11 @@ not create.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -36,3 +37,15 @@ async def throwaway_database() -> AsyncIterator[str]:
                 await conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.dispose()
+
+
+@contextmanager
+def throwaway_database_sync() -> Iterator[str]:
+    """`throwaway_database` for a synchronous test (one that starts the app in a TestClient)."""
+    with asyncio.Runner() as runner:
+        database = throwaway_database()
+        url = runner.run(database.__aenter__())
+        try:
+            yield url
+        finally:
+            runner.run(database.__aexit__(None, None, None))

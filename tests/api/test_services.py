@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from api.services import CREDENTIAL_TTL, ChangeSignal, TokenBucket
+from api.settings import Settings
 from checkpoint.model import Decision, Outcome
 from issuer.errors import RegistryUnavailable
 from issuer.registry import AuditEvent
-from tests.api.conftest import CHECKPOINT, Api
+from tests.api.conftest import CHECKPOINT, Api, FakeClock, auth, running
+from tests.postgres import throwaway_database_sync
 
 # --- TokenBucket ----------------------------------------------------------------------------
 
@@ -110,3 +112,28 @@ def test_failed_audit_flush_keeps_the_rows(app: Api, monkeypatch: pytest.MonkeyP
         with pytest.raises(RegistryUnavailable):
             app.run(services.flush_audit)
     assert [e.code for e in app.audit_entries("decision")] == ["expired"]
+
+
+def test_the_service_on_postgresql(tmp_path: Path) -> None:
+    """Issue, verify, revoke and restart with the registry on PostgreSQL: the mirror a new
+    process loads from it still refuses the revoked permit."""
+    with throwaway_database_sync() as database_url:
+        settings = Settings(data_dir=tmp_path, database_url=database_url)
+        clock = FakeClock()
+        with running(settings, clock) as app:
+            issuer = app.key("issuer", channels=["absher"])
+            scanner = app.key("scanner", checkpoint=CHECKPOINT)
+            permit = app.issue(issuer)
+            assert app.verify(scanner, permit["token"])["outcome"] == "VALID"
+            revoked = app.client.post(
+                "/v1/revocations",
+                json={"permit_id": permit["permit_id"], "reason": "left the Kingdom"},
+                headers=auth(issuer),
+            )
+            assert revoked.status_code == 201, revoked.text
+            assert app.verify(scanner, permit["token"])["code"] == "revoked"
+        with running(settings, clock) as restarted:
+            assert restarted.verify(scanner, permit["token"])["code"] == "revoked"
+            actions = [e.action for e in restarted.audit_entries()]
+            assert actions.count("issue") == 1
+            assert actions.count("revoke") == 1
