@@ -9,7 +9,8 @@ COPY pyproject.toml README.md ./
 COPY checkpoint ./checkpoint
 COPY issuer ./issuer
 COPY api ./api
-RUN pip install . && checkpoint --help > /dev/null
+# With the PostgreSQL driver: CHECKPOINT_DATABASE_URL=postgresql+asyncpg://... needs nothing more.
+RUN pip install '.[postgres]' && checkpoint --help > /dev/null
 
 FROM python:3.11-slim
 # Pillow's wheel lays Arabic out with raqm but loads FriBiDi from the system; without it the
