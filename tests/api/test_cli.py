@@ -619,30 +619,11 @@ def test_bad_environment_setting_is_one_line(run: Runner, monkeypatch: pytest.Mo
 
 
 def test_establishments_add(run: Runner) -> None:
-    company = run(
-        "establishments",
-        "add",
-        "CO-1",
-        "--channel",
-        "nusuk",
-        "--city",
-        "makkah",
-        "--name",
-        "Umrah Co",
-    )
+    add_company = ["establishments", "add", "CO-1", "--channel", "nusuk", "--city", "makkah"]
+    company = run(*add_company, "--name", "Umrah Co")
     assert company.code == 0, company.err
     assert "class C" in company.out
-    again = run(
-        "establishments",
-        "add",
-        "CO-1",
-        "--channel",
-        "nusuk",
-        "--city",
-        "makkah",
-        "--name",
-        "Umrah Co",
-    )
+    again = run(*add_company, "--name", "Umrah Co")
     assert again.code == 2
     assert "establishment_exists" in again.error_line()
     classed = run(
