@@ -8,7 +8,8 @@ What it measures, on a machine with at least 2 cores:
     rate limiter, body parsing and dependency; it returns a constant instead of verifying),
     interleaved, 3 rounds, median kept;
   * open-loop (fixed-rate) p50/p99 latency of /v1/verify at half its measured maximum,
-    timed from each request's scheduled send time, so queueing is counted;
+    timed from each request's scheduled send time, so queueing is counted; then the no-op
+    on the same schedule, for the tail the machine itself gives at that rate;
   * tokens per second of /v1/verify/batch (500 tokens a request) beside the bare core rate:
     `Verifier.verify_batch` on the same tokens in a process pinned to the server's core,
     interleaved, 3 rounds, median kept.
@@ -738,6 +739,12 @@ async def _measure(
         open_gen_cpu=t.cpu / t.span,
         open_server_cpu=t.server_cpu / t.span,
     )
+    # The same schedule on the no-op: the tail this machine gives any request at that rate.
+    t = await gen.open(noop_requests, target, plan.open_connections, plan.open)
+    check(t, "/bench/noop open loop", 0)
+    others.append(t.other[0] / t.span)
+    print(f"  no-op at the same rate: {t.ok / t.wall:8.0f} req/s  {t.loads()}")
+    out.update(noop_p50=t.pct(0.5), noop_p99=t.pct(0.99))
     return out
 
 
@@ -802,7 +809,8 @@ def _report(figures: dict[str, float]) -> None:
     print(
         f"  open loop at {f['open_rate']:.0f} req/s (achieved {f['open_achieved']:.0f}, "
         f"{f['open_n']:.0f} requests): p50 {f['p50'] * 1e3:.2f} ms  p99 {f['p99'] * 1e3:.2f} ms"
-        f"  p99.9 {f['p999'] * 1e3:.2f} ms  max {f['max'] * 1e3:.2f} ms"
+        f"  p99.9 {f['p999'] * 1e3:.2f} ms  max {f['max'] * 1e3:.2f} ms; the no-op on the same "
+        f"schedule: p50 {f['noop_p50'] * 1e3:.2f} ms  p99 {f['noop_p99'] * 1e3:.2f} ms"
     )
     print(
         f"  /v1/verify/batch {f['batch_tps']:8.0f} tokens/s   bare core {f['bare_tps']:8.0f} "
