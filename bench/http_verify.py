@@ -686,7 +686,7 @@ async def _measure(
 ) -> dict[str, float]:
     """Warm-up, closed-loop rounds, the open-loop phase; `others` gets each phase's share of
     core 0 taken by other processes."""
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"repeats": 0, "scans": 0}
     print(f"warm-up: {plan.warmup:.1f} s on each endpoint")
     for requests, size in ((noop_requests, 1), (verify, 1), (batch, BATCH_TOKENS)):
         conns = plan.batch_connections if size > 1 else plan.connections
@@ -705,8 +705,8 @@ async def _measure(
             rate = t.rate()
             rates[name].append(rate)
             tallies[name].append(t)
-            out["repeats"] = out.get("repeats", 0) + t.repeats
-            out["scans"] = out.get("scans", 0) + (t.ok if name == "verify" else 0)
+            out["repeats"] += t.repeats
+            out["scans"] += t.ok if name == "verify" else 0
             others.append(t.other[0] / t.span)
             print(
                 f"  round {r + 1} {name:<6} {rate:8.0f} req/s  closed-loop p50 "
