@@ -94,11 +94,22 @@ def registry_url(path: Path) -> str:
 BACKENDS = ("sqlite", "postgresql")
 
 
+def sqlite_file(tmp_path: Path) -> Path:
+    """A test's SQLite registry; its directory does not exist yet (opening makes it)."""
+    return tmp_path / "var" / "registry.sqlite3"
+
+
 @pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the registry runs on: each registry test runs on every one."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
     """The registry's database: a SQLite file, or a throwaway PostgreSQL database."""
-    if request.param == "sqlite":
-        yield registry_url(tmp_path / "registry.sqlite3")
+    if backend == "sqlite":
+        yield registry_url(sqlite_file(tmp_path))
     else:
         async with throwaway_database() as url:
             yield url

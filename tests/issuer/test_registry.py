@@ -1,11 +1,12 @@
-"""The durable registry on SQLite files: migrations, issuing, revocation, credentials, audit."""
+"""The durable registry on SQLite and PostgreSQL: migrations, issuing, revocation, credentials,
+audit."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,7 @@ from issuer.registry import (
     request_hash,
 )
 from issuer.schema import MIGRATIONS, metadata, migrate
-from tests.issuer.conftest import BACKENDS, register
-from tests.postgres import throwaway_database
+from tests.issuer.conftest import BACKENDS, register, sqlite_file
 
 T0 = 1_780_000_000
 KID = "0a1b2c3d"
@@ -62,13 +62,13 @@ def raw(db: Path, sql: str) -> list[Any]:
 
 
 async def issue(
-    reg: Registry, *drafts: PermitDraft, sign: Callable[[Permit], str] = fake_sign, **kw: Any
+    registry: Registry, *drafts: PermitDraft, sign: Callable[[Permit], str] = fake_sign, **kw: Any
 ) -> list[PermitRecord]:
-    return await reg.issue(drafts or [draft()], sign, kid=KID, actor="cred1", **kw)
+    return await registry.issue(drafts or [draft()], sign, kid=KID, actor="cred1", **kw)
 
 
-async def state(reg: Registry, list_id: int, idx: int) -> str:
-    record = await reg.get_permit(list_id, idx)
+async def state(registry: Registry, list_id: int, idx: int) -> str:
+    record = await registry.get_permit(list_id, idx)
     assert record is not None
     return record.state
 
@@ -77,12 +77,9 @@ def refs(records: list[PermitRecord]) -> list[tuple[int, int]]:
     return [(r.list_id, r.idx) for r in records]
 
 
-def sqlite_file(tmp_path: Path) -> Path:
-    return tmp_path / "var" / "registry.db"  # the parent directory does not exist yet
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
+    """The SQLite file of `registry`, for the tests that read it directly."""
     return sqlite_file(tmp_path)
 
 
@@ -92,27 +89,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", ["sqlite"] if "db" in metafunc.fixturenames else BACKENDS)
 
 
-@pytest.fixture
-async def reg(backend: str, tmp_path: Path) -> AsyncIterator[Registry]:
-    if backend == "sqlite":
-        registry = await Registry.open(url(sqlite_file(tmp_path)))
-        yield registry
-        await registry.close()
-        return
-    async with throwaway_database() as database_url:
-        registry = await Registry.open(database_url)
-        yield registry
-        await registry.close()
-
-
 # --- schema ---
 
 
-async def test_open_migrates_an_empty_file_durably(reg: Registry, db: Path) -> None:
+async def test_open_migrates_an_empty_file_durably(registry: Registry, db: Path) -> None:
     versions = [(v,) for v in range(1, len(MIGRATIONS) + 1)]
     assert raw(db, "SELECT version FROM schema_version") == versions
     assert raw(db, "PRAGMA journal_mode") == [("wal",)]
-    async with reg._engine.connect() as conn:
+    async with registry._engine.connect() as conn:
         for pragma, expected in [("synchronous", 2), ("foreign_keys", 1), ("busy_timeout", 10_000)]:
             assert (await conn.exec_driver_sql(f"PRAGMA {pragma}")).scalar() == expected
     for table in metadata.sorted_tables:  # the query Tables match what the migrations made
@@ -148,8 +132,8 @@ async def test_newer_schema_is_refused(db: Path) -> None:
 # --- issuing ---
 
 
-async def test_issue_allocates_increasing_indexes_and_stores_everything(reg: Registry) -> None:
-    records = await issue(reg, draft("2000000001"), draft("2000000002"))
+async def test_issue_allocates_increasing_indexes_and_stores_everything(registry: Registry) -> None:
+    records = await issue(registry, draft("2000000001"), draft("2000000002"))
     assert refs(records) == [(0, 0), (0, 1)]
     first = records[0]
     assert first.permit == Permit(
@@ -165,21 +149,21 @@ async def test_issue_allocates_increasing_indexes_and_stores_everything(reg: Reg
     assert first.token == fake_sign(first.permit)
     assert (first.state, first.kid, first.created_by) == ("active", KID, "cred1")
     assert first.details == {"sponsor": "1000000001"}
-    assert await reg.get_permit(0, 0) == first
-    assert await reg.get_permit(0, 9) is None
-    assert refs(await issue(reg)) == [(0, 2)]
-    audit = await reg.audit_entries(action="issue")
+    assert await registry.get_permit(0, 0) == first
+    assert await registry.get_permit(0, 9) is None
+    assert refs(await issue(registry)) == [(0, 2)]
+    audit = await registry.audit_entries(action="issue")
     assert [e.permit_id for e in audit] == ["0.2", "0.1", "0.0"]
 
 
 async def test_a_full_list_rolls_over_to_the_next(db: Path) -> None:
-    reg = await Registry.open(url(db), list_capacity=3)
+    registry = await Registry.open(url(db), list_capacity=3)
     try:
-        assert refs(await issue(reg, draft(), draft())) == [(0, 0), (0, 1)]
-        assert refs(await issue(reg, draft(), draft(), draft())) == [(0, 2), (1, 0), (1, 1)]
-        assert refs(await issue(reg, draft(), draft())) == [(1, 2), (2, 0)]
+        assert refs(await issue(registry, draft(), draft())) == [(0, 0), (0, 1)]
+        assert refs(await issue(registry, draft(), draft(), draft())) == [(0, 2), (1, 0), (1, 1)]
+        assert refs(await issue(registry, draft(), draft())) == [(1, 2), (2, 0)]
     finally:
-        await reg.close()
+        await registry.close()
     assert raw(db, "SELECT list_id, next_index, capacity FROM status_lists") == [
         (0, 3, 3),
         (1, 3, 3),
@@ -187,7 +171,7 @@ async def test_a_full_list_rolls_over_to_the_next(db: Path) -> None:
     ]
 
 
-async def test_issue_is_all_or_nothing(reg: Registry, db: Path) -> None:
+async def test_issue_is_all_or_nothing(registry: Registry, db: Path) -> None:
     calls = 0
 
     def flaky_sign(permit: Permit) -> str:
@@ -198,54 +182,54 @@ async def test_issue_is_all_or_nothing(reg: Registry, db: Path) -> None:
         return fake_sign(permit)
 
     with pytest.raises(RuntimeError):
-        await issue(reg, draft(), draft(), draft(), sign=flaky_sign)
+        await issue(registry, draft(), draft(), draft(), sign=flaky_sign)
     with pytest.raises(CheckpointError) as info:
-        await issue(reg, draft(), draft("not valid"))
+        await issue(registry, draft(), draft("not valid"))
     assert info.value.code == "invalid_draft"
     for table in ("permits", "audit", "idempotency_keys"):
         assert raw(db, f"SELECT count(*) FROM {table}") == [(0,)]
 
 
-async def test_idempotent_issue(reg: Registry, db: Path) -> None:
+async def test_idempotent_issue(registry: Registry, db: Path) -> None:
     body = {"holder": "2345678901"}
     claim = IdempotencyClaim("cred1", "key-1", request_hash(body))
-    first = await issue(reg, draft(), draft(), idempotency=claim)
-    assert await issue(reg, draft(), draft(), idempotency=claim) == first
+    first = await issue(registry, draft(), draft(), idempotency=claim)
+    assert await issue(registry, draft(), draft(), idempotency=claim) == first
     assert raw(db, "SELECT count(*) FROM permits") == [(2,)]
 
     other_body = IdempotencyClaim("cred1", "key-1", request_hash({"holder": "9999999999"}))
     with pytest.raises(CheckpointError) as info:
-        await issue(reg, idempotency=other_body)
+        await issue(registry, idempotency=other_body)
     assert info.value.code == "idempotency_conflict"
 
     other_credential = IdempotencyClaim("cred2", "key-1", request_hash(body))
-    assert refs(await issue(reg, idempotency=other_credential)) == [(0, 2)]
+    assert refs(await issue(registry, idempotency=other_credential)) == [(0, 2)]
     assert raw(db, "SELECT count(*) FROM audit") == [(3,)]
 
 
 # --- revocation ---
 
 
-async def test_revoke_permit_is_idempotent_and_sequenced(reg: Registry) -> None:
-    issued = await issue(reg, draft(), draft())
-    a = await reg.revoke_permit(0, 1, reason="fraud", actor="admin1", at=T0 + 5)
-    b = await reg.revoke_permit(0, 0, reason="fraud", actor="admin1", at=T0 + 6)
+async def test_revoke_permit_is_idempotent_and_sequenced(registry: Registry) -> None:
+    issued = await issue(registry, draft(), draft())
+    a = await registry.revoke_permit(0, 1, reason="fraud", actor="admin1", at=T0 + 5)
+    b = await registry.revoke_permit(0, 0, reason="fraud", actor="admin1", at=T0 + 6)
     assert (a.seq, b.seq) == (1, 2)
-    assert await reg.revoke_permit(0, 1, reason="again", actor="admin2", at=T0 + 9) == a
-    assert await reg.max_revocation_seq() == 2
-    assert [await state(reg, 0, i) for i in (0, 1)] == ["revoked", "revoked"]
-    assert len(await reg.audit_entries(action="revoke")) == 2
+    assert await registry.revoke_permit(0, 1, reason="again", actor="admin2", at=T0 + 9) == a
+    assert await registry.max_revocation_seq() == 2
+    assert [await state(registry, 0, i) for i in (0, 1)] == ["revoked", "revoked"]
+    assert len(await registry.audit_entries(action="revoke")) == 2
     assert issued[0].state == "active"
     with pytest.raises(CheckpointError) as info:
-        await reg.revoke_permit(7, 7, reason="x", actor="admin1", at=T0)
+        await registry.revoke_permit(7, 7, reason="x", actor="admin1", at=T0)
     assert info.value.code == "permit_not_found"
 
 
 async def test_revoke_holder_and_establishment_take_exactly_the_active_matches(
-    reg: Registry,
+    registry: Registry,
 ) -> None:
     await issue(
-        reg,
+        registry,
         draft("1000000001"),  # 0.0
         draft("1000000002"),  # 0.1
         draft("1000000001"),  # 0.2 (revoked below, before the bulk revoke)
@@ -253,59 +237,61 @@ async def test_revoke_holder_and_establishment_take_exactly_the_active_matches(
         draft("1000000004", establishment="7001"),  # 0.4
         draft("1000000005", establishment="7002"),  # 0.5
     )
-    await reg.revoke_permit(0, 2, reason="lost", actor="admin1", at=T0)
-    by_holder = await reg.revoke_holder("1000000001", reason="visa", actor="admin1", at=T0)
+    await registry.revoke_permit(0, 2, reason="lost", actor="admin1", at=T0)
+    by_holder = await registry.revoke_holder("1000000001", reason="visa", actor="admin1", at=T0)
     assert [(r.permit_id, r.seq) for r in by_holder] == [("0.0", 2)]
-    by_firm = await reg.revoke_establishment("7001", reason="closed", actor="admin1", at=T0)
+    by_firm = await registry.revoke_establishment("7001", reason="closed", actor="admin1", at=T0)
     assert [(r.permit_id, r.seq) for r in by_firm] == [("0.3", 3), ("0.4", 4)]
-    assert await reg.revoke_establishment("7001", reason="closed", actor="a", at=T0) == []
-    assert sorted(await reg.revoked_refs()) == [(0, 0), (0, 2), (0, 3), (0, 4)]
-    assert [await state(reg, 0, i) for i in (1, 5)] == ["active", "active"]
+    assert await registry.revoke_establishment("7001", reason="closed", actor="a", at=T0) == []
+    assert sorted(await registry.revoked_refs()) == [(0, 0), (0, 2), (0, 3), (0, 4)]
+    assert [await state(registry, 0, i) for i in (1, 5)] == ["active", "active"]
 
 
-async def test_revocations_after_pages_in_order(reg: Registry) -> None:
-    assert await reg.max_revocation_seq() == 0
-    assert await reg.revocations_after(0) == []
-    await issue(reg, *[draft() for _ in range(5)])
+async def test_revocations_after_pages_in_order(registry: Registry) -> None:
+    assert await registry.max_revocation_seq() == 0
+    assert await registry.revocations_after(0) == []
+    await issue(registry, *[draft() for _ in range(5)])
     for idx in (4, 2, 0, 3, 1):
-        await reg.revoke_permit(0, idx, reason="r", actor="admin1", at=T0 + idx)
-    page1 = await reg.revocations_after(0, limit=2)
-    page2 = await reg.revocations_after(page1[-1].seq, limit=2)
-    page3 = await reg.revocations_after(page2[-1].seq, limit=2)
+        await registry.revoke_permit(0, idx, reason="r", actor="admin1", at=T0 + idx)
+    page1 = await registry.revocations_after(0, limit=2)
+    page2 = await registry.revocations_after(page1[-1].seq, limit=2)
+    page3 = await registry.revocations_after(page2[-1].seq, limit=2)
     assert [r.seq for r in page1 + page2 + page3] == [1, 2, 3, 4, 5]
     assert [r.idx for r in page1 + page2 + page3] == [4, 2, 0, 3, 1]
-    assert await reg.revoked_refs() == [(0, 4), (0, 2), (0, 0), (0, 3), (0, 1)]
+    assert await registry.revoked_refs() == [(0, 4), (0, 2), (0, 0), (0, 3), (0, 1)]
 
 
-async def test_supersede_revokes_the_old_and_issues_the_new_atomically(reg: Registry) -> None:
-    (old,) = await issue(reg)
-    revocation, new = await reg.supersede(
+async def test_supersede_revokes_the_old_and_issues_the_new_atomically(registry: Registry) -> None:
+    (old,) = await issue(registry)
+    revocation, new = await registry.supersede(
         (0, 0), draft(at=T0 + 60), fake_sign, kid=KID, reason="programme changed", actor="nusuk"
     )
     assert (revocation.permit_id, revocation.seq, revocation.at) == ("0.0", 1, T0 + 60)
     assert (new.permit_id, new.supersedes, new.state) == ("0.1", "0.0", "active")
-    assert await state(reg, 0, 0) == "superseded"
-    assert await reg.revoked_refs() == [(0, 0)]
-    assert sorted(e.permit_id or "" for e in await reg.audit_entries(action="amend")) == [
+    assert await state(registry, 0, 0) == "superseded"
+    assert await registry.revoked_refs() == [(0, 0)]
+    assert sorted(e.permit_id or "" for e in await registry.audit_entries(action="amend")) == [
         "0.0",
         "0.1",
     ]
     for old_ref, code in [((0, 0), "permit_not_active"), ((5, 5), "permit_not_found")]:
         with pytest.raises(CheckpointError) as info:
-            await reg.supersede(old_ref, draft(), fake_sign, kid=KID, reason="x", actor="nusuk")
+            await registry.supersede(
+                old_ref, draft(), fake_sign, kid=KID, reason="x", actor="nusuk"
+            )
         assert info.value.code == code
-    assert await reg.get_permit(0, 2) is None  # the refused supersedes issued nothing
+    assert await registry.get_permit(0, 2) is None  # the refused supersedes issued nothing
     assert old.state == "active"
 
 
 # --- credentials and audit ---
 
 
-async def test_credentials(reg: Registry, db: Path) -> None:
-    scanner, scanner_key = await reg.create_credential(
+async def test_credentials(registry: Registry, db: Path) -> None:
+    scanner, scanner_key = await registry.create_credential(
         role="scanner", checkpoint="SHUMAISI", label="gate 3", created_at=T0
     )
-    issuer, issuer_key = await reg.create_credential(
+    issuer, issuer_key = await registry.create_credential(
         role="issuer", channels=["muqeem"], created_at=T0 + 1
     )
     assert scanner_key.startswith("cpk_")
@@ -313,30 +299,30 @@ async def test_credentials(reg: Registry, db: Path) -> None:
     stored = repr(raw(db, "SELECT * FROM credentials"))
     assert scanner_key[4:] not in stored
     assert hashlib.sha256(scanner_key.encode()).hexdigest() in stored
-    assert await reg.authenticate(scanner_key) == scanner
-    assert await reg.authenticate(issuer_key) == issuer
+    assert await registry.authenticate(scanner_key) == scanner
+    assert await registry.authenticate(issuer_key) == issuer
     assert issuer.channels == ("muqeem",)
-    assert await reg.authenticate(scanner_key + "x") is None
-    assert await reg.authenticate("") is None
-    await reg.disable_credential(scanner.id, at=T0 + 10)
-    assert await reg.authenticate(scanner_key) is None
-    listed = await reg.list_credentials()
+    assert await registry.authenticate(scanner_key + "x") is None
+    assert await registry.authenticate("") is None
+    await registry.disable_credential(scanner.id, at=T0 + 10)
+    assert await registry.authenticate(scanner_key) is None
+    listed = await registry.list_credentials()
     assert [(c.id, c.disabled) for c in listed] == [(scanner.id, True), (issuer.id, False)]
     with pytest.raises(CheckpointError) as info:
-        await reg.disable_credential("nobody", at=T0)
+        await registry.disable_credential("nobody", at=T0)
     assert info.value.code == "credential_not_found"
     with pytest.raises(ValueError):
-        await reg.create_credential(role="scanner", created_at=T0)  # no checkpoint
+        await registry.create_credential(role="scanner", created_at=T0)  # no checkpoint
 
 
-async def test_an_issuer_credential_bound_to_one_establishment(reg: Registry) -> None:
-    await register(reg, "EST-1", channel="muqeem")
-    bound, key = await reg.create_credential(
+async def test_an_issuer_credential_bound_to_one_establishment(registry: Registry) -> None:
+    await register(registry, "EST-1", channel="muqeem")
+    bound, key = await registry.create_credential(
         role="issuer", channels=["muqeem"], establishment="EST-1", created_at=T0
     )
     assert bound.establishment == "EST-1"
-    assert await reg.authenticate(key) == bound
-    assert await reg.list_credentials() == [bound]
+    assert await registry.authenticate(key) == bound
+    assert await registry.list_credentials() == [bound]
 
 
 @pytest.mark.parametrize(
@@ -349,14 +335,14 @@ async def test_an_issuer_credential_bound_to_one_establishment(reg: Registry) ->
     ],
 )
 async def test_an_establishment_binding_that_makes_no_sense_is_refused(
-    reg: Registry, role: Role, channels: list[str], establishment: str
+    registry: Registry, role: Role, channels: list[str], establishment: str
 ) -> None:
-    await register(reg, "EST-1", channel="muqeem")
+    await register(registry, "EST-1", channel="muqeem")
     with pytest.raises(ValueError):
-        await reg.create_credential(
+        await registry.create_credential(
             role=role, channels=channels, establishment=establishment, created_at=T0
         )
-    assert await reg.list_credentials() == []
+    assert await registry.list_credentials() == []
 
 
 async def test_credentials_of_schema_2_read_as_bound_to_no_establishment(db: Path) -> None:
@@ -383,16 +369,18 @@ async def test_credentials_of_schema_2_read_as_bound_to_no_establishment(db: Pat
     )
 
 
-async def test_audit_filters(reg: Registry) -> None:
-    await reg.audit(actor="gate3", action="decision", permit_id="0.1", code="expired", at=T0)
-    await reg.audit(actor="ops", action="key_change", detail={"kid": "ab", "to": "retired"}, at=T0)
-    await reg.audit(actor="gate3", action="decision", permit_id="0.2", code="revoked", at=T0)
-    decisions = await reg.audit_entries(action="decision")
+async def test_audit_filters(registry: Registry) -> None:
+    await registry.audit(actor="gate3", action="decision", permit_id="0.1", code="expired", at=T0)
+    await registry.audit(
+        actor="ops", action="key_change", detail={"kid": "ab", "to": "retired"}, at=T0
+    )
+    await registry.audit(actor="gate3", action="decision", permit_id="0.2", code="revoked", at=T0)
+    decisions = await registry.audit_entries(action="decision")
     assert [(e.permit_id, e.code) for e in decisions] == [("0.2", "revoked"), ("0.1", "expired")]
-    assert [e.action for e in await reg.audit_entries(permit_id="0.1")] == ["decision"]
-    (key_change,) = await reg.audit_entries(action="key_change")
+    assert [e.action for e in await registry.audit_entries(permit_id="0.1")] == ["decision"]
+    (key_change,) = await registry.audit_entries(action="key_change")
     assert key_change.detail == {"kid": "ab", "to": "retired"}
-    assert len(await reg.audit_entries(limit=2)) == 2
+    assert len(await registry.audit_entries(limit=2)) == 2
 
 
 # --- concurrency: two registries on one file, as two worker processes would be ---
@@ -402,14 +390,14 @@ async def test_two_registries_on_one_file_never_collide(db: Path) -> None:
     a, b = await asyncio.gather(Registry.open(url(db)), Registry.open(url(db)))
     try:
         batches = await asyncio.gather(
-            *[issue(reg, draft(f"{n:010d}")) for n in range(50) for reg in (a, b)]
+            *[issue(registry, draft(f"{n:010d}")) for n in range(50) for registry in (a, b)]
         )
         issued = [ref for batch in batches for ref in refs(batch)]
         assert len(set(issued)) == 100
         revoked = await asyncio.gather(
             *[
-                reg.revoke_permit(*ref, reason="r", actor="admin", at=T0)
-                for ref, reg in zip(issued, [a, b] * 50, strict=True)
+                registry.revoke_permit(*ref, reason="r", actor="admin", at=T0)
+                for ref, registry in zip(issued, [a, b] * 50, strict=True)
             ]
         )
         assert sorted(r.seq for r in revoked) == list(range(1, 101))
