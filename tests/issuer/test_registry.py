@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -23,6 +23,7 @@ from issuer.registry import (
     PermitRecord,
     Registry,
     Role,
+    _use_wal,
     request_hash,
 )
 from issuer.schema import MIGRATIONS, metadata, migrate
@@ -102,6 +103,29 @@ async def test_open_migrates_an_empty_file_durably(registry: Registry, db: Path)
     for table in metadata.sorted_tables:  # the query Tables match what the migrations made
         columns = [row[1] for row in raw(db, f"PRAGMA table_info({table.name})")]
         assert columns == [c.name for c in table.columns]
+
+
+class _LockedThenFree:
+    """A cursor whose first `locked` WAL switches fail as a racing connection makes them."""
+
+    def __init__(self, locked: int) -> None:
+        self.locked = locked
+        self.calls = 0
+
+    def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.calls <= self.locked:
+            raise sqlite3.OperationalError("database is locked")
+
+
+def test_switching_to_wal_retries_a_lock_until_the_busy_timeout() -> None:
+    racing = _LockedThenFree(locked=2)
+    _use_wal(cast(sqlite3.Cursor, racing), busy_timeout_ms=10_000)
+    assert racing.calls == 3
+    stuck = _LockedThenFree(locked=10**9)
+    with pytest.raises(sqlite3.OperationalError):
+        _use_wal(cast(sqlite3.Cursor, stuck), busy_timeout_ms=0)
+    assert stuck.calls == 1
 
 
 async def test_reopen_keeps_data_and_never_reuses_an_index(db: Path) -> None:
