@@ -1,199 +1,64 @@
-"""Issuing permits: the eligibility rules of each channel, and signing into the registry."""
+"""Issuing: the one routine that turns requests into signed, stored permits, and amending."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
-from typing import Annotated, Literal
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import msgspec
-from msgspec import Meta
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from checkpoint.model import CHANNEL_CATEGORIES, Category, Channel, HolderId
+from checkpoint.model import Category, Channel, Permit, format_permit_id
 from checkpoint.policy import Policy
 from checkpoint.signing import KeyEntry, KeyStatus, Signer
+from issuer.admission import Admission
+from issuer.eligibility import IssueRequest, channel_of, check_eligibility
 from issuer.errors import (
     AmendMismatch,
-    BirthDateRequired,
-    CategoryNotInChannel,
-    CategoryNotInSeason,
-    DocumentReferenceRequired,
-    EntryPointNotAdmitting,
-    InvalidIqama,
-    InvalidNationalId,
-    InvalidSponsor,
-    InvalidWindow,
+    ChannelNotAllowed,
+    EstablishmentNotAllowed,
+    InvalidDraft,
     IssueRefused,
-    SeasonNotFound,
-    SponsorRequired,
-    UnaccompaniedMinor,
-    WindowOutsideSeason,
+    PermitNotActive,
+    PermitNotFound,
 )
 from issuer.keystore import KeyStore
-from issuer.registry import (
-    IdempotencyClaim,
-    PermitDraft,
-    PermitRecord,
-    Registry,
-    Revocation,
-)
-from issuer.rules import age_at, registry_rules
-
-CategorySlug = Literal[
-    "domestic_worker",
-    "dependent",
-    "premium_residency",
-    "investor",
-    "citizen",
-    "gcc_citizen",
-    "establishment_employee",
-    "seasonal_worker",
-    "contract_worker",
-    "umrah",
-    "rawdah",
-]
-AwareTime = Annotated[dt.datetime, Meta(tz=True, description="RFC 3339 time with an offset")]
-CheckpointCode = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
-Reference = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z/_.-]+$")]
-EstablishmentId = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z-]+$")]
-PermitRef = Annotated[str, Meta(pattern=r"^[0-9]{1,5}\.[0-9]{1,10}$", description="LIST.INDEX")]
-
-NATIONAL_ID_CATEGORIES = frozenset({Category.CITIZEN})
-IQAMA_CATEGORIES = frozenset(
-    {
-        Category.DOMESTIC_WORKER,
-        Category.DEPENDENT,
-        Category.PREMIUM_RESIDENCY,
-        Category.INVESTOR,
-        Category.ESTABLISHMENT_EMPLOYEE,
-        Category.CONTRACT_WORKER,
-    }
-)
-"""Residents: their holder ID is an iqama number. Seasonal-visa holders, GCC citizens and
-pilgrims from abroad have no iqama and are identified by passport or visa number."""
-DOCUMENT_CATEGORIES = {
-    Category.CITIZEN: "the supporting document reference",
-    Category.GCC_CITIZEN: "the supporting document reference",
-    Category.PREMIUM_RESIDENCY: "the premium residency reference",
-    Category.INVESTOR: "the investor licence reference",
-    Category.SEASONAL_WORKER: "the seasonal work visa number",
-    Category.CONTRACT_WORKER: "the seasonal work contract reference",
-}
-"""What `document_reference` must carry for each category that needs one (the articles)."""
-SPONSORED_CATEGORIES = frozenset({Category.DOMESTIC_WORKER, Category.DEPENDENT})
-"""Absher: the permit names the sponsor, by Saudi national ID or iqama number."""
+from issuer.store import idempotency, permits
+from issuer.store.idempotency import IdempotencyClaim
+from issuer.store.permits import PermitDraft, PermitRecord
+from issuer.store.registry import Registry
+from issuer.store.revocations import Revocation, withdraw
 
 
-class IssueRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One permit asked for by a portal."""
+class Grant(msgspec.Struct, frozen=True):
+    """What a caller may issue: through which channels (None: any) and, for a caller bound
+    to one establishment or Umrah company, for that one only."""
 
-    holder: HolderId
-    category: CategorySlug
-    season: int
-    not_before: AwareTime
-    expires: AwareTime
-    entry_points: tuple[CheckpointCode, ...] = ()
-    """Checkpoint codes the permit is limited to; empty = every checkpoint admitting it."""
-    establishment: EstablishmentId | None = None
-    """Muqeem: the registered establishment; Nusuk: the registered Umrah company."""
-    document_reference: Reference | None = None
-    sponsor: HolderId | None = None
-    """Domestic workers and dependents: the sponsor's national ID or iqama number."""
-    birth_date: dt.date | None = None
-    """Nusuk: the pilgrim's date of birth."""
-    companion: PermitRef | None = None
-    """Nusuk, under the minimum age: the permit id of the adult pilgrim accompanying them."""
+    channels: frozenset[Channel] | None = None
+    establishment: str | None = None
+
+    def channel_for(self, request: IssueRequest) -> Channel:
+        """The channel of the requested permit, if this grant covers it; else IssueRefused."""
+        channel = channel_of(Category.parse(request.category))
+        if self.channels is not None and channel not in self.channels:
+            raise ChannelNotAllowed(f"{channel} permits need a {channel} issuer credential")
+        if self.establishment not in (None, request.establishment):
+            raise EstablishmentNotAllowed(f"this credential issues for {self.establishment}")
+        return channel
 
 
-def luhn_valid(number: str) -> bool:
-    """The Luhn check used by Saudi national ID and iqama numbers."""
-    total = 0
-    for position, char in enumerate(reversed(number)):
-        digit = int(char)
-        if position % 2:
-            digit *= 2
-            digit -= 9 if digit > 9 else 0
-        total += digit
-    return total % 10 == 0
+ANYONE = Grant()
+"""The command line's grant: every channel, every establishment."""
 
 
-def saudi_id_valid(number: str, leading: str) -> bool:
-    """10 digits, the given leading digit (1 national ID, 2 iqama), a valid check digit."""
-    return len(number) == 10 and number.isdigit() and number[0] == leading and luhn_valid(number)
-
-
-def channel_of(category: Category) -> Channel:
-    """The one channel that issues `category`."""
-    return next(channel for channel, cats in CHANNEL_CATEGORIES.items() if category in cats)
-
-
-def unix(moment: dt.datetime) -> int:
-    """Whole seconds since 1970 of an aware datetime."""
-    return int(moment.timestamp())
-
-
-def check_eligibility(
-    request: IssueRequest, channel: Channel, policy: Policy, now: int
-) -> PermitDraft:
-    """Apply the rules every permit must meet; the draft to sign at `now`, or an IssueRefused."""
-    category = Category.parse(request.category)
-    if category not in channel.categories:
-        raise CategoryNotInChannel(f"{channel} cannot issue {category.slug}")
-    if category in NATIONAL_ID_CATEGORIES and not saudi_id_valid(request.holder, "1"):
-        raise InvalidNationalId(request.holder)
-    if category in IQAMA_CATEGORIES and not saudi_id_valid(request.holder, "2"):
-        raise InvalidIqama(request.holder)
-    season = policy.season(request.season)
-    if season is None:
-        raise SeasonNotFound(str(request.season))
-    if category not in season.categories:
-        raise CategoryNotInSeason(f"{season.code} has no {category.slug} permits")
-    not_before, expires = unix(request.not_before), unix(request.expires)
-    if expires <= not_before:
-        raise InvalidWindow(f"{request.not_before} to {request.expires}")
-    if not_before < season.opens or expires > season.closes:
-        raise WindowOutsideSeason(f"{season.code} runs {season.first_day} to {season.last_day}")
-    check_references(request, category, policy, now)
-    mask = 0
-    for code in request.entry_points:
-        station = policy.checkpoints.get(code)
-        if station is None or not station.admits(category):
-            raise EntryPointNotAdmitting(code)
-        mask |= station.entry_bit
-    details = {
-        name: str(value)
-        for name in ("document_reference", "sponsor", "birth_date", "companion")
-        if (value := getattr(request, name)) is not None
-    }
-    return PermitDraft(
-        holder=request.holder,
-        category=category,
-        channel=channel,
-        season=season.id,
-        not_before=not_before,
-        expires=expires,
-        issued_at=now,
-        establishment=request.establishment,
-        entry_points=mask,
-        details=details,
-    )
-
-
-def check_references(request: IssueRequest, category: Category, policy: Policy, now: int) -> None:
-    """The sponsor, document and birth date each category needs (the source articles)."""
-    if category in SPONSORED_CATEGORIES:
-        if not request.sponsor:
-            raise SponsorRequired(category.slug)
-        if not any(saudi_id_valid(request.sponsor, leading) for leading in "12"):
-            raise InvalidSponsor(request.sponsor)
-    if category in DOCUMENT_CATEGORIES and not request.document_reference:
-        raise DocumentReferenceRequired(f"{category.slug} needs {DOCUMENT_CATEGORIES[category]}")
-    if category in Channel.NUSUK.categories:
-        if request.birth_date is None:
-            raise BirthDateRequired(category.slug)
-        age = age_at(request.birth_date, now, policy.utc_offset)
-        if request.companion is None and age < policy.rules.min_unaccompanied_age:
-            raise UnaccompaniedMinor(f"the pilgrim is {age}")
+@contextmanager
+def item(position: int | None) -> Iterator[None]:
+    """The one place a refusal learns which request of a batch it concerns."""
+    try:
+        yield
+    except IssueRefused as refusal:
+        refusal.item = position
+        raise
 
 
 class Issuer:
@@ -230,46 +95,129 @@ class Issuer:
         self,
         requests: Sequence[IssueRequest],
         *,
-        channel: Channel,
         actor: str,
         now: int,
-        idempotency: IdempotencyClaim | None = None,
+        grant: Grant = ANYONE,
+        idempotency_claim: IdempotencyClaim | None = None,
+        batch: bool = True,
     ) -> list[PermitRecord]:
-        """Issue every request or none: the first refusal raises, with its `item` position,
-        before anything is stored."""
+        """Issue every request or none, in one transaction: the first refusal raises before
+        anything is stored, naming its position when `batch`. A repeated idempotency claim
+        answers the permits of the first success."""
+        if not requests:
+            raise ValueError("nothing to issue")
         drafts = []
         for position, request in enumerate(requests):
-            try:
+            with item(position if batch else None):
+                channel = grant.channel_for(request)
                 drafts.append(check_eligibility(request, channel, self.policy, now))
-            except IssueRefused as refusal:
-                refusal.item = position
-                raise
-        signer, entry = self.signing_key(now)
-        return await self.registry.issue(
-            drafts,
-            lambda permit: signer.sign_permit(permit, entry),
-            kid=entry.kid,
-            actor=actor,
-            idempotency=idempotency,
-            check=registry_rules(drafts, self.policy, now),
-        )
+        async with self.registry.write() as conn:
+            if idempotency_claim is not None:
+                earlier = await idempotency.replay(conn, idempotency_claim)
+                if earlier is not None:
+                    return earlier
+            admission = Admission(conn, self.policy, now)
+            for position, draft in enumerate(drafts):
+                with item(position if batch else None):
+                    await admission.check(draft)
+            records = await self._store(conn, drafts, actor, now, action="issue")
+            if idempotency_claim is not None:
+                await idempotency.remember(conn, idempotency_claim, records, now)
+        return records
 
     async def amend(
-        self, old: PermitRecord, request: IssueRequest, *, actor: str, now: int
+        self,
+        permit_id: tuple[int, int],
+        request: IssueRequest,
+        *,
+        actor: str,
+        now: int,
+        grant: Grant = ANYONE,
     ) -> tuple[Revocation, PermitRecord]:
-        """Cancel `old` and issue `request` in its place in one transaction (`supersedes` links
-        them). The holder and portal stay; the departure ratio does not apply: the pilgrim
-        is not new."""
-        draft = check_eligibility(request, old.channel, self.policy, now)
-        if draft.holder != old.holder:
-            raise AmendMismatch(f"{old.permit_id} is another holder's permit")
+        """Cancel a permit and issue `request` in its place in one transaction (`supersedes`
+        links them). The holder and portal stay; the departure ratio does not apply: the
+        pilgrim is not new."""
+        with item(None):
+            grant.channel_for(request)
+        async with self.registry.write() as conn:
+            old = await permits.find(conn, *permit_id)
+            if old is None:
+                raise PermitNotFound(format_permit_id(*permit_id))
+            draft = check_eligibility(request, old.channel, self.policy, now)
+            if draft.holder != old.holder:
+                raise AmendMismatch(f"{old.permit_id} is another holder's permit")
+            if old.state != "active":
+                raise PermitNotActive(f"{old.permit_id} is {old.state}")
+            await Admission(conn, self.policy, now, new_pilgrims=False).check(draft)
+            (revocation,) = await withdraw(
+                conn,
+                permits.is_permit(*permit_id),
+                reason="amended",
+                actor=actor,
+                at=now,
+                state="superseded",
+            )
+            draft = msgspec.structs.replace(draft, supersedes=old.permit_id)
+            (record,) = await self._store(conn, [draft], actor, now, action="amend")
+        return revocation, record
+
+    async def _store(
+        self,
+        conn: AsyncConnection,
+        drafts: Sequence[PermitDraft],
+        actor: str,
+        now: int,
+        *,
+        action: str,
+    ) -> list[PermitRecord]:
         signer, entry = self.signing_key(now)
-        return await self.registry.supersede(
-            (old.list_id, old.idx),
-            draft,
-            lambda permit: signer.sign_permit(permit, entry),
+        return await store_drafts(
+            conn,
+            drafts,
+            sign=lambda permit: signer.sign_permit(permit, entry),
             kid=entry.kid,
-            reason="amended",
             actor=actor,
-            check=registry_rules([draft], self.policy, now, new_pilgrims=False),
+            action=action,
+            capacity=self.registry.list_capacity,
         )
+
+
+Sign = Callable[[Permit], str]
+
+
+async def store_drafts(
+    conn: AsyncConnection,
+    drafts: Sequence[PermitDraft],
+    *,
+    sign: Sign,
+    kid: str,
+    actor: str,
+    action: str,
+    capacity: int,
+) -> list[PermitRecord]:
+    """Allocate status indexes, sign and store the drafts in the caller's transaction."""
+    refs = await permits.allocate(conn, len(drafts), capacity)
+    records = []
+    for (list_id, index), draft in zip(refs, drafts, strict=True):
+        fields = msgspec.structs.asdict(draft)
+        try:
+            # The round trip applies the token's own field constraints to the draft.
+            permit = msgspec.msgpack.decode(
+                msgspec.msgpack.encode(permits.payload(list_id, index, fields)), type=Permit
+            )
+        except msgspec.ValidationError as exc:
+            raise InvalidDraft(str(exc)) from exc
+        records.append(
+            PermitRecord(
+                **fields,
+                list_id=list_id,
+                index=index,
+                kid=kid,
+                token=sign(permit),
+                state="active",
+                created_by=actor,
+                permit=permit,
+            )
+        )
+    await permits.insert_records(conn, records, action=action)
+    return records

@@ -12,10 +12,13 @@ import pytest
 from checkpoint.policy import CompanyClass, Policy, default_policy
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
-from issuer.issuing import Issuer, IssueRequest
+from issuer.eligibility import IssueRequest
+from issuer.issuing import Issuer
 from issuer.keystore import KeyStore
-from issuer.records import EstablishmentChannel, register_establishment
-from issuer.registry import Registry
+from issuer.registration import register_establishment
+from issuer.store.establishments import EstablishmentChannel
+from issuer.store.registry import Registry
+from issuer.store.revocations import revoked_refs
 from tests.postgres import throwaway_database
 
 POLICY = default_policy()
@@ -81,7 +84,7 @@ async def register(
 async def verifier(registry: Registry, keys: KeyStore, now: int) -> Verifier:
     """A checkpoint's verifier with every revocation the registry has committed."""
     mirror = StatusMirror()
-    for list_id, index in await registry.revoked_refs():
+    for list_id, index in await revoked_refs(registry):
         mirror.revoke(list_id, index)
     mirror.confirm(now)
     return Verifier(keys.keyring(), POLICY, mirror)

@@ -11,11 +11,16 @@ import pytest
 from checkpoint.errors import CheckpointError
 from checkpoint.model import Channel, Outcome
 from checkpoint.policy import Policy, Rules
+from issuer.border import record_arrival, record_departure
+from issuer.eligibility import IssueRequest, check_eligibility
 from issuer.errors import IssueRefused
-from issuer.issuing import Issuer, IssueRequest, check_eligibility
+from issuer.issuing import Issuer
 from issuer.keystore import KeyStore
-from issuer.records import establishment, record_arrival, record_departure
-from issuer.registry import PermitRecord, Registry
+from issuer.store import establishments
+from issuer.store.audit import audit_entries
+from issuer.store.permits import PermitRecord, get_permit
+from issuer.store.registry import Registry
+from issuer.store.revocations import revoke_permit, revoked_refs
 from tests.issuer.conftest import (
     ADULT,
     COMPANY,
@@ -60,8 +65,7 @@ def code_of(request: IssueRequest, channel: Channel, policy: Policy = POLICY) ->
 
 
 async def issue(issuer: Issuer, *requests: IssueRequest, now: int = NOW) -> list[PermitRecord]:
-    channel = Channel.NUSUK if requests[0].category in ("umrah", "rawdah") else Channel.MUQEEM
-    return await issuer.issue(list(requests), channel=channel, actor="portal", now=now)
+    return await issuer.issue(list(requests), actor="portal", now=now)
 
 
 async def refused(issuer: Issuer, *requests: IssueRequest, now: int = NOW) -> IssueRefused:
@@ -154,7 +158,7 @@ async def test_companion_permit_must_exist_be_active_and_nusuk(
     issuer: Issuer, registry: Registry
 ) -> None:
     (parent,) = await issue(issuer, slot())
-    await registry.revoke_permit(parent.list_id, parent.idx, reason="x", actor="a", at=NOW)
+    await revoke_permit(registry, parent.list_id, parent.index, reason="x", actor="a", at=NOW)
     await register(registry, "EST-7", channel="muqeem")
     (worker,) = await issue(issuer, hajj("establishment_employee", establishment="EST-7"))
     for companion in ("0.99", parent.permit_id, worker.permit_id):
@@ -169,7 +173,7 @@ async def test_companion_refusals_do_not_tell_why(issuer: Issuer, registry: Regi
         issuer, slot("B0000009", birth_date=years_ago(9), companion=adult.permit_id)
     )
     (revoked,) = await issue(issuer, slot("B0000030", birth_date=years_ago(30)))
-    await registry.revoke_permit(revoked.list_id, revoked.idx, reason="x", actor="a", at=NOW)
+    await revoke_permit(registry, revoked.list_id, revoked.index, reason="x", actor="a", at=NOW)
     answers = set()
     for companion in ("0.99", minor.permit_id, revoked.permit_id):
         child = slot("C7654321", birth_date=years_ago(10), companion=companion)
@@ -274,8 +278,8 @@ async def test_class_a_is_exempt(issuer: Issuer, registry: Registry) -> None:
 async def test_new_company_starts_in_class_c_and_is_bound(
     issuer: Issuer, registry: Registry
 ) -> None:
-    async with registry.snapshot() as conn:
-        company = await establishment(conn, COMPANY)
+    async with registry.read() as conn:
+        company = await establishments.find(conn, COMPANY)
     assert company is not None
     assert company.company_class == "C"
     await arrive_and_leave(issuer, registry, arrived=1, departed=0)
@@ -336,7 +340,7 @@ async def test_batch_refusal_names_the_item(issuer: Issuer, registry: Registry) 
     good = hajj("establishment_employee", establishment="MAK-1")
     refusal = await refused(issuer, good, good, hajj("establishment_employee"))
     assert (refusal.code, refusal.item) == ("establishment_required", 2)
-    assert await registry.get_permit(0, 0) is None
+    assert await get_permit(registry, 0, 0) is None
 
 
 # --- registering and stays -------------------------------------------------------------
@@ -357,7 +361,7 @@ async def test_arrival_and_departure_are_idempotent(registry: Registry) -> None:
     assert await record_departure(registry, PILGRIM, actor="border", at=NOW + 2 * DAY) == left
     again = await record_arrival(registry, PILGRIM, actor="border", at=NOW + 3 * DAY)
     assert again.entered_at == NOW + 3 * DAY
-    actions = [e.action for e in await registry.audit_entries()]
+    actions = [e.action for e in await audit_entries(registry)]
     assert actions == ["arrival", "departure", "arrival"]
 
 
@@ -376,14 +380,14 @@ async def test_amend_rejects_the_old_qr_and_accepts_the_new(
     (old,) = await issue(issuer, slot())
     await arrive_and_leave(issuer, registry, arrived=1, departed=0, company="UMRAH-CO")
     revocation, new = await issuer.amend(
-        old, slot(start=NOW + 4 * DAY), actor="portal", now=NOW + 60
+        old.ref, slot(start=NOW + 4 * DAY), actor="portal", now=NOW + 60
     )  # the company is under its ratio, but an amendment brings no new pilgrim
     assert (revocation.permit_id, new.supersedes, new.state) == (
         old.permit_id,
         old.permit_id,
         "active",
     )
-    stored = await registry.get_permit(old.list_id, old.idx)
+    stored = await get_permit(registry, old.list_id, old.index)
     assert stored is not None
     assert stored.state == "superseded"
     inside = NOW + 4 * DAY + HOUR
@@ -402,12 +406,28 @@ async def test_amend_keeps_holder_and_applies_the_rules(issuer: Issuer) -> None:
     ]
     for request, code in cases:
         with pytest.raises(IssueRefused) as info:
-            await issuer.amend(old, request, actor="portal", now=NOW)
+            await issuer.amend(old.ref, request, actor="portal", now=NOW)
         assert info.value.code == code
-    await issuer.amend(old, slot(birth_date=ADULT), actor="portal", now=NOW)
+    await issuer.amend(old.ref, slot(birth_date=ADULT), actor="portal", now=NOW)
     with pytest.raises(CheckpointError) as again:
-        await issuer.amend(old, slot(), actor="portal", now=NOW)
+        await issuer.amend(old.ref, slot(), actor="portal", now=NOW)
     assert again.value.code == "permit_not_active"
+
+
+async def test_amend_supersedes_in_one_transaction(issuer: Issuer, registry: Registry) -> None:
+    (old,) = await issue(issuer, slot())
+    revocation, new = await issuer.amend(old.ref, slot(), actor="portal", now=NOW + 60)
+    assert (revocation.permit_id, revocation.seq, revocation.at) == (old.permit_id, 1, NOW + 60)
+    assert (new.permit_id, new.supersedes, new.state) == ("0.1", old.permit_id, "active")
+    assert await revoked_refs(registry) == [old.ref]
+    amended = await audit_entries(registry, action="amend")
+    assert sorted(e.permit_id or "" for e in amended) == [old.permit_id, new.permit_id]
+    for ref, code in [(old.ref, "permit_not_active"), ((5, 5), "permit_not_found")]:
+        with pytest.raises(CheckpointError) as info:
+            await issuer.amend(ref, slot(), actor="portal", now=NOW + 120)
+        assert info.value.code == code
+    assert await get_permit(registry, 0, 2) is None  # the refused amendments issued nothing
+    assert old.state == "active"
 
 
 def test_rules_table_defaults_are_the_articles_numbers() -> None:

@@ -8,12 +8,15 @@ from typing import Any
 
 import msgspec
 
-from checkpoint.model import Channel
-from issuer.issuing import Issuer, IssueRequest
+from issuer.border import record_arrival, record_departure
+from issuer.eligibility import IssueRequest
+from issuer.issuing import Issuer
 from issuer.keystore import KeyStore
-from issuer.records import record_arrival, record_departure
-from issuer.registry import PermitRecord, Registry
-from issuer.rules import sweep
+from issuer.store.audit import audit_entries
+from issuer.store.permits import PermitRecord, get_permit
+from issuer.store.registry import Registry
+from issuer.store.revocations import max_revocation_seq, revocations_after
+from issuer.sweep import sweep
 from tests.issuer.conftest import (
     DAY,
     HOUR,
@@ -31,11 +34,11 @@ DEADLINE = SLOT - 6 * HOUR
 
 
 async def book(issuer: Issuer, *requests: IssueRequest) -> list[PermitRecord]:
-    return await issuer.issue(list(requests), channel=Channel.NUSUK, actor="portal", now=NOW)
+    return await issuer.issue(list(requests), actor="portal", now=NOW)
 
 
 async def states(registry: Registry, records: list[PermitRecord]) -> list[str]:
-    found = [await registry.get_permit(r.list_id, r.idx) for r in records]
+    found = [await get_permit(registry, r.list_id, r.index) for r in records]
     return [r.state if r is not None else "missing" for r in found]
 
 
@@ -56,7 +59,7 @@ async def test_at_the_deadline_an_unarrived_slot_is_cancelled_revoked_and_audite
         1,
     )
     assert await states(issuer.registry, [permit]) == ["cancelled"]
-    (entry,) = await issuer.registry.audit_entries(action="cancel")
+    (entry,) = await audit_entries(issuer.registry, action="cancel")
     assert (entry.permit_id, entry.code, entry.actor, entry.at) == (
         permit.permit_id,
         "no_arrival",
@@ -94,8 +97,8 @@ async def test_sweeping_again_changes_nothing(issuer: Issuer) -> None:
     assert len(await sweep(issuer.registry, POLICY, SLOT)) == 2
     assert await sweep(issuer.registry, POLICY, SLOT) == []
     assert await sweep(issuer.registry, POLICY, SLOT + 60) == []
-    assert len(await issuer.registry.audit_entries(action="cancel")) == 2
-    assert await issuer.registry.max_revocation_seq() == 2
+    assert len(await audit_entries(issuer.registry, action="cancel")) == 2
+    assert await max_revocation_seq(issuer.registry) == 2
 
 
 async def test_only_live_nusuk_slots_are_swept(issuer: Issuer, registry: Registry) -> None:
@@ -112,7 +115,7 @@ async def test_only_live_nusuk_slots_are_swept(issuer: Issuer, registry: Registr
         expires=at(hajj.opens + DAY),
         establishment="EST-7",
     )
-    (staff,) = await issuer.issue([worker], channel=Channel.MUQEEM, actor="portal", now=NOW)
+    (staff,) = await issuer.issue([worker], actor="portal", now=NOW)
     assert await sweep(registry, POLICY, DEADLINE) == []  # ended before now; later not yet due
     assert await sweep(registry, POLICY, hajj.opens) == []  # Muqeem permits need no arrival
     assert await states(registry, [ended, later, staff]) == ["active", "active", "active"]
@@ -132,10 +135,10 @@ async def _book_many(issuer: Issuer, count: int) -> list[PermitRecord]:
 
 async def _assert_each_cancelled_once(registry: Registry, records: list[PermitRecord]) -> None:
     ids = sorted(r.permit_id for r in records)
-    revoked = await registry.revocations_after(0)
+    revoked = await revocations_after(registry, 0)
     assert sorted(r.permit_id for r in revoked) == ids
     assert [r.seq for r in revoked] == list(range(1, len(ids) + 1))
-    audit = await registry.audit_entries(action="cancel", limit=1000)
+    audit = await audit_entries(registry, action="cancel", limit=1000)
     assert sorted(e.permit_id or "" for e in audit) == ids
     assert set(await states(registry, records)) == {"cancelled"}
 

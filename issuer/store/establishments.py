@@ -1,0 +1,38 @@
+"""Registered Muqeem establishments and Umrah companies."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from checkpoint.policy import CompanyClass
+from issuer.store.schema import establishments
+
+EstablishmentChannel = Literal["muqeem", "nusuk"]
+
+
+class Establishment(msgspec.Struct, frozen=True, kw_only=True):
+    """A Muqeem establishment, or (channel `nusuk`) an Umrah company with its class."""
+
+    id: str
+    channel: EstablishmentChannel
+    name: str
+    city: str
+    company_class: CompanyClass | None
+    registered_at: int
+    registered_by: str
+
+
+async def find(conn: AsyncConnection, establishment_id: str) -> Establishment | None:
+    """The registered establishment or company with this id, or None."""
+    query = select(establishments).where(establishments.c.id == establishment_id)
+    row = (await conn.execute(query)).mappings().first()
+    return None if row is None else Establishment(**row)
+
+
+async def add(conn: AsyncConnection, establishment: Establishment) -> None:
+    """Store a new establishment (the caller checked that its id is free)."""
+    await conn.execute(insert(establishments).values(msgspec.structs.asdict(establishment)))

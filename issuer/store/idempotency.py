@@ -1,0 +1,58 @@
+"""Idempotency keys: a retried issuing request answers the permits of its first success."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import msgspec
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from checkpoint.model import parse_permit_id
+from issuer.errors import IdempotencyConflict
+from issuer.store.permits import PermitRecord, find
+from issuer.store.schema import idempotency_keys
+
+
+class IdempotencyClaim(msgspec.Struct, frozen=True):
+    """A client's idempotency key with the hash of the request body it came with."""
+
+    credential_id: str
+    key: str
+    request_hash: str
+
+
+def request_hash(body: object) -> str:
+    """Hex SHA-256 of a request body as canonical JSON (keys sorted)."""
+    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
+
+
+async def replay(conn: AsyncConnection, claim: IdempotencyClaim) -> list[PermitRecord] | None:
+    """The permits this key issued before, or None if it is new; IdempotencyConflict if it
+    came with another request."""
+    key = idempotency_keys.c
+    query = select(key.request_hash, key.result).where(
+        key.credential_id == claim.credential_id, key.key == claim.key
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    if row.request_hash != claim.request_hash:
+        raise IdempotencyConflict(f"idempotency key {claim.key!r} was used for another request")
+    records = []
+    for permit_id in msgspec.json.decode(row.result, type=list[str]):
+        record = await find(conn, *parse_permit_id(permit_id))
+        assert record is not None  # a permit row is never deleted
+        records.append(record)
+    return records
+
+
+async def remember(
+    conn: AsyncConnection, claim: IdempotencyClaim, records: Sequence[PermitRecord], at: int
+) -> None:
+    """Keep the key with what it issued, in the issuing transaction."""
+    ids = msgspec.json.encode([r.permit_id for r in records]).decode()
+    await conn.execute(
+        insert(idempotency_keys).values(**msgspec.structs.asdict(claim), result=ids, at=at)
+    )

@@ -1,0 +1,162 @@
+"""Stored permits: drafts and records, status-index allocation, inserts and look-ups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import ColumnElement, RowMapping, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from checkpoint.model import Category, Channel, Permit, format_permit_id
+from issuer.store import audit
+from issuer.store.registry import Registry
+from issuer.store.schema import permits, status_lists
+
+PermitState = Literal["active", "revoked", "superseded", "cancelled"]
+
+
+class PermitDraft(msgspec.Struct, frozen=True, kw_only=True):
+    """What an issuer asks for, checked; issuing adds the status reference and the token."""
+
+    holder: str
+    category: Category
+    channel: Channel
+    season: int
+    not_before: int
+    expires: int
+    issued_at: int
+    establishment: str | None = None
+    entry_points: int = 0
+    details: dict[str, str] = msgspec.field(default_factory=dict)
+    supersedes: str | None = None
+
+
+class PermitRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored permit: every column, the signed payload and its token."""
+
+    list_id: int
+    index: int
+    holder: str
+    category: Category
+    channel: Channel
+    season: int
+    establishment: str | None
+    not_before: int
+    expires: int
+    issued_at: int
+    entry_points: int
+    kid: str
+    token: str
+    state: PermitState
+    supersedes: str | None
+    details: dict[str, str]
+    created_by: str
+    permit: Permit
+
+    @property
+    def permit_id(self) -> str:
+        """`list_id.index`."""
+        return format_permit_id(self.list_id, self.index)
+
+    @property
+    def ref(self) -> tuple[int, int]:
+        """`(list_id, index)`: where its revocation bit is."""
+        return (self.list_id, self.index)
+
+
+def payload(list_id: int, index: int, fields: Mapping[str, Any]) -> Permit:
+    """The signed part of a permit at this status reference, from a draft's or row's fields."""
+    return Permit(
+        list_id=list_id,
+        index=index,
+        holder=fields["holder"],
+        category=fields["category"],
+        season=fields["season"],
+        not_before=fields["not_before"],
+        expires=fields["expires"],
+        issued_at=fields["issued_at"],
+        entry_points=fields["entry_points"],
+    )
+
+
+def is_permit(list_id: int, index: int) -> ColumnElement[bool]:
+    """The WHERE clause of one permit."""
+    return (permits.c.list_id == list_id) & (permits.c.idx == index)
+
+
+async def allocate(conn: AsyncConnection, count: int, capacity: int) -> list[tuple[int, int]]:
+    """Take `count` fresh status indexes, opening new lists of `capacity` as old ones fill."""
+    refs: list[tuple[int, int]] = []
+    latest = select(status_lists).order_by(status_lists.c.list_id.desc()).limit(1)
+    while len(refs) < count:
+        row = (await conn.execute(latest.with_for_update())).first()
+        if row is None or row.next_index >= row.capacity:
+            new_id = 0 if row is None else row.list_id + 1
+            await conn.execute(
+                insert(status_lists).values(list_id=new_id, next_index=0, capacity=capacity)
+            )
+            continue
+        take = min(count - len(refs), row.capacity - row.next_index)
+        await conn.execute(
+            update(status_lists)
+            .where(status_lists.c.list_id == row.list_id)
+            .values(next_index=row.next_index + take)
+        )
+        refs += [(row.list_id, i) for i in range(row.next_index, row.next_index + take)]
+    return refs
+
+
+async def insert_records(
+    conn: AsyncConnection, records: Sequence[PermitRecord], *, action: str
+) -> None:
+    """Store signed permits with one audit row each (`action`: issue or amend)."""
+    await conn.execute(insert(permits), [_row(r) for r in records])
+    await audit.append(
+        conn,
+        [
+            audit.AuditEvent(
+                at=r.issued_at,
+                actor=r.created_by,
+                action=action,
+                permit_id=r.permit_id,
+                detail={"channel": r.channel.value, "kid": r.kid, "supersedes": r.supersedes},
+            )
+            for r in records
+        ],
+    )
+
+
+async def find(conn: AsyncConnection, list_id: int, index: int) -> PermitRecord | None:
+    """The stored permit, or None, in the caller's transaction."""
+    row = (await conn.execute(select(permits).where(is_permit(list_id, index)))).mappings().first()
+    return None if row is None else _record(row)
+
+
+async def get_permit(registry: Registry, list_id: int, index: int) -> PermitRecord | None:
+    """The stored permit, or None."""
+    async with registry.read() as conn:
+        return await find(conn, list_id, index)
+
+
+def _row(record: PermitRecord) -> dict[str, Any]:
+    row = msgspec.structs.asdict(record)
+    del row["permit"]
+    row["idx"] = row.pop("index")
+    return row | {
+        "category": int(record.category),
+        "channel": record.channel.value,
+        "details": msgspec.json.encode(record.details).decode(),
+    }
+
+
+def _record(row: RowMapping) -> PermitRecord:
+    fields = dict(row)
+    fields["index"] = fields.pop("idx")
+    fields |= {
+        "category": Category(row["category"]),
+        "channel": Channel(row["channel"]),
+        "details": msgspec.json.decode(row["details"], type=dict[str, str]),
+    }
+    return PermitRecord(**fields, permit=payload(fields["list_id"], fields["index"], fields))

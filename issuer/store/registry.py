@@ -1,0 +1,119 @@
+"""The registry database: the engine, SQLite's settings, read and write transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from issuer.errors import RegistryUnavailable
+from issuer.store.schema import migrate
+
+DEFAULT_LIST_CAPACITY = 2**20
+"""Permits per status list; a full list is never reopened, allocation moves to the next id."""
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Registry:
+    """The source of truth for permits and revocations, behind an async SQLAlchemy engine.
+
+    It only opens transactions; the modules of `issuer.store` run their SQL on them, and the
+    flows of `issuer` (issuing, revoking, the border feed) decide what one transaction holds.
+    """
+
+    def __init__(self, engine: AsyncEngine, list_capacity: int = DEFAULT_LIST_CAPACITY) -> None:
+        self.engine = engine
+        self.list_capacity = list_capacity
+        self._writer = engine.execution_options(checkpoint_write=True)
+        self._write_lock = asyncio.Lock()  # one writer per process; SQLite queues the others
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        list_capacity: int = DEFAULT_LIST_CAPACITY,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ) -> Registry:
+        """Connect (SQLite: WAL, synchronous=FULL, busy timeout, foreign keys) and migrate."""
+        parsed = make_url(url)
+        sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite and parsed.database not in (None, "", ":memory:") and "uri" not in parsed.query:
+            Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed)
+        if sqlite:
+            _configure_sqlite(engine, busy_timeout_ms)
+        registry = cls(engine, list_capacity)
+        try:
+            async with registry.write() as conn:
+                await conn.run_sync(migrate)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return registry
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite: writers queue up front)."""
+        try:
+            async with self._write_lock, self._writer.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise RegistryUnavailable(str(exc.orig)) from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read transaction: one consistent snapshot."""
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise RegistryUnavailable(str(exc.orig)) from exc
+
+
+def use_wal(cursor: sqlite3.Cursor, busy_timeout_ms: int) -> None:
+    """Put the file in WAL mode (it stays so). When two connections switch a new file at
+    once, the loser is told "database is locked" at once, without the busy handler: retry
+    until the busy timeout, as any other locked statement would wait."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)  # a connection thread of aiosqlite, not the event loop
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    """Per-connection pragmas, and SQLAlchemy (not pysqlite) emitting BEGIN [IMMEDIATE]."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite must not BEGIN on its own
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        use_wal(cursor, busy_timeout_ms)
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    def on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("checkpoint_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "begin", on_begin)

@@ -1,0 +1,177 @@
+"""Revocations: withdrawing permits under a sequence number, and reading them back in order."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from sqlalchemy import ColumnElement, RowMapping, exists, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from checkpoint.model import Channel, format_permit_id
+from checkpoint.statuslist import StatusMirror
+from issuer.errors import PermitNotFound
+from issuer.store import audit
+from issuer.store.permits import PermitState, is_permit
+from issuer.store.registry import Registry
+from issuer.store.schema import permits, revocations, stays
+
+Withdrawn = Literal["revoked", "superseded", "cancelled"]
+_ACTIONS: dict[PermitState, str] = {
+    "revoked": "revoke",
+    "superseded": "amend",
+    "cancelled": "cancel",
+}
+
+
+class Revocation(msgspec.Struct, frozen=True):
+    """One committed withdrawal; `seq` is monotonic and never reused."""
+
+    seq: int
+    list_id: int
+    index: int
+    reason: str
+    actor: str
+    at: int
+
+    @property
+    def permit_id(self) -> str:
+        """`list_id.index`."""
+        return format_permit_id(self.list_id, self.index)
+
+
+async def revoke_permit(
+    registry: Registry, list_id: int, index: int, *, reason: str, actor: str, at: int
+) -> Revocation:
+    """Withdraw one permit; withdrawing it again returns the first record."""
+    query = select(revocations).where(revocations.c.list_id == list_id, revocations.c.idx == index)
+    async with registry.write() as conn:
+        earlier = (await conn.execute(query)).mappings().first()
+        if earlier is not None:
+            return _revocation(earlier)
+        done = await withdraw(conn, is_permit(list_id, index), reason=reason, actor=actor, at=at)
+    if not done:
+        raise PermitNotFound(format_permit_id(list_id, index))
+    return done[0]
+
+
+async def revoke_holder(
+    registry: Registry, holder: str, *, reason: str, actor: str, at: int
+) -> list[Revocation]:
+    """Withdraw every active permit of a holder."""
+    async with registry.write() as conn:
+        return await withdraw(conn, permits.c.holder == holder, reason=reason, actor=actor, at=at)
+
+
+async def revoke_establishment(
+    registry: Registry, establishment: str, *, reason: str, actor: str, at: int
+) -> list[Revocation]:
+    """Withdraw every active permit issued for an establishment's staff or company."""
+    where = permits.c.establishment == establishment
+    async with registry.write() as conn:
+        return await withdraw(conn, where, reason=reason, actor=actor, at=at)
+
+
+async def cancel_unarrived(
+    registry: Registry, *, deadline: int, now: int, actor: str
+) -> list[Revocation]:
+    """Cancel (reason `no_arrival`) every active, unexpired Nusuk permit whose slot starts
+    `deadline` seconds after `now` or earlier, when its holder's entry was not recorded by
+    `deadline` seconds before the slot. One write transaction around a conditional UPDATE:
+    running it again, or in several processes at once, cancels each permit once."""
+    cutoff = permits.c.not_before - deadline
+    arrived = exists().where(
+        stays.c.holder == permits.c.holder,
+        stays.c.entered_at <= cutoff,
+        or_(stays.c.departed_at.is_(None), stays.c.departed_at > cutoff),
+    )
+    where = (
+        (permits.c.channel == Channel.NUSUK.value)
+        & (permits.c.not_before <= now + deadline)
+        & (permits.c.expires > now)
+        & ~arrived
+    )
+    async with registry.write() as conn:
+        return await withdraw(
+            conn, where, reason="no_arrival", actor=actor, at=now, state="cancelled"
+        )
+
+
+async def withdraw(
+    conn: AsyncConnection,
+    where: ColumnElement[bool],
+    *,
+    reason: str,
+    actor: str,
+    at: int,
+    state: Withdrawn = "revoked",
+) -> list[Revocation]:
+    """Withdraw the active permits `where` selects, in the caller's transaction."""
+    # The conditional UPDATE claims the permits: of two transactions racing for one,
+    # only the one whose UPDATE changed it goes on to add its revocation and audit rows.
+    claimed = await conn.execute(
+        update(permits)
+        .where(where, permits.c.state == "active")
+        .values(state=state)
+        .returning(permits.c.list_id, permits.c.idx)
+    )
+    values = [
+        {"list_id": list_id, "idx": index, "reason": reason, "actor": actor, "at": at}
+        for list_id, index in sorted(claimed.all())
+    ]
+    if not values:
+        return []
+    rows = await conn.execute(
+        insert(revocations).returning(*revocations.c, sort_by_parameter_order=True), values
+    )
+    done = [_revocation(row) for row in rows.mappings()]
+    await audit.append(
+        conn,
+        [
+            audit.AuditEvent(
+                at=at, actor=actor, action=_ACTIONS[state], permit_id=r.permit_id, code=reason
+            )
+            for r in done
+        ],
+    )
+    return done
+
+
+async def revocations_after(registry: Registry, seq: int, limit: int = 1000) -> list[Revocation]:
+    """Revocations with a sequence number above `seq`, in order, at most `limit`."""
+    query = (
+        select(revocations).where(revocations.c.seq > seq).order_by(revocations.c.seq).limit(limit)
+    )
+    async with registry.read() as conn:
+        return [_revocation(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def max_revocation_seq(registry: Registry) -> int:
+    """The highest committed sequence number (0 when none)."""
+    async with registry.read() as conn:
+        seq = await conn.scalar(select(func.coalesce(func.max(revocations.c.seq), 0)))
+    return int(seq or 0)
+
+
+async def revoked_refs(registry: Registry) -> list[tuple[int, int]]:
+    """Every withdrawn `(list_id, index)`: read `max_revocation_seq` first, then tail from it."""
+    query = select(revocations.c.list_id, revocations.c.idx).order_by(revocations.c.seq)
+    async with registry.read() as conn:
+        return [(row.list_id, row.idx) for row in await conn.execute(query)]
+
+
+async def load_mirror(registry: Registry, now: int) -> StatusMirror:
+    """Every committed revocation as a mirror confirmed complete at `now`. The sequence
+    number is read first, so whatever commits meanwhile is tailed, never skipped."""
+    seq = await max_revocation_seq(registry)
+    mirror = StatusMirror()
+    for list_id, index in await revoked_refs(registry):
+        mirror.revoke(list_id, index)
+    mirror.confirm(now, seq)
+    return mirror
+
+
+def _revocation(row: RowMapping) -> Revocation:
+    fields = dict(row)
+    fields["index"] = fields.pop("idx")
+    return Revocation(**fields)

@@ -1,0 +1,63 @@
+"""Stays in the Kingdom: each entry a border feed reports and, once recorded, its exit."""
+
+from __future__ import annotations
+
+import msgspec
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from checkpoint.model import Channel
+from issuer.store.schema import permits, stays
+
+
+class Stay(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry into the Kingdom and, once recorded, the exit."""
+
+    holder: str
+    entered_at: int
+    departed_at: int | None = None
+
+
+async def open_entry(conn: AsyncConnection, holder: str) -> int | None:
+    """When the holder's current stay began, or None if no entry without an exit is recorded."""
+    query = select(stays.c.entered_at).where(
+        stays.c.holder == holder, stays.c.departed_at.is_(None)
+    )
+    entered: int | None = (await conn.execute(query)).scalar()
+    return entered
+
+
+async def latest(conn: AsyncConnection, holder: str) -> tuple[int, Stay] | None:
+    """The holder's most recent stay with its row id, or None if none is recorded."""
+    query = (
+        select(stays.c.id, stays.c.entered_at, stays.c.departed_at)
+        .where(stays.c.holder == holder)
+        .order_by(stays.c.entered_at.desc(), stays.c.id.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    return row.id, Stay(holder=holder, entered_at=row.entered_at, departed_at=row.departed_at)
+
+
+async def add_entry(conn: AsyncConnection, holder: str, at: int) -> None:
+    """Open a stay (the caller checked that none is open)."""
+    await conn.execute(insert(stays).values(holder=holder, entered_at=at))
+
+
+async def close(conn: AsyncConnection, stay_id: int, at: int) -> None:
+    """Record the exit that ends a stay."""
+    await conn.execute(update(stays).where(stays.c.id == stay_id).values(departed_at=at))
+
+
+async def company_stays(conn: AsyncConnection, company: str) -> tuple[int, int]:
+    """How many stays of the company's Nusuk pilgrims are recorded, and how many ended."""
+    its_pilgrim = exists().where(
+        permits.c.holder == stays.c.holder,
+        permits.c.channel == Channel.NUSUK.value,
+        permits.c.establishment == company,
+    )
+    query = select(func.count(), func.count(stays.c.departed_at)).where(its_pilgrim)
+    arrived, departed = (await conn.execute(query)).one()
+    return int(arrived), int(departed)

@@ -1,0 +1,17 @@
+"""The no-arrival sweep: cancel slot permits whose holder's entry was not recorded in time."""
+
+from __future__ import annotations
+
+from checkpoint.policy import Policy
+from issuer.store.registry import Registry
+from issuer.store.revocations import Revocation, cancel_unarrived
+
+SWEEPER = "sweeper"
+"""The actor of the no-arrival sweep in the audit log."""
+
+
+async def sweep(registry: Registry, policy: Policy, now: int) -> list[Revocation]:
+    """Cancel (reason `no_arrival`) every Nusuk slot permit whose holder's entry is not
+    recorded `arrival_deadline_hours` before the slot starts, once that moment has come."""
+    deadline = policy.rules.arrival_deadline_hours * 3600
+    return await cancel_unarrived(registry, deadline=deadline, now=now, actor=SWEEPER)
