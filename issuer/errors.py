@@ -29,6 +29,12 @@ class IdempotencyConflict(CheckpointError):
     message_ar = "مفتاح عدم التكرار هذا استُخدم سابقًا لطلب مختلف."
 
 
+class LastSigningKey(CheckpointError):
+    code = "last_signing_key"
+    message_en = "This is the last key that can sign: create another first, or force it."
+    message_ar = "هذا آخر مفتاح قادر على التوقيع: أنشئ مفتاحًا آخر أولًا أو افرض الإلغاء."
+
+
 class CredentialNotFound(CheckpointError):
     code = "credential_not_found"
     message_en = "No credential has this id."

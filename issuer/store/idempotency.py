@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from checkpoint.model import parse_permit_id
 from issuer.errors import IdempotencyConflict
 from issuer.store.permits import PermitRecord, find
+from issuer.store.registry import serialize
 from issuer.store.schema import idempotency_keys
 
 
@@ -30,7 +31,10 @@ def request_hash(body: object) -> str:
 
 async def replay(conn: AsyncConnection, claim: IdempotencyClaim) -> list[PermitRecord] | None:
     """The permits this key issued before, or None if it is new; IdempotencyConflict if it
-    came with another request."""
+    came with another request. The key is held to the commit: the same new key sent to two
+    nodes at once issues once, and the second request replays the first."""
+    digest = hashlib.sha256(f"{claim.credential_id}\0{claim.key}".encode()).digest()
+    await serialize(conn, int.from_bytes(digest[:8], "big", signed=True))
     key = idempotency_keys.c
     query = select(key.request_hash, key.result).where(
         key.credential_id == claim.credential_id, key.key == claim.key

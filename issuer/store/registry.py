@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from issuer.errors import RegistryUnavailable
 from issuer.store.schema import migrate
 
+MIGRATION_LOCK = 0x43_4B_50_4D  # "CKPM"
 DEFAULT_LIST_CAPACITY = 2**20
 """Permits per status list; a full list is never reopened, allocation moves to the next id."""
 BUSY_TIMEOUT_MS = 10_000
@@ -55,6 +56,8 @@ class Registry:
         registry = cls(engine, list_capacity)
         try:
             async with registry.write() as conn:
+                # Nodes starting together on a fresh database migrate one after the other.
+                await serialize(conn, MIGRATION_LOCK)
                 await conn.run_sync(migrate)
         except BaseException:
             await engine.dispose()
@@ -82,6 +85,14 @@ class Registry:
                 yield conn
         except OperationalError as exc:
             raise RegistryUnavailable(str(exc.orig)) from exc
+
+
+async def serialize(conn: AsyncConnection, key: int) -> None:
+    """Hold `key` until the transaction ends, so writers that take it commit one after the
+    other. PostgreSQL: a transaction-level advisory lock; SQLite's BEGIN IMMEDIATE already
+    lets one writer in at a time."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def use_wal(cursor: sqlite3.Cursor, busy_timeout_ms: int) -> None:

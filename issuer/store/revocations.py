@@ -13,9 +13,10 @@ from checkpoint.statuslist import StatusMirror
 from issuer.errors import PermitNotFound
 from issuer.store import audit
 from issuer.store.permits import PermitState, is_permit
-from issuer.store.registry import Registry
+from issuer.store.registry import Registry, serialize
 from issuer.store.schema import permits, revocations, stays
 
+REVOCATION_LOCK = 0x43_4B_50_52  # "CKPR"
 Withdrawn = Literal["revoked", "superseded", "cancelled"]
 _ACTIONS: dict[PermitState, str] = {
     "revoked": "revoke",
@@ -106,7 +107,12 @@ async def withdraw(
     at: int,
     state: Withdrawn = "revoked",
 ) -> list[Revocation]:
-    """Withdraw the active permits `where` selects, in the caller's transaction."""
+    """Withdraw the active permits `where` selects, in the caller's transaction.
+
+    Sequence numbers are taken under one lock held to the commit, so they commit in order:
+    a publisher that pushed number n never learns later of a smaller committed one.
+    """
+    await serialize(conn, REVOCATION_LOCK)
     # The conditional UPDATE claims the permits: of two transactions racing for one,
     # only the one whose UPDATE changed it goes on to add its revocation and audit rows.
     claimed = await conn.execute(

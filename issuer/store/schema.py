@@ -102,6 +102,24 @@ stays = Table(
     Column("departed_at", BigInteger),
 )
 
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", Text, primary_key=True),
+    Column("public_key", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("not_before", BigInteger, nullable=False),
+    Column("not_after", BigInteger),
+    Column("label", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+trust_state = Table(
+    "trust_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("keyring_version", BigInteger, nullable=False),
+)
+
 Step = Sequence[str | Callable[[Connection], None]]
 """One migration: SQL statements (or callables on the sync connection), run in order."""
 
@@ -210,6 +228,23 @@ MIGRATIONS: list[Step] = [
         # An issuer credential may be bound to the one establishment or Umrah company it
         # issues for (NULL: any, as before).
         "ALTER TABLE credentials ADD COLUMN establishment TEXT",
+    ],
+    [
+        # The fleet's keyring: every node reads the same public keys and their status from
+        # the registry; private halves stay with the nodes that sign (files or an HSM).
+        """CREATE TABLE signing_keys (
+            kid TEXT NOT NULL PRIMARY KEY,
+            public_key TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL CHECK (status IN ('active', 'retired', 'revoked')),
+            not_before BIGINT NOT NULL,
+            not_after BIGINT,
+            label TEXT NOT NULL DEFAULT '',
+            created_at BIGINT NOT NULL)""",
+        # One row: bumped by every key change, so a node polls one number to know it is current.
+        """CREATE TABLE trust_state (
+            id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+            keyring_version BIGINT NOT NULL)""",
+        "INSERT INTO trust_state (id, keyring_version) VALUES (1, 0)",
     ],
 ]
 
