@@ -1,4 +1,4 @@
-"""api.services: the rate limiter, the cross-process change signal, the credential cache and
+"""api.runtime: the rate limiter, the cross-process change signal, the credential cache and
 the buffered audit of decisions."""
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from api.services import CREDENTIAL_TTL, ChangeSignal, TokenBucket
-from api.settings import Settings
+from api.runtime.changes import ChangeSignal
+from api.runtime.credential_cache import CREDENTIAL_TTL
+from api.runtime.rate_limit import TokenBucket
+from api.runtime.settings import Settings
 from checkpoint.model import Decision, Outcome
 from issuer.errors import RegistryUnavailable
 from issuer.registry import AuditEvent
