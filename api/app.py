@@ -1,4 +1,4 @@
-"""The Litestar application factory: routes, lifespan resources, guards, error mapping."""
+"""The Litestar application factory: the audience routers, lifespan, guard, error mapping."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import PUBLIC, authorize
-from api.cards import CARD_ROUTES
-from api.pages import PAGE_ROUTES
 from api.problems import EXCEPTION_HANDLERS
-from api.routes import ROUTES, services_of
-from api.routes_rules import RULE_ROUTES, SWEEP_INTERVAL, sweep_once
-from api.services import Clock, Services, wall_clock
-from api.settings import Settings, settings_from_env
-
-DEFAULT_BODY_LIMIT = 64 * 1024
+from api.routes import ROUTERS
+from api.routes.access import DEFAULT_BODY_LIMIT, services_of
+from api.runtime.clock import Clock, wall_clock
+from api.runtime.services import Services
+from api.runtime.settings import Settings, settings_from_env
 
 
 def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
@@ -34,18 +31,13 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
         # sight: full collections of them showed as 100+ ms latency spikes.
         gc.collect()
         gc.freeze()
-
-        async def sweep() -> None:
-            await sweep_once(services)
-
-        services.loops.start(sweep, SWEEP_INTERVAL, "no-arrival-sweep")
         try:
             yield
         finally:
             await services.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, *CARD_ROUTES, *PAGE_ROUTES, *RULE_ROUTES],
+        route_handlers=ROUTERS,
         lifespan=[lifespan],
         guards=[authorize],
         dependencies={"services": Provide(services_of, sync_to_thread=False)},

@@ -13,7 +13,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 
-from api.services import Services
+from api.runtime.services import Services
 from issuer.registry import Credential
 
 PUBLIC = {"public": True}

@@ -62,11 +62,11 @@ from litestar.status_codes import HTTP_200_OK
 
 from api.app import create_app
 from api.auth import credential_of, roles
-from api.routes import VERIFY_BODY_LIMIT
+from api.routes.access import VERIFY_BODY_LIMIT
+from api.runtime.serve import prepare, worker_environment
+from api.runtime.services import Services
+from api.runtime.settings import Settings, settings_from_env
 from api.schemas import VerifyRequest
-from api.serve import prepare, worker_environment
-from api.services import Services
-from api.settings import Settings, settings_from_env
 from checkpoint.policy import DEFAULT_POLICY_RESOURCE, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -77,8 +77,8 @@ from http_verify import (
     wait_ready,
 )
 
-from api.serve import prepare, worker_environment
-from api.settings import ENV_PREFIX, Settings
+from api.runtime.serve import prepare, worker_environment
+from api.runtime.settings import ENV_PREFIX, Settings
 from checkpoint.model import Category
 from checkpoint.policy import DEFAULT_POLICY_RESOURCE, DuplicateMode, load_policy
 from issuer.registry import Registry

@@ -1,7 +1,7 @@
 """Fixtures of the HTTP API tests: an app on a temporary data directory, a clock the test
 moves by hand, and API keys of each role created straight in the app's registry.
 
-The background loops of `api.services` (revocation sync every second, audit flush) are
+The background loops of `api.runtime.services` (revocation sync every second, audit flush) are
 pushed far into the future so that no test depends on them: freshness is confirmed when the
 app starts and whenever a change is announced, and audit rows are flushed explicitly.
 """
@@ -19,12 +19,15 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
-import api.services
+import api.runtime.services
 from api.app import create_app
-from api.services import Services
-from api.settings import Settings
+from api.routes import ROUTERS
+from api.runtime.services import Services
+from api.runtime.settings import Settings
 from checkpoint.policy import default_policy
 from issuer.records import MAKKAH, register_establishment
 from issuer.registry import Credential, Role
@@ -201,8 +204,8 @@ def running(settings: Settings, clock: FakeClock) -> Iterator[Api]:
 @pytest.fixture(autouse=True)
 def no_background_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never depend on the background loops' wall-clock timing."""
-    monkeypatch.setattr(api.services, "SYNC_INTERVAL", 3600.0)
-    monkeypatch.setattr(api.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
+    monkeypatch.setattr(api.runtime.services, "SYNC_INTERVAL", 3600.0)
+    monkeypatch.setattr(api.runtime.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
 
 
@@ -228,8 +231,8 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """One started service for a whole module of tests that do not depend on each other's
     state (the per-request guard and body checks): starting an app takes a while."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(api.services, "SYNC_INTERVAL", 3600.0)
-        patch.setattr(api.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
+        patch.setattr(api.runtime.services, "SYNC_INTERVAL", 3600.0)
+        patch.setattr(api.runtime.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
         settings = Settings(data_dir=tmp_path_factory.mktemp("shared"))
         with running(settings, FakeClock()) as started:
             yield started
@@ -267,3 +270,25 @@ def admin_key(app: Api) -> str:
 def permit(app: Api, issuer_key: str) -> dict[str, Any]:
     """A domestic-worker permit issued through Absher, valid at NOW."""
     return app.issue(issuer_key)
+
+
+def mounted_handlers() -> Iterator[tuple[str, HTTPRouteHandler]]:
+    """(full path, handler) of every handler the app's routers mount (Litestar's automatic
+    OPTIONS handlers left out)."""
+    for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, HTTPRoute):
+                for handler in route.route_handlers:
+                    if handler.fn.__name__ != "options_handler":
+                        yield route.path, handler
+
+
+def mounted_routes(handlers: Sequence[HTTPRouteHandler] | None = None) -> set[tuple[str, str]]:
+    """(method, full path) of every mounted route, or of these handlers' routes only."""
+    wanted = None if handlers is None else {h.fn for h in handlers}
+    return {
+        (method, path)
+        for path, handler in mounted_handlers()
+        if wanted is None or handler.fn in wanted
+        for method in handler.http_methods
+    }

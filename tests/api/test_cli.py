@@ -15,6 +15,7 @@ import zxingcpp
 from PIL import Image
 
 from api import cli
+from api.cli import shared
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy import default_policy
 from issuer.keystore import KeyStore
@@ -54,7 +55,7 @@ def fixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("CHECKPOINT_"):
             monkeypatch.delenv(name)
-    monkeypatch.setattr(cli, "clock_now", lambda: ISSUE_AT)
+    monkeypatch.setattr(shared, "clock_now", lambda: ISSUE_AT)
 
 
 @pytest.fixture
@@ -221,7 +222,7 @@ def test_retired_key_still_verifies_and_revoked_key_does_not(
 ) -> None:
     _, token = issue_one(run)
     (entry,) = KeyStore(data_dir / "keys").keyring()
-    monkeypatch.setattr(cli, "clock_now", lambda: ISSUE_AT + 60)
+    monkeypatch.setattr(shared, "clock_now", lambda: ISSUE_AT + 60)
     assert run("keys", "retire", entry.kid).code == 0
     assert run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE).code == 0
     assert run("keys", "revoke", entry.kid).code == 0
@@ -294,7 +295,7 @@ def test_verify_bad_time(run: Runner, moment: str) -> None:
 def test_verify_at_now_uses_the_cli_clock(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
     _, token = issue_one(run)
     inside = HAJJ.opens + 7 * DAY + 12 * 3600
-    monkeypatch.setattr(cli, "clock_now", lambda: inside)
+    monkeypatch.setattr(shared, "clock_now", lambda: inside)
     for at in ("now", str(inside)):
         result = run("verify", token, "--checkpoint", "shumaisi", "--at", at, "--json")
         assert result.code == 0
@@ -646,7 +647,7 @@ def test_establishments_add(run: Runner) -> None:
 def test_sweep_cancels_unarrived_slots_once(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
     umrah = POLICY.seasons[2]
     now = umrah.opens + 30 * DAY
-    monkeypatch.setattr(cli, "clock_now", lambda: now)
+    monkeypatch.setattr(shared, "clock_now", lambda: now)
     assert (
         run(
             "establishments",

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.duplicates import EntryLog, LocalEntryLog, RedisEntryLog, check_duplicates
+from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog, check_duplicates
 from checkpoint.model import Category, Decision, Outcome, Permit
 from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy, default_policy
 from checkpoint.signing import Keyring, Signer

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from api.services import Services
-from api.settings import Settings
+from api.runtime.services import Services
+from api.runtime.settings import Settings
 from checkpoint.model import Channel, Outcome
 from issuer.issuing import IssueRequest
 from tests.redis_server import RedisServer

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import api.auth
-from api.settings import Settings
+from api.runtime.settings import Settings
 from tests.api.conftest import (
     CHECKPOINT,
     POLICY,

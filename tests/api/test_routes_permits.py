@@ -10,7 +10,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from api.routes import BATCH_ISSUE_BODY_LIMIT
+from api.routes.access import BATCH_ISSUE_BODY_LIMIT
 from tests.api.conftest import (
     IQAMA,
     IQAMA_2,

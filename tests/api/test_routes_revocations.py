@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.services import CREDENTIAL_TTL
-from api.settings import Settings
+from api.runtime.credential_cache import CREDENTIAL_TTL
+from api.runtime.settings import Settings
 from tests.api.conftest import (
     CHECKPOINT,
     IQAMA,

@@ -1,5 +1,4 @@
-"""api.services: the rate limiter, the cross-process change signal, the credential cache and
-the buffered audit of decisions."""
+"""api.runtime.services: the credential cache and the buffered audit of decisions."""
 
 from __future__ import annotations
 
@@ -8,59 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from api.services import CREDENTIAL_TTL, ChangeSignal, TokenBucket
-from api.settings import Settings
+from api.runtime.credential_cache import CREDENTIAL_TTL
+from api.runtime.settings import Settings
 from checkpoint.model import Decision, Outcome
 from issuer.errors import RegistryUnavailable
 from issuer.registry import AuditEvent
 from tests.api.conftest import CHECKPOINT, Api, FakeClock, auth, running
 from tests.postgres import throwaway_database_sync
-
-# --- TokenBucket ----------------------------------------------------------------------------
-
-
-def test_bucket_allows_the_burst_then_the_rate() -> None:
-    bucket = TokenBucket(rate=1, burst=2)
-    assert [bucket.allow("a", 10.0) for _ in range(3)] == [True, True, False]
-    assert bucket.allow("a", 10.5) is False
-    assert bucket.allow("a", 11.0) is True
-    assert bucket.allow("a", 11.0) is False
-
-
-def test_bucket_keys_are_independent() -> None:
-    bucket = TokenBucket(rate=1, burst=1)
-    assert bucket.allow("a", 0.0)
-    assert not bucket.allow("a", 0.0)
-    assert bucket.allow("b", 0.0)
-
-
-def test_bucket_never_holds_more_than_the_burst() -> None:
-    bucket = TokenBucket(rate=100, burst=3)
-    bucket.allow("a", 0.0)
-    assert [bucket.allow("a", 1000.0) for _ in range(4)] == [True, True, True, False]
-
-
-# --- ChangeSignal ---------------------------------------------------------------------------
-
-
-def test_change_signal_between_two_processes(tmp_path: Path) -> None:
-    path = tmp_path / "changes"
-    writer, reader = ChangeSignal(path), ChangeSignal(path)
-    assert not reader.changed()
-    writer.announce()
-    assert reader.changed()
-    assert not reader.changed()
-    writer.announce()
-    writer.announce()
-    assert reader.changed()
-    assert not reader.changed()
-
-
-def test_change_signal_seen_at_start_is_not_news(tmp_path: Path) -> None:
-    path = tmp_path / "changes"
-    ChangeSignal(path).announce()
-    assert not ChangeSignal(path).changed()
-
 
 # --- Services -------------------------------------------------------------------------------
 

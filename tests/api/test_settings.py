@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from api.settings import Settings, settings_from_env
+from api.runtime.settings import Settings, settings_from_env
 from checkpoint.errors import PolicyError
 from checkpoint.policy import default_policy
 from tests.conftest import ROOT

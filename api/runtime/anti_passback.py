@@ -1,5 +1,7 @@
-"""Anti-passback: after a VALID decision, refuse or flag a second entry of the same permit
-into the same zone within the policy's window (Redis `SET NX EX`, or in process)."""
+"""Anti-passback: the entry log that refuses or flags a second entry into the same zone."""
+
+# After a VALID decision, a second entry of the same permit into the same zone within the
+# policy's window is refused or flagged (Redis `SET NX EX`, or in process).
 
 from __future__ import annotations
 

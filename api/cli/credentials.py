@@ -1,104 +1,41 @@
-"""`checkpoint serve` and `checkpoint credentials`: run the service, manage API keys."""
+"""`checkpoint credentials`: create, list and disable API keys in the registry."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 
-import msgspec
-
-from api.metrics import MULTIPROCESS_ENV
-from api.services import wall_clock
-from api.settings import ENV_PREFIX, Settings
+from api.cli.shared import Commands, UserError
+from api.runtime.clock import wall_clock
+from api.runtime.settings import Settings
 from checkpoint.model import Channel
 from issuer.registry import Credential, Registry, Role
 
 ROLES: tuple[Role, ...] = ("scanner", "issuer", "admin", "border")
 
 
-class CredentialError(ValueError):
-    """A credential request that does not fit its role."""
-
-
-def prepare(settings: Settings) -> str:
-    """First-run set-up, done once before any worker starts: data directory, signing key,
-    registry schema. Returns a line saying what was found or created."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    entry, created = settings.keystore().ensure_signing_key(wall_clock())
-    asyncio.run(_migrate(settings))
-    state = "created" if created else "using"
-    return f"{state} signing key {entry.kid} in {settings.keys_dir}"
-
-
-async def _migrate(settings: Settings) -> None:
-    registry = await Registry.open(settings.registry_url)
-    await registry.close()
-
-
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """The CHECKPOINT_* variables that hand these settings to worker processes."""
-    values = msgspec.to_builtins(settings, enc_hook=str)
-    return {
-        ENV_PREFIX + name.upper(): str(value) for name, value in values.items() if value is not None
-    }
-
-
-def serve(settings: Settings) -> int:
-    """Run the HTTP service in the foreground until interrupted."""
-    import uvicorn  # noqa: PLC0415 - only this command needs the server
-
-    print(prepare(settings))
-    os.environ.update(worker_environment(settings))
-    if settings.workers > 1:
-        # Each worker writes its own metric files; /metrics adds them up.
-        metrics_dir = settings.data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        os.environ[MULTIPROCESS_ENV] = str(metrics_dir.resolve())
-    base = f"http://{settings.host}:{settings.port}"
-    print(f"Checkpoint on {base} with {settings.workers} worker(s), data in {settings.data_dir}")
-    print(f"  API docs:      {base}/schema  (OpenAPI: {base}/schema/openapi.json)")
-    print(f"  scanner API:   POST {base}/v1/verify, {base}/v1/verify/batch, {base}/v1/scan")
-    print(f"  public keys:   {base}/v1/trust   health: {base}/health  {base}/ready")
-    print("  API keys:      checkpoint credentials create --role scanner --checkpoint shumaisi")
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="info",
-        access_log=False,
-    )
-    return 0
-
-
 def create_credential(settings: Settings, args: argparse.Namespace) -> str:
     """Create a credential and return the lines to print, the API key among them (once)."""
     role = next((r for r in ROLES if r == args.role), None)
     if role is None:
-        raise CredentialError(f"unknown role {args.role!r} (one of: {', '.join(ROLES)})")
+        raise UserError(f"unknown role {args.role!r} (one of: {', '.join(ROLES)})")
     channels: list[str] = args.channel or []
     checkpoint: str | None = args.checkpoint
     establishment: str | None = args.establishment
     if role == "scanner":
         if checkpoint is None or channels:
-            raise CredentialError("a scanner credential needs --checkpoint CODE and no --channel")
+            raise UserError("a scanner credential needs --checkpoint CODE and no --channel")
         settings.load_policy().checkpoint(checkpoint)  # UnknownCheckpoint if it does not exist
     elif role == "issuer":
         if not channels or checkpoint is not None:
-            raise CredentialError(
-                "an issuer credential needs --channel (repeatable) and no --checkpoint"
-            )
+            raise UserError("an issuer credential needs --channel (repeatable) and no --checkpoint")
         for channel in channels:
             if channel not in {c.value for c in Channel}:
-                raise CredentialError(
+                raise UserError(
                     f"unknown channel {channel!r} (one of: {', '.join(c.value for c in Channel)})"
                 )
     elif channels or checkpoint is not None:
-        raise CredentialError(f"an {role} credential takes no --channel or --checkpoint")
+        raise UserError(f"an {role} credential takes no --channel or --checkpoint")
 
     async def run() -> tuple[str, str]:
         registry = await Registry.open(settings.registry_url)
@@ -112,7 +49,7 @@ def create_credential(settings: Settings, args: argparse.Namespace) -> str:
                 establishment=establishment,
             )
         except ValueError as err:  # an establishment the registry will not bind
-            raise CredentialError(str(err)) from err
+            raise UserError(str(err)) from err
         finally:
             await registry.close()
         return credential.id, key
@@ -166,3 +103,53 @@ def disable_credential(settings: Settings, credential_id: str) -> str:
 
     asyncio.run(run())
     return f"credential {credential_id} disabled"
+
+
+def cmd_credentials_create(args: argparse.Namespace, settings: Settings) -> int:
+    print(create_credential(settings, args))
+    return 0
+
+
+def cmd_credentials_list(args: argparse.Namespace, settings: Settings) -> int:
+    print(list_credentials(settings))
+    return 0
+
+
+def cmd_credentials_disable(args: argparse.Namespace, settings: Settings) -> int:
+    print(disable_credential(settings, args.credential_id))
+    return 0
+
+
+def add_commands(commands: Commands) -> None:
+    """`credentials create|list|disable`."""
+    credentials = commands.add_parser("credentials", help="create, list and disable API keys")
+    credential_commands = credentials.add_subparsers(
+        dest="credentials_command", metavar="ACTION", required=True
+    )
+    create = credential_commands.add_parser(
+        "create",
+        help="create an API key (printed once)",
+        epilog="examples: --role scanner --checkpoint shumaisi | --role issuer --channel absher "
+        "| --role issuer --channel muqeem --establishment 7001234567 | --role admin",
+    )
+    create.add_argument("--role", required=True, choices=ROLES, help="what the key may do")
+    create.add_argument("--checkpoint", help="scanners: the checkpoint code they scan at")
+    create.add_argument(
+        "--channel",
+        action="append",
+        choices=[c.value for c in Channel],
+        help="issuers: a portal they issue through (repeatable)",
+    )
+    create.add_argument(
+        "--establishment",
+        help="muqeem or nusuk issuers: the one registered establishment or Umrah company they "
+        "issue for (default: any of their channel)",
+    )
+    create.add_argument("--label", default="", help="a note, e.g. the device or portal name")
+    create.set_defaults(handler=cmd_credentials_create)
+    credential_commands.add_parser("list", help="list credentials (never their keys)").set_defaults(
+        handler=cmd_credentials_list
+    )
+    disable = credential_commands.add_parser("disable", help="disable a credential for good")
+    disable.add_argument("credential_id", help="the id shown by 'credentials list'")
+    disable.set_defaults(handler=cmd_credentials_disable)

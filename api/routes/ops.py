@@ -1,4 +1,4 @@
-"""The scanner page: GET /scan and its script and style sheet, served from the package."""
+"""Public and operations routes: trust bundle, health, readiness, metrics, the scanner page."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import functools
 from importlib import resources
 
 import msgspec
-from litestar import Response, get
+from litestar import Response, Router, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
-from api.auth import PUBLIC
-from api.routes import ServicesDep
+from api import metrics
+from api.auth import PUBLIC, roles
+from api.routes.access import ServicesDep
+from api.schemas import Health, TrustBundle
 from checkpoint.model import CATEGORY_NAMES
 from checkpoint.policy import Policy
 
@@ -78,4 +80,52 @@ async def static_file(name: FromPath[str]) -> Response[bytes]:
     return Response(_static(name), media_type=media_type, headers=PAGE_HEADERS)
 
 
-PAGE_ROUTES = [scan_page, static_file]
+@get("/v1/trust", opt=PUBLIC)
+async def trust(services: ServicesDep) -> TrustBundle:
+    """Public keys with status and signing windows, and the policy, for offline scanners."""
+    services.reload_keys()
+    policy = services.policy
+    return TrustBundle(
+        keys=list(services.verifier.keyring),
+        policy_version=policy.version,
+        policy=msgspec.to_builtins(policy),
+        revocation_seq=services.mirror.seq,
+    )
+
+
+@get("/health", opt=PUBLIC)
+async def health() -> Health:
+    """The process is alive."""
+    return Health("ok")
+
+
+@get("/ready", opt=PUBLIC)
+async def ready(services: ServicesDep) -> Response[Health]:
+    """Keys and revocations loaded and fresh: 200; otherwise 503 with the reason."""
+    now = services.clock()
+    fresh = services.mirror.is_current(now, services.policy.revocation_staleness)
+    detail: dict[str, object] = {
+        "keys": len(services.verifier.keyring),
+        "revocation_seq": services.mirror.seq,
+        "revocations_fresh": fresh,
+        "policy_version": services.policy.version,
+    }
+    if not services.loaded:
+        return Response(Health("starting", detail), status_code=503)
+    if not fresh or not services.verifier.keyring:
+        return Response(Health("degraded", detail), status_code=503)
+    return Response(Health("ready", detail))
+
+
+@get("/metrics", opt=roles("admin"), media_type="text/plain; version=0.0.4")
+async def metrics_endpoint(services: ServicesDep) -> bytes:
+    """Prometheus metrics: decisions by outcome and code, verify latency, revocation seq."""
+    metrics.REVOCATION_SEQ.set(services.mirror.seq)
+    return metrics.render()
+
+
+router = Router(
+    path="/",
+    route_handlers=[trust, health, ready, metrics_endpoint, scan_page, static_file],
+)
+"""Routes anyone may call, and the admins' metrics; each handler declares its own `opt`."""

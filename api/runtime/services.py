@@ -3,141 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-from api.duplicates import EntryLog, LocalEntryLog, RedisEntryLog
-from api.redis_sync import PUBLISH_INTERVAL, RedisRevocations, RedisUnavailable
-from api.settings import Settings
+from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog
+from api.runtime.changes import CHANGES_FILE, ChangeSignal
+from api.runtime.clock import Clock, wall_clock
+from api.runtime.credential_cache import CredentialCache
+from api.runtime.loops import EXPECTED_FAILURES, STOP_GRACE, Loops
+from api.runtime.rate_limit import TokenBucket
+from api.runtime.redis_sync import PUBLISH_INTERVAL, RedisRevocations
+from api.runtime.settings import Settings
+from api.runtime.sweep import SWEEP_INTERVAL, sweep_once
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy import Policy
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
-from issuer.errors import RegistryUnavailable
 from issuer.issuing import Issuer
-from issuer.keystore import KeyStore, write_atomically
+from issuer.keystore import KeyStore
 from issuer.registry import AuditEvent, Credential, Registry, Revocation
 
 log = logging.getLogger("checkpoint")
 
-Clock = Callable[[], int]
-CHANGES_FILE = "changes"
 SYNC_INTERVAL = 1.0
 """Seconds between background confirmations that the mirror is complete."""
 AUDIT_FLUSH_INTERVAL = 0.25
 PUBLISH_NOW_TIMEOUT = 0.5
 """Seconds a revoke call waits for Redis to take the change before answering anyway."""
-CREDENTIAL_TTL = 30
-"""Seconds a looked-up credential is trusted before it is read again."""
-
-
-def wall_clock() -> int:
-    """Unix seconds now: the one clock the service reads, once per request."""
-    return int(time.time())  # noqa: TID251 - the edge reads the clock
-
-
-class ChangeSignal:
-    """A file whose replacement tells every worker process of this data directory that
-    revocations, keys or credentials changed; checking it is one `stat`, no I/O wait.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._seen = self._stamp()
-
-    def _stamp(self) -> tuple[int, int]:
-        try:
-            info = self.path.stat()
-        except FileNotFoundError:
-            return (0, 0)
-        return (info.st_ino, info.st_mtime_ns)
-
-    def announce(self) -> None:
-        """Tell the other processes (call after the change is committed)."""
-        write_atomically(self.path, f"{os.getpid()} {time.monotonic_ns()}\n".encode())
-
-    def changed(self) -> bool:
-        """Whether someone announced a change since the last call that returned True."""
-        stamp = self._stamp()
-        if stamp == self._seen:
-            return False
-        self._seen = stamp
-        return True
-
-
-Step = Callable[[], Awaitable[None]]
-EXPECTED_FAILURES = (RegistryUnavailable, RedisUnavailable)
-STOP_GRACE = 5.0
-"""Seconds `close` waits for loops to finish their current step before cancelling them."""
-
-
-class Loops:
-    """Background loops that stop between steps, never by cancelling one mid-way: cancelling
-    SQLAlchemy's async connections in the middle of a query can leave them unusable."""
-
-    def __init__(self) -> None:
-        self.stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self, step: Step, interval: float, name: str) -> None:
-        """Run `step` every `interval` seconds (0: back to back) until `stop`."""
-        self._tasks.append(asyncio.create_task(self._run(step, interval, name), name=name))
-
-    async def _run(self, step: Step, interval: float, name: str) -> None:
-        while not await self.wait(interval):
-            try:
-                await step()
-            except EXPECTED_FAILURES as err:
-                log.warning("%s: %s", name, err)
-            except Exception:
-                log.exception("%s failed; trying again", name)
-
-    async def wait(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True when the loops are stopping."""
-        if self.stopping.is_set():
-            return True
-        if seconds <= 0:
-            return False
-        try:
-            async with asyncio.timeout(seconds):
-                await self.stopping.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def stop(self) -> None:
-        """Let each loop finish its step, then end it; cancel only what hangs past the grace."""
-        self.stopping.set()
-        if not self._tasks:
-            return
-        _, hanging = await asyncio.wait(self._tasks, timeout=STOP_GRACE)
-        for task in hanging:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-
-
-class TokenBucket:
-    """Per-credential rate limit held in process: a Redis outage can never turn it into 500s."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        """Take one token for `key` at monotonic time `now`; False when none is left."""
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1, now)
-        return True
 
 
 class Services:
@@ -161,8 +53,7 @@ class Services:
         self.issuer = Issuer(registry, keystore, policy)
         self.changes = ChangeSignal(settings.data_dir / CHANGES_FILE)
         self.limiter = TokenBucket(settings.rate_limit, settings.rate_burst)
-        self._credentials: dict[str, tuple[Credential, int]] = {}
-        self._lookups: dict[str, asyncio.Future[Credential | None]] = {}
+        self.credentials = CredentialCache(registry)
         self._audit: list[AuditEvent] = []
         self.loops = Loops()
         self._publishing: asyncio.Task[bool] | None = None
@@ -186,16 +77,25 @@ class Services:
             log.warning("created signing key %s in %s", entry.kid, settings.keys_dir)
         registry = await Registry.open(settings.registry_url)
         services = cls(settings, registry, keystore, settings.load_policy(), clock)
-        loops = services.loops
-        loops.start(services._sync_step, SYNC_INTERVAL, "revocation-sync")
-        loops.start(services.flush_audit, AUDIT_FLUSH_INTERVAL, "audit-flush")
+        services.start_loops()
         if services.redis is None:
             await services.load_revocations(now)
-        else:
-            # Not ready (/ready 503, decisions INDETERMINATE) until Redis's bitmaps are in.
-            loops.start(services.redis.publish_pending_step, PUBLISH_INTERVAL, "revocation-publish")
-            loops.start(services._tail_step, 0, "revocation-tail")
         return services
+
+    def start_loops(self) -> None:
+        """The one place this process's background loops start: revocation sync, audit
+        flush, the no-arrival sweep and, with Redis, the revocation outbox and tail."""
+        loops = self.loops
+        loops.start(self._sync_step, SYNC_INTERVAL, "revocation-sync")
+        loops.start(self.flush_audit, AUDIT_FLUSH_INTERVAL, "audit-flush")
+        if self.redis is not None:
+            # Not ready (/ready 503, decisions INDETERMINATE) until Redis's bitmaps are in.
+            loops.start(self.redis.publish_pending_step, PUBLISH_INTERVAL, "revocation-publish")
+            loops.start(self._tail_step, 0, "revocation-tail")
+        loops.start(self._sweep_step, SWEEP_INTERVAL, "no-arrival-sweep")
+
+    async def _sweep_step(self) -> None:
+        await sweep_once(self)
 
     async def _tail_step(self) -> None:
         assert self.redis is not None
@@ -253,14 +153,14 @@ class Services:
         announced a change, so the very next verification after a revoke sees it.
         With Redis, revocations arrive through its stream instead."""
         if self.changes.changed():
-            self._credentials.clear()
+            self.credentials.forget()
             self.reload_keys()
             if self.redis is None:
                 await self.catch_up(now)
 
     async def announce_change(self, now: int, revoked: Sequence[Revocation] = ()) -> None:
         """After a committed change: update this process at once, then tell the others."""
-        self._credentials.clear()
+        self.credentials.forget()
         self.reload_keys()
         if self.redis is None:
             await self.catch_up(now)
@@ -286,26 +186,8 @@ class Services:
     # --- credentials --------------------------------------------------------------------
 
     async def authenticate(self, api_key: str, now: int) -> Credential | None:
-        """The credential for an API key, cached briefly; None if unknown or disabled.
-
-        Concurrent requests with the same uncached key share one registry lookup, so an
-        expiring cache entry is not a burst of database reads.
-        """
-        digest = hashlib.sha256(api_key.encode()).hexdigest()
-        cached = self._credentials.get(digest)
-        if cached is not None and now - cached[1] < CREDENTIAL_TTL:
-            return cached[0]
-        pending = self._lookups.get(digest)
-        if pending is None:
-            pending = asyncio.ensure_future(self.registry.authenticate(api_key))
-            self._lookups[digest] = pending
-            pending.add_done_callback(lambda _: self._lookups.pop(digest, None))
-        credential = await asyncio.shield(pending)
-        if credential is None:
-            self._credentials.pop(digest, None)
-            return None
-        self._credentials[digest] = (credential, now)
-        return credential
+        """The credential for an API key, cached briefly; None if unknown or disabled."""
+        return await self.credentials.authenticate(api_key, now)
 
     # --- audit --------------------------------------------------------------------------
 

@@ -1,13 +1,11 @@
-"""Revocations through Redis: the outbox that publishes committed revocations, and the
-tail that keeps every process's in-memory mirror current.
+"""Revocation sync through Redis: the outbox that publishes, the tail that keeps mirrors current."""
 
-Layout under the key prefix: `status:{list_id}` one bitmap per status list (SETBIT, bit
-`index`), `revocations` a stream whose entry `{seq}-0` carries the previous published
-sequence number (`prev`), `published` the highest sequence number in Redis, `heartbeat`
-`{published}:{counter}` refreshed by publishers while Redis holds everything the
-registry has. A mirror is confirmed current only by a heartbeat it has caught up with,
-so a dead publisher, a frozen Redis or a lost connection all end in `revocation_stale`.
-"""
+# Layout under the key prefix: `status:{list_id}` one bitmap per status list (SETBIT, bit
+# `index`), `revocations` a stream whose entry `{seq}-0` carries the previous published
+# sequence number (`prev`), `published` the highest sequence number in Redis, `heartbeat`
+# `{published}:{counter}` refreshed by publishers while Redis holds everything the
+# registry has. A mirror is confirmed current only by a heartbeat it has caught up with,
+# so a dead publisher, a frozen Redis or a lost connection all end in `revocation_stale`.
 
 from __future__ import annotations
 

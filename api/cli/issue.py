@@ -1,0 +1,254 @@
+"""`checkpoint issue`: permits from flags or a CSV file, through the registry, with QR images."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from api.cli import shared
+from api.cli.shared import (
+    Commands,
+    UserError,
+    actor,
+    add_command,
+    open_registry,
+    parse_time,
+    progress,
+    write_qr,
+)
+from api.runtime.settings import Settings
+from checkpoint.model import Category, Channel
+from issuer.errors import IssueRefused
+from issuer.issuing import Issuer, IssueRequest, channel_of, check_eligibility
+from issuer.registry import PermitRecord
+
+
+def _request_from_flags(args: argparse.Namespace) -> IssueRequest:
+    missing = [
+        flag
+        for flag, value in [
+            ("--holder", args.holder),
+            ("--category", args.category),
+            ("--from", args.valid_from),
+            ("--until", args.valid_until),
+        ]
+        if value is None
+    ]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)} (or give --csv FILE)")
+    return _request(
+        holder=args.holder,
+        category=args.category,
+        season=args.season,
+        valid_from=args.valid_from,
+        valid_until=args.valid_until,
+        entry_points=args.entry_point or [],
+        establishment=args.establishment,
+        document_reference=args.document_reference,
+        sponsor=args.sponsor,
+        birth_date=args.birth_date,
+        companion=args.companion,
+    )
+
+
+def _request(
+    *,
+    holder: str,
+    category: str,
+    season: int,
+    valid_from: str,
+    valid_until: str,
+    entry_points: Sequence[str],
+    establishment: str | None,
+    document_reference: str | None,
+    sponsor: str | None = None,
+    birth_date: str | None = None,
+    companion: str | None = None,
+    where: str = "",
+) -> IssueRequest:
+    try:
+        Category.parse(category)
+        return msgspec.convert(
+            {
+                "holder": holder.strip(),
+                "category": category.strip(),
+                "season": season,
+                "not_before": parse_time(valid_from),
+                "expires": parse_time(valid_until),
+                "entry_points": [e.strip() for e in entry_points if e.strip()],
+                "establishment": establishment or None,
+                "document_reference": document_reference or None,
+                "sponsor": sponsor or None,
+                "birth_date": birth_date or None,
+                "companion": companion or None,
+            },
+            IssueRequest,
+        )
+    except (ValueError, msgspec.ValidationError, UserError) as err:
+        raise UserError(f"{where}{err}") from err
+
+
+CSV_COLUMNS = ("holder", "category", "season", "from", "until")
+CSV_OPTIONAL = (
+    "entry_points",
+    "establishment",
+    "document_reference",
+    "sponsor",
+    "birth_date",
+    "companion",
+)
+
+
+def _requests_from_csv(path: Path) -> list[IssueRequest]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+    reader = csv.DictReader(io.StringIO(text))
+    columns = set(reader.fieldnames or ())
+    if missing := [c for c in CSV_COLUMNS if c not in columns]:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    if unknown := columns - set(CSV_COLUMNS) - set(CSV_OPTIONAL):
+        raise UserError(f"{path}: unknown column(s) {', '.join(sorted(unknown))}")
+    requests = []
+    for line, row in enumerate(reader, start=2):
+        where = f"{path}:{line}: "
+        try:
+            season = int(row["season"])
+        except (TypeError, ValueError):
+            raise UserError(f"{where}season must be a number") from None
+        requests.append(
+            _request(
+                holder=row["holder"] or "",
+                category=row["category"] or "",
+                season=season,
+                valid_from=row["from"] or "",
+                valid_until=row["until"] or "",
+                entry_points=(row.get("entry_points") or "").replace(";", " ").split(),
+                establishment=row.get("establishment"),
+                document_reference=row.get("document_reference"),
+                sponsor=row.get("sponsor"),
+                birth_date=row.get("birth_date"),
+                companion=row.get("companion"),
+                where=where,
+            )
+        )
+    if not requests:
+        raise UserError(f"{path}: no rows to issue")
+    return requests
+
+
+async def issue_permits(settings: Settings, requests: Sequence[IssueRequest]) -> list[PermitRecord]:
+    """Issue through the registry, one all-or-nothing batch per channel; rows keep their order."""
+    now = shared.clock_now()
+    policy = settings.load_policy()
+    # Check every row first: the batches per channel commit separately, and a refusal must
+    # leave nothing issued (and no key created).
+    for position, request in enumerate(requests):
+        try:
+            check_eligibility(request, channel_of(Category.parse(request.category)), policy, now)
+        except IssueRefused as refusal:
+            refusal.item = position
+            raise
+    keystore = settings.keystore()
+    entry, created = keystore.ensure_signing_key(now)
+    if created:
+        print(f"created signing key {entry.kid} in {settings.keys_dir}", file=sys.stderr)
+    by_channel: dict[Channel, list[int]] = {}
+    for position, request in enumerate(requests):
+        by_channel.setdefault(channel_of(Category.parse(request.category)), []).append(position)
+    registry = await open_registry(settings)
+    try:
+        issuer = Issuer(registry, keystore, policy)
+        issued: dict[int, PermitRecord] = {}
+        for channel, positions in by_channel.items():
+            try:
+                records = await issuer.issue(
+                    [requests[p] for p in positions], channel=channel, actor=actor(), now=now
+                )
+            except IssueRefused as refusal:
+                if refusal.item is not None:
+                    refusal.item = positions[refusal.item]
+                raise
+            issued.update(zip(positions, records, strict=True))
+        return [issued[p] for p in range(len(requests))]
+    finally:
+        await registry.close()
+
+
+def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
+    if args.csv is not None:
+        if args.output is None:
+            raise UserError("--csv needs --output DIR for the tokens and QR images")
+        requests = _requests_from_csv(args.csv)
+    else:
+        requests = [_request_from_flags(args)]
+    try:
+        records = asyncio.run(issue_permits(settings, requests))
+    except IssueRefused as refusal:
+        if args.csv is not None and refusal.item is not None:
+            raise UserError(
+                f"{args.csv}:{refusal.item + 2}: {refusal.code}: {refusal.message_en} "
+                "(nothing was issued)"
+            ) from refusal
+        raise
+    if args.output is None:
+        (record,) = records
+        print(f"issued permit {record.permit_id}")
+        print(record.token)
+        return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+    index_path = args.output / "permits.csv"
+    with index_path.open("w", newline="", encoding="utf-8") as index:
+        writer = csv.writer(index)
+        writer.writerow(["permit_id", "holder", "category", "token", "qr"])
+        for i in progress(records, sys.stderr, "writing QR images"):
+            record = records[i]
+            qr_path = args.output / f"permit-{record.permit_id}.png"
+            write_qr(record.token, qr_path)
+            writer.writerow(
+                [record.permit_id, record.holder, record.category.slug, record.token, qr_path.name]
+            )
+    print(f"issued {len(records)} permit(s); tokens in {index_path}, QR images beside it")
+    return 0
+
+
+def add_commands(commands: Commands) -> None:
+    """`issue`, from flags or --csv."""
+    issue = add_command(
+        commands,
+        "issue",
+        cmd_issue,
+        "issue permits from flags, or from a CSV file with a progress bar",
+        epilog=f"CSV columns: {', '.join(CSV_COLUMNS)}, optional {', '.join(CSV_OPTIONAL)} "
+        "(entry point codes separated by spaces or ';'). Times without an offset are "
+        "Riyadh time.",
+    )
+    issue.add_argument("--holder", help="national ID, iqama or passport number")
+    issue.add_argument("--category", help=f"one of: {', '.join(c.slug for c in Category)}")
+    issue.add_argument("--season", type=int, default=1, help="season id (default 1)")
+    issue.add_argument("--from", dest="valid_from", help="valid from (e.g. 2027-04-10)")
+    issue.add_argument("--until", dest="valid_until", help="valid until (e.g. 2027-05-20)")
+    issue.add_argument(
+        "--entry-point", action="append", help="limit to this checkpoint code (repeatable)"
+    )
+    issue.add_argument("--establishment", help="establishment id (Muqeem permits)")
+    issue.add_argument(
+        "--document-reference",
+        help="citizens: supporting document; premium residency / investor: residency or "
+        "licence reference; seasonal workers: visa number; contract workers: contract",
+    )
+    issue.add_argument("--sponsor", help="domestic workers, dependents: sponsor's ID or iqama")
+    issue.add_argument("--birth-date", help="Umrah and Rawdah: the pilgrim's birth date")
+    issue.add_argument("--companion", help="pilgrims under 18: the companion's permit id")
+    issue.add_argument("--csv", type=Path, help="issue one permit per row of this file")
+    issue.add_argument("-o", "--output", type=Path, help="write tokens and QR PNGs here")

@@ -1,0 +1,35 @@
+"""`checkpoint serve`: run the HTTP service in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+
+import msgspec
+
+from api.cli.shared import Commands
+from api.runtime import serve
+from api.runtime.settings import Settings
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    settings = msgspec.structs.replace(
+        settings,
+        **{
+            name: value
+            for name, value in [("host", args.host), ("port", args.port), ("workers", args.workers)]
+            if value is not None
+        },
+    )
+    return serve.serve(settings)
+
+
+def add_commands(commands: Commands) -> None:
+    """`serve`."""
+    serve_help = (
+        "run the HTTP service (SQLite registry, keys created on first run, no Redis needed)"
+    )
+    serve_parser = commands.add_parser("serve", help=serve_help, description=serve_help)
+    serve_parser.set_defaults(handler=cmd_serve)
+    serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port (default 8000)")
+    serve_parser.add_argument("--workers", type=int, help="worker processes (default 1)")

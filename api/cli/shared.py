@@ -1,0 +1,138 @@
+"""Shared by the command modules: the clock, times, errors, decisions and QR files as text."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TextIO, TypeAlias
+
+from api.runtime.settings import Settings
+from checkpoint.model import CATEGORY_NAMES, Category, Decision, Outcome
+from checkpoint.verify import Verifier
+from issuer.qr import qr_png, qr_svg
+from issuer.registry import Registry
+
+RIYADH = dt.timezone(dt.timedelta(hours=3), "Asia/Riyadh")
+EXIT_USAGE = 2
+EXIT_REFUSED = 1
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What a command module adds its commands to."""
+
+
+class UserError(Exception):
+    """A mistake of the person at the keyboard: shown as one line, exit status 2."""
+
+
+def clock_now() -> int:
+    """The one place the command line reads the clock (call it as `shared.clock_now()`,
+    so tests can set the time here)."""
+    return int(time.time())  # noqa: TID251 - the edge reads the clock and passes `now` on
+
+
+def parse_time(text: str) -> dt.datetime:
+    """`now`, Unix seconds, a date, or an ISO time; without an offset it is Riyadh time."""
+    text = text.strip()
+    if text == "now":
+        return dt.datetime.fromtimestamp(clock_now(), dt.UTC)
+    if text.isdigit():
+        return dt.datetime.fromtimestamp(int(text), dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"cannot read the time {text!r}: use 2027-05-01T12:00, 2027-05-01, "
+            "2027-05-01T09:00Z, Unix seconds or 'now'"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=RIYADH)
+
+
+def at_or_now(at: str | None) -> int:
+    """The `--at` flag as Unix seconds, or now."""
+    return int(parse_time(at).timestamp()) if at else clock_now()
+
+
+def show_time(seconds: int) -> str:
+    """A Unix time as Riyadh local time, with its offset."""
+    return dt.datetime.fromtimestamp(seconds, RIYADH).strftime("%Y-%m-%d %H:%M %z")
+
+
+def actor() -> str:
+    """Who the registry records as acting: this user at the command line."""
+    return f"cli:{getpass.getuser()}"
+
+
+def format_decision(decision: Decision) -> str:
+    """A decision as a person reads it."""
+    mark = {
+        Outcome.VALID: "ACCEPT",
+        Outcome.INVALID: "REJECT",
+        Outcome.INDETERMINATE: "MANUAL CHECK",
+    }[decision.outcome]
+    lines = [
+        f"{mark}  ({decision.outcome}, {decision.code})",
+        f"  {decision.message_en}",
+        f"  {decision.message_ar}",
+        f"  checkpoint {decision.checkpoint} at {show_time(decision.checked_at)}, "
+        f"policy {decision.policy_version}",
+    ]
+    if decision.permit is not None:
+        p = decision.permit
+        name_en, name_ar = CATEGORY_NAMES[Category.parse(p.category)]
+        lines += [
+            f"  permit {p.permit_id}: holder {p.holder_masked}, {name_en} / {name_ar}, "
+            f"season {p.season}",
+            f"  valid {show_time(p.not_before)} to {show_time(p.expires)}",
+        ]
+    return "\n".join(lines)
+
+
+def write_qr(token: str, path: Path) -> None:
+    """Write the token's QR as PNG or SVG, chosen by the file's suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".svg"):
+        raise UserError(f"{path}: the QR file must end in .png or .svg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(qr_png(token) if suffix == ".png" else qr_svg(token))
+
+
+def progress(items: Sequence[object], out: TextIO, label: str) -> Iterator[int]:
+    """Yield indexes while drawing a progress bar on `out` (a terminal or a log)."""
+    total = len(items)
+    width = 30
+    for done in range(total):
+        yield done
+        filled = width * (done + 1) // total
+        out.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done + 1}/{total}")
+        out.flush()
+    if total:
+        out.write("\n")
+
+
+async def open_registry(settings: Settings) -> Registry:
+    """The deployment's registry (close it when done)."""
+    return await Registry.open(settings.registry_url)
+
+
+async def load_verifier(settings: Settings, now: int) -> Verifier:
+    """A verifier over this deployment's keys, policy and committed revocations."""
+    registry = await open_registry(settings)
+    try:
+        mirror = await registry.load_mirror(now)
+    finally:
+        await registry.close()
+    return Verifier(settings.keystore().keyring(), settings.load_policy(), mirror)
+
+
+def add_command(
+    commands: Commands, name: str, handler: Handler, help_text: str, **kwargs: object
+) -> argparse.ArgumentParser:
+    """A top-level command with the same text as its help line and its description."""
+    sub = commands.add_parser(name, help=help_text, description=help_text, **kwargs)  # type: ignore[arg-type]
+    sub.set_defaults(handler=handler)
+    return sub

@@ -1,0 +1,87 @@
+"""Shared by the route modules: the Services dependency, body limits, permit access checks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import HeaderParameter
+
+from api.auth import credential_of
+from api.runtime.services import Services
+from checkpoint.model import Category, Channel, parse_permit_id
+from issuer.errors import ChannelNotAllowed, EstablishmentNotAllowed, IssueRefused, PermitNotFound
+from issuer.issuing import IssueRequest, channel_of
+from issuer.registry import Credential, PermitRecord
+
+DEFAULT_BODY_LIMIT = 64 * 1024
+VERIFY_BODY_LIMIT = 4 * 1024
+BATCH_VERIFY_BODY_LIMIT = 512 * 1024
+ISSUE_BODY_LIMIT = 16 * 1024
+BATCH_ISSUE_BODY_LIMIT = 1024 * 1024
+SCAN_BODY_LIMIT = 2 * 1024 * 1024
+ADMIN_BODY_LIMIT = 4 * 1024
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=8,
+        max_length=128,
+        description="a retried request with the same key returns the same permits",
+    ),
+]
+
+ServicesDep = NamedDependency[Services]
+"""How a handler asks for this process's Services."""
+
+
+def services_of(state: State) -> Services:
+    """Dependency: this process's Services."""
+    services: Services = state.services
+    return services
+
+
+def scanner_checkpoint(credential: Credential) -> str:
+    """A scanner's checkpoint comes from its credential, never from the request."""
+    if credential.checkpoint is None:
+        raise PermissionDeniedException("this scanner credential is bound to no checkpoint")
+    return credential.checkpoint
+
+
+def channel_for(credential: Credential, request: IssueRequest, position: int | None) -> Channel:
+    """The channel of a permit this credential may issue: one of its channels and, for a
+    credential bound to an establishment or Umrah company, for that one only."""
+    channel = channel_of(Category.parse(request.category))
+    refusal: IssueRefused | None = None
+    if credential.role != "admin" and channel not in credential.channels:
+        refusal = ChannelNotAllowed(f"{channel} permits need a {channel} issuer credential")
+    elif credential.establishment not in (None, request.establishment):
+        refusal = EstablishmentNotAllowed(f"this credential issues for {credential.establishment}")
+    if refusal is not None:
+        refusal.item = position
+        raise refusal
+    return channel
+
+
+async def permit_for(
+    request: Request[Any, Any, Any], services: Services, permit_id: str
+) -> PermitRecord:
+    """The permit `permit_id` as this request's credential may see it: of one of its channels
+    (admins: any) and its establishment; any other is PermitNotFound, as if it did not exist."""
+    try:
+        list_id, index = parse_permit_id(permit_id)
+    except ValueError as err:
+        raise NotFoundException(str(err)) from err
+    record = await services.registry.get_permit(list_id, index)
+    if record is None:
+        raise PermitNotFound(permit_id)
+    credential = credential_of(request)
+    if credential.role != "admin" and record.channel not in credential.channels:
+        raise PermitNotFound(permit_id)  # another channel's permits are not even listed
+    if credential.establishment not in (None, record.establishment):
+        raise PermitNotFound(permit_id)  # nor another establishment's
+    return record

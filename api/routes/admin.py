@@ -1,0 +1,134 @@
+"""Admin routes: revocations (issuers: one own permit), signing keys, establishments."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Router, get, post
+from litestar.exceptions import ClientException, PermissionDeniedException
+from litestar.params import FromPath, JSONBody, Parameter
+from litestar.status_codes import HTTP_200_OK
+from msgspec import Meta
+
+from api import metrics
+from api.auth import credential_of, roles
+from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
+from api.schemas import KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
+from checkpoint.policy import CompanyClass
+from issuer.issuing import EstablishmentId
+from issuer.records import Establishment, EstablishmentChannel, register_establishment
+from issuer.registry import Revocation
+
+City = Annotated[str, Meta(pattern=r"^[a-z][a-z-]{1,39}$", description="e.g. makkah, jeddah")]
+
+
+class EstablishmentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A Muqeem establishment, or (channel `nusuk`) an Umrah company, to register."""
+
+    id: EstablishmentId
+    channel: EstablishmentChannel
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    city: City
+    company_class: CompanyClass | None = None
+    """Umrah companies only; a newly licensed company starts in the policy's class (C)."""
+
+
+@post("/revocations", opt=roles("admin", "issuer"), request_max_body_size=ADMIN_BODY_LIMIT)
+async def revoke(
+    request: Request[Any, Any, Any], data: JSONBody[RevokeRequest], services: ServicesDep
+) -> RevocationList:
+    """Withdraw a permit, all of a holder's, or all of an establishment's (issuers: one
+    permit of their own channel). Answers only after the revocation is committed."""
+    targets = [t for t in (data.permit_id, data.holder, data.establishment) if t is not None]
+    if len(targets) != 1:
+        raise ClientException(
+            "name exactly one of permit_id, holder, establishment", status_code=422
+        )
+    credential = credential_of(request)
+    now = services.clock()
+    registry = services.registry
+    revocations: list[Revocation]
+    if data.permit_id is not None:
+        record = await permit_for(request, services, data.permit_id)
+        revocations = [
+            await registry.revoke_permit(
+                record.list_id, record.idx, reason=data.reason, actor=credential.id, at=now
+            )
+        ]
+    elif credential.role != "admin":
+        raise PermissionDeniedException("only an admin revokes by holder or establishment")
+    elif data.holder is not None:
+        revocations = await registry.revoke_holder(
+            data.holder, reason=data.reason, actor=credential.id, at=now
+        )
+    else:
+        assert data.establishment is not None
+        revocations = await registry.revoke_establishment(
+            data.establishment, reason=data.reason, actor=credential.id, at=now
+        )
+    await services.announce_change(now, revocations)
+    metrics.REVOCATION_SEQ.set(services.mirror.seq)
+    return RevocationList([RevocationView.of(r) for r in revocations], services.mirror.seq)
+
+
+@get("/revocations", opt=roles("admin"))
+async def list_revocations(
+    services: ServicesDep,
+    after_seq: Annotated[int, Parameter(ge=0, description="only revocations after this seq")] = 0,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 1000,
+) -> RevocationList:
+    """Committed revocations in sequence order, for audits and catching up."""
+    revocations = await services.registry.revocations_after(after_seq, limit=limit)
+    last = revocations[-1].seq if revocations else after_seq
+    return RevocationList([RevocationView.of(r) for r in revocations], last)
+
+
+@post(
+    "/keys/{kid:str}/revoke",
+    opt=roles("admin"),
+    status_code=HTTP_200_OK,
+    request_max_body_size=ADMIN_BODY_LIMIT,
+)
+async def revoke_key(
+    request: Request[Any, Any, Any],
+    kid: FromPath[str],
+    data: JSONBody[KeyRevokeRequest],
+    services: ServicesDep,
+) -> dict[str, str]:
+    """Withdraw a signing key: every permit it signed is rejected from the next scan on."""
+    now = services.clock()
+    entry = services.keystore.revoke(kid, now)
+    await services.registry.audit(
+        actor=credential_of(request).id,
+        action="key_change",
+        code="key_revoked",
+        detail={"kid": kid, "reason": data.reason},
+        at=now,
+    )
+    await services.announce_change(now)
+    return {"kid": entry.kid, "status": str(entry.status)}
+
+
+@post("/establishments", opt=roles("admin"), request_max_body_size=ADMIN_BODY_LIMIT)
+async def register(
+    request: Request[Any, Any, Any], data: JSONBody[EstablishmentRequest], services: ServicesDep
+) -> Establishment:
+    """Register an establishment with its city, or an Umrah company with its class."""
+    if data.channel != "nusuk" and data.company_class is not None:
+        raise ClientException("only an Umrah company (channel nusuk) has a class", status_code=422)
+    return await register_establishment(
+        services.registry,
+        establishment_id=data.id,
+        channel=data.channel,
+        name=data.name,
+        city=data.city,
+        company_class=data.company_class,
+        rules=services.policy.rules,
+        actor=credential_of(request).id,
+        at=services.clock(),
+    )
+
+
+router = Router(path="/v1", route_handlers=[revoke, list_revocations, revoke_key, register])
+"""The admins' routes; each handler declares its own roles (the router declares none)."""

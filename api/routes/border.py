@@ -1,0 +1,64 @@
+"""Border routes: the border feed's entries into and exits from the Kingdom."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Router, post
+from litestar.exceptions import ClientException
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK
+
+from api.auth import credential_of, roles
+from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep
+from checkpoint.model import HolderId
+from issuer.issuing import AwareTime, unix
+from issuer.records import Stay, record_arrival, record_departure
+
+
+class BorderReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An entry into or an exit from the Kingdom."""
+
+    holder: HolderId
+    at: AwareTime | None = None
+    """When the border was crossed, if the feed reports it late; default: now."""
+
+
+def _crossed(data: BorderReport, now: int) -> int:
+    if data.at is None:
+        return now
+    if unix(data.at) > now:
+        raise ClientException("`at` is in the future", status_code=422)
+    return unix(data.at)
+
+
+@post("/arrivals", opt=roles("border", "admin"), request_max_body_size=ADMIN_BODY_LIMIT)
+async def arrival(
+    request: Request[Any, Any, Any], data: JSONBody[BorderReport], services: ServicesDep
+) -> Stay:
+    """Record an entry into the Kingdom (a repeated report returns the open stay)."""
+    at = _crossed(data, services.clock())
+    return await record_arrival(
+        services.registry, data.holder, actor=credential_of(request).id, at=at
+    )
+
+
+@post(
+    "/departures",
+    opt=roles("border", "admin"),
+    status_code=HTTP_200_OK,
+    request_max_body_size=ADMIN_BODY_LIMIT,
+)
+async def departure(
+    request: Request[Any, Any, Any], data: JSONBody[BorderReport], services: ServicesDep
+) -> Stay:
+    """Record the exit that ends a stay; 409 `not_arrived` if no entry is recorded before it."""
+    at = _crossed(data, services.clock())
+    return await record_departure(
+        services.registry, data.holder, actor=credential_of(request).id, at=at
+    )
+
+
+router = Router(path="/v1", route_handlers=[arrival, departure])
+"""The border feed's routes; each handler declares its own roles (the router declares none)."""

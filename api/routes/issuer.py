@@ -1,0 +1,197 @@
+"""Issuer routes: issue permits (one or a batch), read them, their QR codes and cards, amend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.exceptions import ClientException, ServiceUnavailableException
+from litestar.params import FromPath, JSONBody
+
+from api import metrics
+from api.auth import credential_of, roles
+from api.routes.access import (
+    BATCH_ISSUE_BODY_LIMIT,
+    ISSUE_BODY_LIMIT,
+    IdempotencyKey,
+    ServicesDep,
+    channel_for,
+    permit_for,
+)
+from api.runtime.services import Services
+from api.schemas import IssueBatchRequest, PermitList, PermitView
+from checkpoint.model import Permit
+from checkpoint.policy import Policy
+from issuer.card import CardUnavailable, card_pdf, card_png
+from issuer.errors import IssueRefused, PermitNotActive
+from issuer.issuing import IssueRequest
+from issuer.qr import qr_png, qr_svg
+from issuer.registry import IdempotencyClaim, PermitRecord, request_hash
+
+Render = Callable[[Permit, str, Policy], bytes]
+CARD_FORMATS: dict[str, tuple[Render, str]] = {
+    "png": (card_png, "image/png"),
+    "pdf": (card_pdf, "application/pdf"),
+}
+ISSUER_ROLES = roles("issuer", "admin")
+"""`opt` of the routes that read or change one permit: its channel's issuers, and admins."""
+
+
+async def _issue(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    permits: list[IssueRequest],
+    idempotency_key: str | None,
+    body: object,
+) -> list[PermitRecord]:
+    credential = credential_of(request)
+    channels = {channel_for(credential, p, i) for i, p in enumerate(permits)}
+    if len(channels) != 1:
+        raise ClientException("a batch holds permits of one channel only", status_code=422)
+    claim = (
+        None
+        if idempotency_key is None
+        else IdempotencyClaim(credential.id, idempotency_key, request_hash(body))
+    )
+    records = await services.issuer.issue(
+        permits,
+        channel=channels.pop(),
+        actor=credential.id,
+        now=services.clock(),
+        idempotency=claim,
+    )
+    metrics.PERMITS_ISSUED.inc(len(records))
+    return records
+
+
+@post("/", opt=roles("issuer"), request_max_body_size=ISSUE_BODY_LIMIT)
+async def issue_permit(
+    request: Request[Any, Any, Any],
+    data: JSONBody[IssueRequest],
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> PermitView:
+    """Issue one permit through the credential's channel (201; a retried key answers the same)."""
+    try:
+        (record,) = await _issue(request, services, [data], idempotency_key, data)
+    except IssueRefused as refusal:
+        refusal.item = None  # one permit: there is no batch position to name
+        raise
+    return PermitView.of(record)
+
+
+@post("/batch", opt=roles("issuer"), request_max_body_size=BATCH_ISSUE_BODY_LIMIT)
+async def issue_batch(
+    request: Request[Any, Any, Any],
+    data: JSONBody[IssueBatchRequest],
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> PermitList:
+    """Issue up to 1000 permits all-or-nothing: a refusal names the item and stores nothing."""
+    records = await _issue(request, services, data.permits, idempotency_key, data)
+    return PermitList([PermitView.of(r) for r in records])
+
+
+@get("/{permit_id:str}", opt=ISSUER_ROLES)
+async def get_permit(
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
+) -> PermitView:
+    """A permit of one of the credential's channels (admins see all)."""
+    return PermitView.of(await permit_for(request, services, permit_id))
+
+
+@get("/{permit_id:str}/qr.png", opt=ISSUER_ROLES, media_type="image/png")
+async def get_permit_png(
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
+) -> bytes:
+    """The permit's QR code as PNG."""
+    return qr_png((await permit_for(request, services, permit_id)).token)
+
+
+@get("/{permit_id:str}/qr.svg", opt=ISSUER_ROLES, media_type="image/svg+xml")
+async def get_permit_svg(
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
+) -> bytes:
+    """The permit's QR code as SVG."""
+    return qr_svg((await permit_for(request, services, permit_id)).token)
+
+
+async def _card(
+    request: Request[Any, Any, Any],
+    services: Services,
+    permit_id: str,
+    extension: str,
+) -> Response[bytes]:
+    render, media_type = CARD_FORMATS[extension]
+    record = await permit_for(request, services, permit_id)
+    if record.state != "active":
+        # A printed card outlives any screen: never print one for a withdrawn permit.
+        raise PermitNotActive(f"{record.permit_id} is {record.state}")
+    try:
+        # A 300-dpi page takes tens of milliseconds to draw and compress: off the event loop.
+        body = await asyncio.to_thread(render, record.permit, record.token, services.policy)
+    except CardUnavailable as err:
+        raise ServiceUnavailableException(str(err)) from err
+    return Response(
+        body,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'inline; filename="permit-{record.permit_id}.{extension}"',
+            # The card shows a holder's ID number: keep it out of shared caches.
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@get("/{permit_id:str}/card.png", opt=ISSUER_ROLES, media_type="image/png")
+async def get_permit_card_png(
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
+) -> Response[bytes]:
+    """The permit's printable A6 card as a 300-dpi PNG (QR, holder, category, validity)."""
+    return await _card(request, services, permit_id, "png")
+
+
+@get("/{permit_id:str}/card.pdf", opt=ISSUER_ROLES, media_type="application/pdf")
+async def get_permit_card_pdf(
+    request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
+) -> Response[bytes]:
+    """The permit's printable card as a one-page A6 PDF."""
+    return await _card(request, services, permit_id, "pdf")
+
+
+@post("/{permit_id:str}/amend", opt=ISSUER_ROLES, request_max_body_size=ISSUE_BODY_LIMIT)
+async def amend(
+    request: Request[Any, Any, Any],
+    permit_id: FromPath[str],
+    data: JSONBody[IssueRequest],
+    services: ServicesDep,
+) -> PermitView:
+    """Replace a permit of the credential's channel (a changed programme): the old one is
+    cancelled and the new one issued in one transaction; the answer is the new permit."""
+    old = await permit_for(request, services, permit_id)
+    channel_for(credential_of(request), data, None)  # the new permit, too, must be its own
+    now = services.clock()
+    revocation, record = await services.issuer.amend(
+        old, data, actor=credential_of(request).id, now=now
+    )
+    await services.announce_change(now, [revocation])
+    metrics.PERMITS_ISSUED.inc()
+    return PermitView.of(record)
+
+
+router = Router(
+    path="/v1/permits",
+    route_handlers=[
+        issue_permit,
+        issue_batch,
+        get_permit,
+        get_permit_png,
+        get_permit_svg,
+        get_permit_card_png,
+        get_permit_card_pdf,
+        amend,
+    ],
+)
+"""The issuing portals' routes; each handler declares its own roles (the router declares none)."""

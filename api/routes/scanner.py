@@ -1,0 +1,149 @@
+"""Scanner routes: verify one token or a batch, scan a camera frame, fetch a status list."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Annotated, Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.exceptions import ClientException
+from litestar.params import JSONBody, PathParameter
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_304_NOT_MODIFIED,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+)
+
+from api import metrics
+from api.auth import credential_of, roles
+from api.routes.access import (
+    BATCH_VERIFY_BODY_LIMIT,
+    SCAN_BODY_LIMIT,
+    VERIFY_BODY_LIMIT,
+    ServicesDep,
+    scanner_checkpoint,
+)
+from api.runtime.anti_passback import check_duplicates
+from api.schemas import (
+    ScanResponse,
+    StatusListBundle,
+    VerifyBatchRequest,
+    VerifyBatchResponse,
+    VerifyRequest,
+)
+from checkpoint.model import Decision
+from checkpoint.statuslist import StatusList
+
+SCAN_MEDIA_TYPES = frozenset({"image/jpeg", "image/png"})
+MAX_IMAGE_PIXELS = 16_000_000
+
+
+async def _decide(
+    services: ServicesDep, request: Request[Any, Any, Any], tokens: list[str]
+) -> list[Decision]:
+    credential = credential_of(request)
+    now = services.clock()
+    await services.refresh_if_changed(now)
+    with metrics.VERIFY_SECONDS.time():
+        decisions = services.verifier.verify_batch(tokens, scanner_checkpoint(credential), now)
+    decisions = await check_duplicates(decisions, services.verifier.policy, services.entry_log)
+    for decision in decisions:
+        metrics.DECISIONS.labels(decision.outcome, decision.code).inc()
+        services.audit_decision(decision, credential.id)
+    return decisions
+
+
+@post(
+    "/verify",
+    opt=roles("scanner"),
+    status_code=HTTP_200_OK,
+    request_max_body_size=VERIFY_BODY_LIMIT,
+)
+async def verify_token(
+    request: Request[Any, Any, Any], data: JSONBody[VerifyRequest], services: ServicesDep
+) -> Decision:
+    """Verify one token at the scanner's checkpoint. A refused token is a 200 with its decision."""
+    (decision,) = await _decide(services, request, [data.token])
+    return decision
+
+
+@post(
+    "/verify/batch",
+    opt=roles("scanner"),
+    status_code=HTTP_200_OK,
+    request_max_body_size=BATCH_VERIFY_BODY_LIMIT,
+)
+async def verify_batch(
+    request: Request[Any, Any, Any], data: JSONBody[VerifyBatchRequest], services: ServicesDep
+) -> VerifyBatchResponse:
+    """Verify up to 500 tokens at the scanner's checkpoint, decisions in order."""
+    return VerifyBatchResponse(await _decide(services, request, data.tokens))
+
+
+def read_qr(image_bytes: bytes) -> str | None:
+    """The text of the first QR code in a JPEG or PNG, or None; ValueError if not an image."""
+    import zxingcpp  # noqa: PLC0415 - a heavy native import, only this route needs it
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as image:
+            image.load()
+            results = zxingcpp.read_barcodes(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as err:
+        raise ValueError(str(err)) from err
+    return results[0].text if results else None
+
+
+@post("/scan", opt=roles("scanner"), status_code=HTTP_200_OK, request_max_body_size=SCAN_BODY_LIMIT)
+async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> ScanResponse:
+    """Read the QR code in a camera frame (JPEG or PNG body), then verify it."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in SCAN_MEDIA_TYPES:
+        raise ClientException(
+            "send the frame as image/jpeg or image/png", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE
+        )
+    body = await request.body()
+    try:
+        text = await asyncio.to_thread(read_qr, body)
+    except ValueError as err:
+        raise ClientException(
+            f"the body is not a readable {media_type} image", status_code=422
+        ) from err
+    if text is None:
+        return ScanResponse(
+            found=False,
+            code="no_qr_found",
+            message_en="No QR code in the picture: hold the permit steady in the frame.",
+            message_ar="لا يوجد رمز QR في الصورة: ثبّت التصريح داخل الإطار.",
+        )
+    (decision,) = await _decide(services, request, [text])
+    return ScanResponse(
+        found=True,
+        code=decision.code,
+        message_en=decision.message_en,
+        message_ar=decision.message_ar,
+        decision=decision,
+    )
+
+
+@get("/status-lists/{list_id:int}", opt=roles("scanner", "admin"))
+async def status_list(
+    request: Request[Any, Any, Any],
+    list_id: Annotated[int, PathParameter(ge=0, le=0xFFFF)],
+    services: ServicesDep,
+) -> Response[StatusListBundle | bytes]:
+    """The revocation bitmap of one status list for offline scanners, with an ETag:
+    `If-None-Match` with the current one answers 304 and no body."""
+    seq = services.mirror.seq
+    etag = f'"{list_id}.{seq}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
+    status = services.mirror.lists.get(list_id) or StatusList(list_id)
+    return Response(StatusListBundle(list_id, seq, status.export()), headers=headers)
+
+
+router = Router(path="/v1", route_handlers=[verify_token, verify_batch, scan_image, status_list])
+"""The scanner's routes; each handler declares its own roles (the router declares none)."""

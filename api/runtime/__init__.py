@@ -1,0 +1,1 @@
+"""The process runtime: per-process resources, background loops, settings and the launcher."""
