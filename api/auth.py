@@ -14,7 +14,7 @@ from litestar.exceptions import (
 from litestar.handlers.base import BaseRouteHandler
 
 from api.runtime.services import Services
-from issuer.registry import Credential
+from issuer.store.credentials import Credential
 
 PUBLIC = {"public": True}
 """`opt` of a route anyone may call (health, the public key set, the docs)."""

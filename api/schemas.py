@@ -10,8 +10,10 @@ from msgspec import Meta
 from checkpoint.model import Decision, HolderId
 from checkpoint.signing import KeyEntry
 from checkpoint.statuslist import TokenStatusList
-from issuer.issuing import EstablishmentId, IssueRequest
-from issuer.registry import AuditEntry, PermitRecord, Revocation
+from issuer.eligibility import EstablishmentId, IssueRequest
+from issuer.store.audit import AuditEntry
+from issuer.store.permits import PermitRecord
+from issuer.store.revocations import Revocation
 
 MAX_BATCH_PERMITS = 1000
 MAX_BATCH_TOKENS = 500

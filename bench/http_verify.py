@@ -68,6 +68,7 @@ from api.runtime.services import Services
 from api.runtime.settings import Settings, settings_from_env
 from api.schemas import VerifyRequest
 from checkpoint.policy import DEFAULT_POLICY_RESOURCE, load_policy
+from issuer.store.credentials import create_credential
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0
@@ -583,9 +584,10 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
     from sqlalchemy import insert  # noqa: PLC0415
 
     from checkpoint.model import Channel  # noqa: PLC0415
-    from issuer.issuing import Issuer, IssueRequest, check_eligibility  # noqa: PLC0415
-    from issuer.registry import Registry  # noqa: PLC0415
-    from issuer.schema import stays  # noqa: PLC0415
+    from issuer.eligibility import IssueRequest, check_eligibility  # noqa: PLC0415
+    from issuer.issuing import Issuer, store_drafts  # noqa: PLC0415
+    from issuer.store.registry import Registry  # noqa: PLC0415
+    from issuer.store.schema import stays  # noqa: PLC0415
 
     now = _now()
     policy = settings.load_policy()
@@ -609,18 +611,29 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
     ]
     registry = await Registry.open(settings.registry_url)
     try:
-        _, key = await registry.create_credential(
-            role="scanner", checkpoint=CHECKPOINT, label="bench/http_verify", created_at=now
+        _, key = await create_credential(
+            registry,
+            role="scanner",
+            checkpoint=CHECKPOINT,
+            label="bench/http_verify",
+            created_at=now,
         )
         drafts = [check_eligibility(r, Channel.NUSUK, policy, now) for r in requests]
         signer, entry = Issuer(registry, settings.keystore(), policy).signing_key(now)
-        records = await registry.issue(
-            drafts, lambda permit: signer.sign_permit(permit, entry), kid=entry.kid, actor="bench"
-        )
+        async with registry.write() as conn:
+            records = await store_drafts(
+                conn,
+                drafts,
+                sign=lambda permit: signer.sign_permit(permit, entry),
+                kid=entry.kid,
+                actor="bench",
+                action="issue",
+                capacity=registry.list_capacity,
+            )
         # The no-arrival sweep (every 60 s in each serve process) cancels a Nusuk slot whose
         # holder's entry is not recorded in time: record every holder's entry before the slot.
         entered_at = now - 3600 - policy.rules.arrival_deadline_hours * 3600 - 60
-        async with registry.transaction() as conn:
+        async with registry.write() as conn:
             await conn.execute(
                 insert(stays), [{"holder": r.holder, "entered_at": entered_at} for r in records]
             )

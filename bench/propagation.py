@@ -81,7 +81,8 @@ from api.runtime.serve import prepare, worker_environment
 from api.runtime.settings import ENV_PREFIX, Settings
 from checkpoint.model import Category
 from checkpoint.policy import DEFAULT_POLICY_RESOURCE, DuplicateMode, load_policy
-from issuer.registry import Registry
+from issuer.store.credentials import create_credential
+from issuer.store.registry import Registry
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,7 +282,8 @@ async def admin_key(settings: Settings) -> str:
     """An admin API key (provision has recorded every holder's entry already)."""
     registry = await Registry.open(settings.registry_url)
     try:
-        _, key = await registry.create_credential(
+        _, key = await create_credential(
+            registry,
             role="admin",
             label="bench/propagation",
             created_at=int(time.time()),  # noqa: TID251

@@ -64,10 +64,15 @@ def item(position: int | None) -> Iterator[None]:
 class Issuer:
     """Checks requests, signs with the current key and stores permits in the registry."""
 
-    def __init__(self, registry: Registry, keys: KeyStore, policy: Policy) -> None:
+    def __init__(
+        self, registry: Registry, keys: KeyStore, policy: Policy, *, first_run: bool = False
+    ) -> None:
         self.registry = registry
         self.keys = keys
         self.policy = policy
+        self.first_run = first_run
+        """Create a signing key when there is none, once a request passed every check."""
+        self.created_key: KeyEntry | None = None
         self._signing: tuple[Signer, KeyEntry] | None = None
 
     def signing_key(self, now: int) -> tuple[Signer, KeyEntry]:
@@ -84,6 +89,9 @@ class Issuer:
             ]
             if usable and max(usable, key=lambda e: e.not_before) == entry:
                 return self._signing
+        if self.first_run:
+            entry, created = self.keys.ensure_signing_key(now)
+            self.created_key = entry if created else self.created_key
         self._signing = self.keys.signer(now)
         return self._signing
 

@@ -9,9 +9,9 @@ from api.cli.shared import Commands, UserError
 from api.runtime.clock import wall_clock
 from api.runtime.settings import Settings
 from checkpoint.model import Channel
-from issuer.registry import Credential, Registry, Role
-
-ROLES: tuple[Role, ...] = ("scanner", "issuer", "admin", "border")
+from issuer.store import credentials
+from issuer.store.credentials import ROLES, Credential
+from issuer.store.registry import Registry
 
 
 def create_credential(settings: Settings, args: argparse.Namespace) -> str:
@@ -40,7 +40,8 @@ def create_credential(settings: Settings, args: argparse.Namespace) -> str:
     async def run() -> tuple[str, str]:
         registry = await Registry.open(settings.registry_url)
         try:
-            credential, key = await registry.create_credential(
+            credential, key = await credentials.create_credential(
+                registry,
                 role=role,
                 channels=channels,
                 checkpoint=checkpoint,
@@ -78,7 +79,7 @@ def list_credentials(settings: Settings) -> str:
     async def run() -> list[str]:
         registry = await Registry.open(settings.registry_url)
         try:
-            found = await registry.list_credentials()
+            found = await credentials.list_credentials(registry)
         finally:
             await registry.close()
         return [
@@ -97,7 +98,7 @@ def disable_credential(settings: Settings, credential_id: str) -> str:
     async def run() -> None:
         registry = await Registry.open(settings.registry_url)
         try:
-            await registry.disable_credential(credential_id, at=wall_clock())
+            await credentials.disable_credential(registry, credential_id, at=wall_clock())
         finally:
             await registry.close()
 

@@ -24,7 +24,7 @@ from api.cli.shared import (
 from api.cli.verify import read_qr_file
 from api.runtime.settings import Settings
 from checkpoint.policy import Policy
-from issuer.issuing import IssueRequest
+from issuer.eligibility import IssueRequest
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,9 +9,10 @@ from api.cli import shared
 from api.cli.shared import Commands, UserError, actor, at_or_now, open_registry, show_time
 from api.runtime.changes import CHANGES_FILE, ChangeSignal
 from api.runtime.settings import Settings
-from issuer.records import Establishment, register_establishment
-from issuer.registry import Revocation
-from issuer.rules import sweep
+from issuer.registration import register_establishment
+from issuer.store.establishments import Establishment
+from issuer.store.revocations import Revocation
+from issuer.sweep import sweep
 
 
 def cmd_establishments_add(args: argparse.Namespace, settings: Settings) -> int:

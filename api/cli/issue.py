@@ -24,10 +24,11 @@ from api.cli.shared import (
     write_qr,
 )
 from api.runtime.settings import Settings
-from checkpoint.model import Category, Channel
+from checkpoint.model import Category
+from issuer.eligibility import IssueRequest
 from issuer.errors import IssueRefused
-from issuer.issuing import Issuer, IssueRequest, channel_of, check_eligibility
-from issuer.registry import PermitRecord
+from issuer.issuing import Issuer
+from issuer.store.permits import PermitRecord
 
 
 def _request_from_flags(args: argparse.Namespace) -> IssueRequest:
@@ -148,41 +149,19 @@ def _requests_from_csv(path: Path) -> list[IssueRequest]:
 
 
 async def issue_permits(settings: Settings, requests: Sequence[IssueRequest]) -> list[PermitRecord]:
-    """Issue through the registry, one all-or-nothing batch per channel; rows keep their order."""
-    now = shared.clock_now()
-    policy = settings.load_policy()
-    # Check every row first: the batches per channel commit separately, and a refusal must
-    # leave nothing issued (and no key created).
-    for position, request in enumerate(requests):
-        try:
-            check_eligibility(request, channel_of(Category.parse(request.category)), policy, now)
-        except IssueRefused as refusal:
-            refusal.item = position
-            raise
-    keystore = settings.keystore()
-    entry, created = keystore.ensure_signing_key(now)
-    if created:
-        print(f"created signing key {entry.kid} in {settings.keys_dir}", file=sys.stderr)
-    by_channel: dict[Channel, list[int]] = {}
-    for position, request in enumerate(requests):
-        by_channel.setdefault(channel_of(Category.parse(request.category)), []).append(position)
+    """Issue every row or none, in one transaction; rows keep their order. A first signing key
+    is created only once every row passed every check."""
     registry = await open_registry(settings)
     try:
-        issuer = Issuer(registry, keystore, policy)
-        issued: dict[int, PermitRecord] = {}
-        for channel, positions in by_channel.items():
-            try:
-                records = await issuer.issue(
-                    [requests[p] for p in positions], channel=channel, actor=actor(), now=now
-                )
-            except IssueRefused as refusal:
-                if refusal.item is not None:
-                    refusal.item = positions[refusal.item]
-                raise
-            issued.update(zip(positions, records, strict=True))
-        return [issued[p] for p in range(len(requests))]
+        issuer = Issuer(registry, settings.keystore(), settings.load_policy(), first_run=True)
+        records = await issuer.issue(requests, actor=actor(), now=shared.clock_now())
     finally:
         await registry.close()
+    if issuer.created_key is not None:
+        print(
+            f"created signing key {issuer.created_key.kid} in {settings.keys_dir}", file=sys.stderr
+        )
+    return records
 
 
 def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:

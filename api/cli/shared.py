@@ -14,7 +14,8 @@ from api.runtime.settings import Settings
 from checkpoint.model import CATEGORY_NAMES, Category, Decision, Outcome
 from checkpoint.verify import Verifier
 from issuer.qr import qr_png, qr_svg
-from issuer.registry import Registry
+from issuer.store.registry import Registry
+from issuer.store.revocations import load_mirror
 
 RIYADH = dt.timezone(dt.timedelta(hours=3), "Asia/Riyadh")
 EXIT_USAGE = 2
@@ -123,7 +124,7 @@ async def load_verifier(settings: Settings, now: int) -> Verifier:
     """A verifier over this deployment's keys, policy and committed revocations."""
     registry = await open_registry(settings)
     try:
-        mirror = await registry.load_mirror(now)
+        mirror = await load_mirror(registry, now)
     finally:
         await registry.close()
     return Verifier(settings.keystore().keyring(), settings.load_policy(), mirror)

@@ -12,10 +12,11 @@ from litestar.params import HeaderParameter
 
 from api.auth import credential_of
 from api.runtime.services import Services
-from checkpoint.model import Category, Channel, parse_permit_id
-from issuer.errors import ChannelNotAllowed, EstablishmentNotAllowed, IssueRefused, PermitNotFound
-from issuer.issuing import IssueRequest, channel_of
-from issuer.registry import Credential, PermitRecord
+from checkpoint.model import Channel, parse_permit_id
+from issuer.errors import PermitNotFound
+from issuer.issuing import Grant
+from issuer.store.credentials import Credential
+from issuer.store.permits import PermitRecord, get_permit
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 VERIFY_BODY_LIMIT = 4 * 1024
@@ -52,19 +53,12 @@ def scanner_checkpoint(credential: Credential) -> str:
     return credential.checkpoint
 
 
-def channel_for(credential: Credential, request: IssueRequest, position: int | None) -> Channel:
-    """The channel of a permit this credential may issue: one of its channels and, for a
-    credential bound to an establishment or Umrah company, for that one only."""
-    channel = channel_of(Category.parse(request.category))
-    refusal: IssueRefused | None = None
-    if credential.role != "admin" and channel not in credential.channels:
-        refusal = ChannelNotAllowed(f"{channel} permits need a {channel} issuer credential")
-    elif credential.establishment not in (None, request.establishment):
-        refusal = EstablishmentNotAllowed(f"this credential issues for {credential.establishment}")
-    if refusal is not None:
-        refusal.item = position
-        raise refusal
-    return channel
+def grant_of(credential: Credential) -> Grant:
+    """What a credential may issue: permits of its channels (an admin: any) and, for one bound
+    to an establishment or Umrah company, for that one only."""
+    if credential.role == "admin":
+        return Grant(establishment=credential.establishment)
+    return Grant(frozenset(Channel(c) for c in credential.channels), credential.establishment)
 
 
 async def permit_for(
@@ -76,7 +70,7 @@ async def permit_for(
         list_id, index = parse_permit_id(permit_id)
     except ValueError as err:
         raise NotFoundException(str(err)) from err
-    record = await services.registry.get_permit(list_id, index)
+    record = await get_permit(services.registry, list_id, index)
     if record is None:
         raise PermitNotFound(permit_id)
     credential = credential_of(request)

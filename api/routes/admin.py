@@ -16,9 +16,17 @@ from api.auth import credential_of, roles
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
 from api.schemas import KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
 from checkpoint.policy import CompanyClass
-from issuer.issuing import EstablishmentId
-from issuer.records import Establishment, EstablishmentChannel, register_establishment
-from issuer.registry import Revocation
+from issuer.eligibility import EstablishmentId
+from issuer.registration import register_establishment
+from issuer.store.audit import AuditEvent, record_events
+from issuer.store.establishments import Establishment, EstablishmentChannel
+from issuer.store.revocations import (
+    Revocation,
+    revocations_after,
+    revoke_establishment,
+    revoke_holder,
+    revoke_permit,
+)
 
 City = Annotated[str, Meta(pattern=r"^[a-z][a-z-]{1,39}$", description="e.g. makkah, jeddah")]
 
@@ -52,20 +60,25 @@ async def revoke(
     if data.permit_id is not None:
         record = await permit_for(request, services, data.permit_id)
         revocations = [
-            await registry.revoke_permit(
-                record.list_id, record.idx, reason=data.reason, actor=credential.id, at=now
+            await revoke_permit(
+                registry,
+                record.list_id,
+                record.index,
+                reason=data.reason,
+                actor=credential.id,
+                at=now,
             )
         ]
     elif credential.role != "admin":
         raise PermissionDeniedException("only an admin revokes by holder or establishment")
     elif data.holder is not None:
-        revocations = await registry.revoke_holder(
-            data.holder, reason=data.reason, actor=credential.id, at=now
+        revocations = await revoke_holder(
+            registry, data.holder, reason=data.reason, actor=credential.id, at=now
         )
     else:
         assert data.establishment is not None
-        revocations = await registry.revoke_establishment(
-            data.establishment, reason=data.reason, actor=credential.id, at=now
+        revocations = await revoke_establishment(
+            registry, data.establishment, reason=data.reason, actor=credential.id, at=now
         )
     await services.announce_change(now, revocations)
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
@@ -79,7 +92,7 @@ async def list_revocations(
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 1000,
 ) -> RevocationList:
     """Committed revocations in sequence order, for audits and catching up."""
-    revocations = await services.registry.revocations_after(after_seq, limit=limit)
+    revocations = await revocations_after(services.registry, after_seq, limit=limit)
     last = revocations[-1].seq if revocations else after_seq
     return RevocationList([RevocationView.of(r) for r in revocations], last)
 
@@ -99,13 +112,14 @@ async def revoke_key(
     """Withdraw a signing key: every permit it signed is rejected from the next scan on."""
     now = services.clock()
     entry = services.keystore.revoke(kid, now)
-    await services.registry.audit(
+    event = AuditEvent(
+        at=now,
         actor=credential_of(request).id,
         action="key_change",
         code="key_revoked",
         detail={"kid": kid, "reason": data.reason},
-        at=now,
     )
+    await record_events(services.registry, [event])
     await services.announce_change(now)
     return {"kid": entry.kid, "status": str(entry.status)}
 

@@ -13,8 +13,9 @@ from litestar.status_codes import HTTP_200_OK
 from api.auth import credential_of, roles
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep
 from checkpoint.model import HolderId
-from issuer.issuing import AwareTime, unix
-from issuer.records import Stay, record_arrival, record_departure
+from issuer.border import record_arrival, record_departure
+from issuer.eligibility import AwareTime, unix
+from issuer.store.stays import Stay
 
 
 class BorderReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

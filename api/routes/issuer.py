@@ -17,7 +17,7 @@ from api.routes.access import (
     ISSUE_BODY_LIMIT,
     IdempotencyKey,
     ServicesDep,
-    channel_for,
+    grant_of,
     permit_for,
 )
 from api.runtime.services import Services
@@ -25,10 +25,12 @@ from api.schemas import IssueBatchRequest, PermitList, PermitView
 from checkpoint.model import Permit
 from checkpoint.policy import Policy
 from issuer.card import CardUnavailable, card_pdf, card_png
-from issuer.errors import IssueRefused, PermitNotActive
-from issuer.issuing import IssueRequest
+from issuer.eligibility import IssueRequest
+from issuer.errors import PermitNotActive
+from issuer.issuing import item
 from issuer.qr import qr_png, qr_svg
-from issuer.registry import IdempotencyClaim, PermitRecord, request_hash
+from issuer.store.idempotency import IdempotencyClaim, request_hash
+from issuer.store.permits import PermitRecord
 
 Render = Callable[[Permit, str, Policy], bytes]
 CARD_FORMATS: dict[str, tuple[Render, str]] = {
@@ -45,11 +47,18 @@ async def _issue(
     permits: list[IssueRequest],
     idempotency_key: str | None,
     body: object,
+    *,
+    batch: bool,
 ) -> list[PermitRecord]:
     credential = credential_of(request)
-    channels = {channel_for(credential, p, i) for i, p in enumerate(permits)}
-    if len(channels) != 1:
-        raise ClientException("a batch holds permits of one channel only", status_code=422)
+    grant = grant_of(credential)
+    if batch:  # the channels this credential may not issue are named first, by position
+        channels = set()
+        for position, permit in enumerate(permits):
+            with item(position):
+                channels.add(grant.channel_for(permit))
+        if len(channels) > 1:
+            raise ClientException("a batch holds permits of one channel only", status_code=422)
     claim = (
         None
         if idempotency_key is None
@@ -57,10 +66,11 @@ async def _issue(
     )
     records = await services.issuer.issue(
         permits,
-        channel=channels.pop(),
         actor=credential.id,
         now=services.clock(),
-        idempotency=claim,
+        grant=grant,
+        idempotency_claim=claim,
+        batch=batch,
     )
     metrics.PERMITS_ISSUED.inc(len(records))
     return records
@@ -74,11 +84,7 @@ async def issue_permit(
     idempotency_key: IdempotencyKey = None,
 ) -> PermitView:
     """Issue one permit through the credential's channel (201; a retried key answers the same)."""
-    try:
-        (record,) = await _issue(request, services, [data], idempotency_key, data)
-    except IssueRefused as refusal:
-        refusal.item = None  # one permit: there is no batch position to name
-        raise
+    (record,) = await _issue(request, services, [data], idempotency_key, data, batch=False)
     return PermitView.of(record)
 
 
@@ -90,7 +96,7 @@ async def issue_batch(
     idempotency_key: IdempotencyKey = None,
 ) -> PermitList:
     """Issue up to 1000 permits all-or-nothing: a refusal names the item and stores nothing."""
-    records = await _issue(request, services, data.permits, idempotency_key, data)
+    records = await _issue(request, services, data.permits, idempotency_key, data, batch=True)
     return PermitList([PermitView.of(r) for r in records])
 
 
@@ -171,10 +177,10 @@ async def amend(
     """Replace a permit of the credential's channel (a changed programme): the old one is
     cancelled and the new one issued in one transaction; the answer is the new permit."""
     old = await permit_for(request, services, permit_id)
-    channel_for(credential_of(request), data, None)  # the new permit, too, must be its own
+    credential = credential_of(request)
     now = services.clock()
     revocation, record = await services.issuer.amend(
-        old, data, actor=credential_of(request).id, now=now
+        old.ref, data, actor=credential.id, now=now, grant=grant_of(credential)
     )
     await services.announce_change(now, [revocation])
     metrics.PERMITS_ISSUED.inc()

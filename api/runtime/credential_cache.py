@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from issuer.registry import Credential, Registry
+from issuer.store.credentials import Credential, authenticate
+from issuer.store.registry import Registry
 
 CREDENTIAL_TTL = 30
 """Seconds a looked-up credential is trusted before it is read again."""
@@ -35,7 +36,7 @@ class CredentialCache:
             return cached[0]
         pending = self._lookups.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(self.registry.authenticate(api_key))
+            pending = asyncio.ensure_future(authenticate(self.registry, api_key))
             self._lookups[digest] = pending
             pending.add_done_callback(lambda _: self._lookups.pop(digest, None))
         credential = await asyncio.shield(pending)

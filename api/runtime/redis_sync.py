@@ -22,7 +22,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from checkpoint.statuslist import StatusList, StatusMirror
 from issuer.errors import RegistryUnavailable
-from issuer.registry import Registry, Revocation
+from issuer.store.registry import Registry
+from issuer.store.revocations import Revocation, max_revocation_seq, revocations_after
 
 log = logging.getLogger("checkpoint.redis")
 T = TypeVar("T")
@@ -119,12 +120,12 @@ class RedisRevocations:
         """
         published = int(await self._get(self.published_key) or 0)
         while True:
-            batch = await self.registry.revocations_after(published, limit=PAGE)
+            batch = await revocations_after(self.registry, published, limit=PAGE)
             for revocation in batch:
                 published = await self._publish_one(revocation)
             if len(batch) < PAGE:
                 break
-        if published < await self.registry.max_revocation_seq():
+        if published < await max_revocation_seq(self.registry):
             return False
         # The value only has to change: a mirror confirms on a beat it has not seen.
         self._beats += 1
@@ -134,7 +135,7 @@ class RedisRevocations:
 
     async def _publish_one(self, revocation: Revocation) -> int:
         keys = [self.status_key(revocation.list_id), self.stream, self.published_key]
-        args = [revocation.seq, revocation.list_id, revocation.idx, STREAM_MAXLEN]
+        args = [revocation.seq, revocation.list_id, revocation.index, STREAM_MAXLEN]
         result = await self._call(self._publish(keys=keys, args=args))
         return int(result)
 

@@ -11,7 +11,7 @@ import msgspec
 from api.metrics import MULTIPROCESS_ENV
 from api.runtime.clock import wall_clock
 from api.runtime.settings import ENV_PREFIX, Settings
-from issuer.registry import Registry
+from issuer.store.registry import Registry
 
 
 def prepare(settings: Settings) -> str:

@@ -21,7 +21,10 @@ from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.issuing import Issuer
 from issuer.keystore import KeyStore
-from issuer.registry import AuditEvent, Credential, Registry, Revocation
+from issuer.store.audit import AuditEvent, record_events
+from issuer.store.credentials import Credential
+from issuer.store.registry import Registry
+from issuer.store.revocations import Revocation, load_mirror, revocations_after
 
 log = logging.getLogger("checkpoint")
 
@@ -120,16 +123,16 @@ class Services:
 
     async def load_revocations(self, now: int) -> None:
         """Build the mirror from the registry; later changes are tailed by `catch_up`."""
-        loaded = await self.registry.load_mirror(now)
+        loaded = await load_mirror(self.registry, now)
         self.mirror.replace(loaded.lists, loaded.seq, now)
         self.loaded = True
 
     async def catch_up(self, now: int) -> None:
         """Apply committed revocations the mirror has not seen, and confirm it is complete."""
         while True:
-            batch = await self.registry.revocations_after(self.mirror.seq, limit=1000)
+            batch = await revocations_after(self.registry, self.mirror.seq, limit=1000)
             for revocation in batch:
-                self.mirror.revoke(revocation.list_id, revocation.idx, revocation.seq)
+                self.mirror.revoke(revocation.list_id, revocation.index, revocation.seq)
             if len(batch) < 1000:
                 break
         self.mirror.confirm(now)
@@ -168,7 +171,7 @@ class Services:
             # Set the bits here at once, but leave the sequence number to the stream, so
             # no entry of another process's revocation is skipped.
             for revocation in revoked:
-                self.mirror.revoke(revocation.list_id, revocation.idx)
+                self.mirror.revoke(revocation.list_id, revocation.index)
             # Wait a little for Redis to take it, but never cancel the publish half-way:
             # a slow one finishes on its own, a failed one is retried by the outbox loop.
             if self._publishing is None or self._publishing.done():
@@ -216,7 +219,7 @@ class Services:
             return
         pending, self._audit = self._audit, []
         try:
-            await self.registry.audit_many(pending)
+            await record_events(self.registry, pending)
         except BaseException:
             self._audit[:0] = pending
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from issuer.rules import sweep
+from issuer.sweep import sweep
 
 if TYPE_CHECKING:
     from api.runtime.services import Services

@@ -29,8 +29,10 @@ from api.routes import ROUTERS
 from api.runtime.services import Services
 from api.runtime.settings import Settings
 from checkpoint.policy import default_policy
-from issuer.records import MAKKAH, register_establishment
-from issuer.registry import Credential, Role
+from issuer.admission import MAKKAH
+from issuer.registration import register_establishment
+from issuer.store.audit import audit_entries
+from issuer.store.credentials import Credential, Role, create_credential
 
 T = TypeVar("T")
 
@@ -88,7 +90,8 @@ class Api:
     ) -> tuple[Credential, str]:
         """A new credential and its API key."""
         return self.run(
-            self.services.registry.create_credential,
+            create_credential,
+            self.services.registry,
             role=role,
             channels=channels,
             checkpoint=checkpoint,
@@ -142,7 +145,7 @@ class Api:
     def audit_entries(self, action: str | None = None) -> list[Any]:
         """Flush the buffered decision rows, then read the audit log."""
         self.run(self.services.flush_audit)
-        return self.run(self.services.registry.audit_entries, action=action, limit=1000)
+        return self.run(audit_entries, self.services.registry, action=action, limit=1000)
 
 
 def auth(key: str) -> dict[str, str]:

@@ -14,8 +14,9 @@ import pytest
 
 from api.runtime.services import Services
 from api.runtime.settings import Settings
-from checkpoint.model import Channel, Outcome
-from issuer.issuing import IssueRequest
+from checkpoint.model import Outcome
+from issuer.eligibility import IssueRequest
+from issuer.store.revocations import revoke_permit
 from tests.redis_server import RedisServer
 
 RIYADH = dt.timezone(dt.timedelta(hours=3))
@@ -79,15 +80,14 @@ class Deployment:
                     sponsor="1012345607",
                 )
             ],
-            channel=Channel.ABSHER,
             actor="test",
             now=self.clock.now,
         )
-        return record.token, (record.list_id, record.idx)
+        return record.token, (record.list_id, record.index)
 
     async def revoke(self, services: Services, ref: tuple[int, int]) -> None:
-        revocation = await services.registry.revoke_permit(
-            *ref, reason="test revocation", actor="test", at=self.clock.now
+        revocation = await revoke_permit(
+            services.registry, *ref, reason="test revocation", actor="test", at=self.clock.now
         )
         await services.announce_change(self.clock.now, [revocation])
 

@@ -18,7 +18,7 @@ from api.routes.access import (
     ISSUE_BODY_LIMIT,
     VERIFY_BODY_LIMIT,
 )
-from issuer.registry import Role
+from issuer.store.credentials import Role, disable_credential
 from tests.api.conftest import (
     CHECKPOINT,
     Api,
@@ -173,7 +173,7 @@ def test_disabled_credential_is_401(app: Api, route: Route) -> None:
         channels=["absher"] if role == "issuer" else (),
         checkpoint=CHECKPOINT if role == "scanner" else None,
     )
-    app.run(app.services.registry.disable_credential, credential.id, at=app.clock.now)
+    app.run(disable_credential, app.services.registry, credential.id, at=app.clock.now)
     assert_problem(_send(app, route, auth(key)), 401, "unauthorized")
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import api.auth
 from api.runtime.settings import Settings
+from issuer.store.audit import audit_entries
 from tests.api.conftest import (
     CHECKPOINT,
     POLICY,
@@ -147,7 +148,7 @@ def test_decision_audit_rows_are_written_when_the_app_stops(
         scanner = app.key("scanner", checkpoint=CHECKPOINT)
         app.verify(scanner, "junk")
     with running(settings, clock) as app:
-        entries = app.run(app.services.registry.audit_entries, action="decision")
+        entries = app.run(audit_entries, app.services.registry, action="decision")
     assert [e.code for e in entries] == ["unknown_prefix"]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from api.runtime.credential_cache import CREDENTIAL_TTL
 from api.runtime.settings import Settings
+from issuer.store.credentials import disable_credential
 from tests.api.conftest import (
     CHECKPOINT,
     IQAMA,
@@ -244,7 +245,7 @@ def test_credential_disabled_elsewhere_is_refused_within_the_cache_ttl(
     with running(settings, clock) as worker_a, running(settings, clock) as worker_b:
         credential, admin = worker_b.credential("admin")
         assert worker_b.client.get("/v1/revocations", headers=auth(admin)).status_code == 200
-        worker_a.run(worker_a.services.registry.disable_credential, credential.id, at=clock.now)
+        worker_a.run(disable_credential, worker_a.services.registry, credential.id, at=clock.now)
         clock.advance(CREDENTIAL_TTL)
         response = worker_b.client.get("/v1/revocations", headers=auth(admin))
         assert_problem(response, 401, "unauthorized")

@@ -11,7 +11,7 @@ from api.routes import admin, border
 from api.routes import issuer as issuer_routes
 from api.routes.access import ADMIN_BODY_LIMIT, ISSUE_BODY_LIMIT
 from api.runtime.sweep import sweep_once
-from issuer.registry import Role
+from issuer.store.credentials import Role
 from tests.api.conftest import (
     CHECKPOINT,
     MUQEEM_ESTABLISHMENT,

@@ -11,7 +11,9 @@ from api.runtime.credential_cache import CREDENTIAL_TTL
 from api.runtime.settings import Settings
 from checkpoint.model import Decision, Outcome
 from issuer.errors import RegistryUnavailable
-from issuer.registry import AuditEvent
+from issuer.store.audit import AuditEvent
+from issuer.store.credentials import disable_credential
+from issuer.store.registry import Registry
 from tests.api.conftest import CHECKPOINT, Api, FakeClock, auth, running
 from tests.postgres import throwaway_database_sync
 
@@ -22,7 +24,7 @@ def test_authenticate_caches_for_the_ttl(app: Api) -> None:
     credential, key = app.credential("scanner", checkpoint=CHECKPOINT)
     services = app.services
     assert app.run(services.authenticate, key, app.clock.now) == credential
-    app.run(services.registry.disable_credential, credential.id, at=app.clock.now)
+    app.run(disable_credential, services.registry, credential.id, at=app.clock.now)
     assert app.run(services.authenticate, key, app.clock.now + CREDENTIAL_TTL - 1) == credential
     assert app.run(services.authenticate, key, app.clock.now + CREDENTIAL_TTL) is None
     assert app.run(services.authenticate, "cpk_unknown", app.clock.now) is None
@@ -56,12 +58,12 @@ def test_only_refused_or_undecided_decisions_are_audited(app: Api) -> None:
 def test_failed_audit_flush_keeps_the_rows(app: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     services = app.services
 
-    async def unavailable(events: Sequence[AuditEvent]) -> None:
+    async def unavailable(registry: Registry, events: Sequence[AuditEvent]) -> None:
         raise RegistryUnavailable("database is locked")
 
     app.services.audit_decision(_decision(Outcome.INVALID, "expired", app.clock.now), "s")
     with monkeypatch.context() as patch:
-        patch.setattr(services.registry, "audit_many", unavailable)
+        patch.setattr("api.runtime.services.record_events", unavailable)
         with pytest.raises(RegistryUnavailable):
             app.run(services.flush_audit)
     assert [e.code for e in app.audit_entries("decision")] == ["expired"]
