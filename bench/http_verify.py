@@ -583,6 +583,7 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
     from sqlalchemy import insert  # noqa: PLC0415
 
     from checkpoint.model import Channel  # noqa: PLC0415
+    from checkpoint.signing import sign_permit  # noqa: PLC0415
     from issuer.issuing import Issuer, IssueRequest, check_eligibility  # noqa: PLC0415
     from issuer.registry import Registry  # noqa: PLC0415
     from issuer.schema import stays  # noqa: PLC0415
@@ -615,7 +616,7 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
         drafts = [check_eligibility(r, Channel.NUSUK, policy, now) for r in requests]
         signer, entry = Issuer(registry, settings.keystore(), policy).signing_key(now)
         records = await registry.issue(
-            drafts, lambda permit: signer.sign_permit(permit, entry), kid=entry.kid, actor="bench"
+            drafts, lambda permit: sign_permit(signer, permit, entry), kid=entry.kid, actor="bench"
         )
         # The no-arrival sweep (every 60 s in each serve process) cancels a Nusuk slot whose
         # holder's entry is not recorded in time: record every holder's entry before the slot.

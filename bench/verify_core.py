@@ -40,7 +40,7 @@ from qrcode.constants import ERROR_CORRECT_M, ERROR_CORRECT_Q
 
 from checkpoint.model import Category, Permit
 from checkpoint.policy import default_policy
-from checkpoint.signing import Keyring, Signer
+from checkpoint.signing import InProcessKey, Keyring, key_entry, sign_permit
 from checkpoint.statuslist import StatusMirror
 from checkpoint.token import PREFIX, b45decode, split_token
 from checkpoint.verify import Verifier
@@ -100,12 +100,12 @@ def standard_permit(number: int) -> Permit:
 
 
 def _fixture(count: int = TOKENS) -> Fixture:
-    signer = Signer.from_seed(BENCH_SEED)
-    keyring = Keyring([signer.entry(not_before=NOW - 30 * 86_400)])
+    signer = InProcessKey.from_seed(BENCH_SEED)
+    keyring = Keyring([key_entry(signer, not_before=NOW - 30 * 86_400)])
     mirror = StatusMirror()
     mirror.confirm(NOW)
     verifier = Verifier(keyring, default_policy(), mirror)
-    tokens = [signer.sign_permit(standard_permit(number)) for number in range(count)]
+    tokens = [sign_permit(signer, standard_permit(number)) for number in range(count)]
     assert all(decision.valid for decision in verifier.verify_batch(tokens, CHECKPOINT, NOW))
     sealed = [split_token(token).sealed for token in tokens]
     return Fixture(verifier, tokens, sealed, signer.public_key)

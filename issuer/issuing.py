@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Category, Channel, Permit, format_permit_id
 from checkpoint.policy import Policy
-from checkpoint.signing import KeyEntry, KeyStatus, Signer
+from checkpoint.signing import KeyEntry, KeyStatus, Signer, sign_permit
 from issuer.admission import Admission
 from issuer.eligibility import IssueRequest, channel_of, check_eligibility
 from issuer.errors import (
@@ -174,7 +174,7 @@ class Issuer:
         return await store_drafts(
             conn,
             drafts,
-            sign=lambda permit: signer.sign_permit(permit, entry),
+            sign=lambda permit: sign_permit(signer, permit, entry),
             kid=entry.kid,
             actor=actor,
             action=action,
