@@ -111,7 +111,7 @@ def _fixture(count: int = TOKENS) -> Fixture:
     return Fixture(verifier, tokens, sealed, signer.public_key)
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -140,12 +140,23 @@ def _wall_clock(fx: Fixture, rounds: int) -> tuple[dict[str, float], dict[str, f
         CORE_ONE: lambda: first.core(count),
     }
     baseline_of = {name: BARE_ONE if name == CORE_ONE else BARE for name in operations}
+    return paired_medians(operations, baseline_of, rounds, count)
+
+
+def paired_medians(
+    operations: dict[str, Callable[[], object]],
+    baseline_of: dict[str, str],
+    rounds: int,
+    count: int = 1,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of each operation (each timing makes `count` calls), and the
+    median of its ratio to its baseline (`baseline_of[name]`) timed in the same round."""
     samples: dict[str, list[float]] = {name: [] for name in operations}
     ratios: dict[str, list[float]] = {name: [] for name in operations}
     order = list(operations)
     for _ in range(rounds):
         order.reverse()  # neither side always runs first
-        times = {name: _timed(operations[name]) / count for name in order}
+        times = {name: timed(operations[name]) / count for name in order}
         for name, value in times.items():
             samples[name].append(value)
             ratios[name].append(value / times[baseline_of[name]])

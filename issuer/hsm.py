@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Iterator
 
@@ -32,6 +33,9 @@ PENDING_LABEL = "checkpoint-pending"
 """CKA_LABEL of a key pair between its generation and its naming by kid (seen only if the
 process dies in between: such a pair is in no keyring and can be destroyed)."""
 _DER_OCTET_STRING = bytes([0x04, PUBLIC_KEY_LENGTH])
+_initialised_in: dict[str, int] = {}
+"""The process each module was initialised in: a child forked after that (serve's workers)
+initialises it again before its first call, as PKCS#11 requires of a child process."""
 
 
 def raw_public_key(ec_point: bytes) -> bytes:
@@ -72,6 +76,7 @@ class Pkcs11Keys:
         self._pin = pin
         self._lock = threading.Lock()
         self._session: pkcs11.Session | None = None
+        self._session_pid = 0
         self._private: dict[bytes, SignMixin] = {}
         """Private key objects found in the current session, by kid."""
 
@@ -157,11 +162,18 @@ class Pkcs11Keys:
         return signing
 
     def _open(self) -> pkcs11.Session:
-        if self._session is not None:
+        if self._session is not None and self._session_pid == os.getpid():
             return self._session
+        # A session inherited through fork is the parent's: never used, nor closed, here.
+        self._session = None
+        self._private.clear()
         where = f"token {self.token_label!r} of {self.module}"
         try:
-            token = pkcs11.lib(self.module).get_token(token_label=self.token_label)
+            lib = pkcs11.lib(self.module)
+            if _initialised_in.setdefault(self.module, os.getpid()) != os.getpid():
+                lib.reinitialize()
+                _initialised_in[self.module] = os.getpid()
+            token = lib.get_token(token_label=self.token_label)
         except NoSuchToken as err:
             raise HsmUnavailable(f"no {where}") from err
         except PKCS11Error as err:
@@ -176,7 +188,7 @@ class Pkcs11Keys:
             session = self._open_unauthenticated(token, where)
         except PKCS11Error as err:
             raise HsmUnavailable(f"{where}: {type(err).__name__} {err}".strip()) from err
-        self._session = session
+        self._session, self._session_pid = session, os.getpid()
         return session
 
     @staticmethod

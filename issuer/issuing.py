@@ -75,7 +75,7 @@ class Issuer:
 
         The cached entry is compared with the key store's current keyring (a small public
         file), so a key retired or revoked by another process, or a newer key, is picked up;
-        only the private key (possibly passphrase-encrypted) is cached.
+        only the signer (a decrypted PEM key, or a handle on a key in the HSM) is cached.
         """
         if self._signing is not None:
             _, entry = self._signing

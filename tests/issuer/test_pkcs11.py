@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,3 +250,24 @@ async def test_the_issuer_signs_with_the_token(
     assert record.kid == entry.kid
     decision = (await verifier(registry, keys, INSIDE)).verify(record.token, "shumaisi", INSIDE)
     assert decision.outcome is Outcome.VALID
+
+
+def test_a_forked_worker_opens_its_own_session(store: KeyStore, hsm: Pkcs11Keys) -> None:
+    store.generate(T0)
+    signer, _ = store.signer(AT)
+    expected = signer.sign(b"message")  # the parent's session is open before the fork
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.write(write_end, signer.sign(b"message"))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    _, status = os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        assert pipe.read() == expected
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert signer.sign(b"message") == expected  # the parent's session still works
