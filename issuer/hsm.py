@@ -102,8 +102,9 @@ class Pkcs11Keys:
                 public_key = raw_public_key(public[Attribute.EC_POINT])
                 kid = kid_for(public_key)
                 # The kid is known only once the key exists; a kid the token already holds
-                # would make finding the key by CKA_ID ambiguous.
-                if next(iter(session.get_objects({Attribute.ID: kid})), None) is not None:
+                # would make finding the key by CKA_ID ambiguous. (The search is read to
+                # its end: an unfinished one keeps the session's find operation busy.)
+                if list(session.get_objects({Attribute.ID: kid})):
                     public.destroy()
                     private.destroy()
                     continue
