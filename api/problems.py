@@ -29,9 +29,11 @@ from checkpoint.errors import (
 from issuer.errors import (
     CredentialNotFound,
     EstablishmentExists,
+    HsmUnavailable,
     IdempotencyConflict,
     InvalidDraft,
     IssueRefused,
+    LastSigningKey,
     NotArrived,
     PermitNotActive,
     PermitNotFound,
@@ -48,6 +50,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (IdempotencyConflict, HTTP_409_CONFLICT),
     (PermitNotActive, HTTP_409_CONFLICT),
     (EstablishmentExists, HTTP_409_CONFLICT),
+    (LastSigningKey, HTTP_409_CONFLICT),
     (NotArrived, HTTP_409_CONFLICT),
     (PermitNotFound, HTTP_404_NOT_FOUND),
     (CredentialNotFound, HTTP_404_NOT_FOUND),
@@ -57,6 +60,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (KeyCannotSign, HTTP_503_SERVICE_UNAVAILABLE),
     (PrivateKeyMissing, HTTP_503_SERVICE_UNAVAILABLE),
     (BadPrivateKey, HTTP_503_SERVICE_UNAVAILABLE),
+    (HsmUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
     (KeyringError, HTTP_400_BAD_REQUEST),
 ]
 

@@ -68,7 +68,6 @@ from api.runtime.services import Services
 from api.runtime.settings import Settings, settings_from_env
 from api.schemas import VerifyRequest
 from checkpoint.policy import DEFAULT_POLICY_RESOURCE, load_policy
-from issuer.store.credentials import create_credential
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0
@@ -584,8 +583,10 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
     from sqlalchemy import insert  # noqa: PLC0415
 
     from checkpoint.model import Channel  # noqa: PLC0415
+    from checkpoint.signing import sign_permit  # noqa: PLC0415
     from issuer.eligibility import IssueRequest, check_eligibility  # noqa: PLC0415
     from issuer.issuing import Issuer, store_drafts  # noqa: PLC0415
+    from issuer.store.credentials import create_credential  # noqa: PLC0415
     from issuer.store.registry import Registry  # noqa: PLC0415
     from issuer.store.schema import stays  # noqa: PLC0415
 
@@ -624,7 +625,7 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
             records = await store_drafts(
                 conn,
                 drafts,
-                sign=lambda permit: signer.sign_permit(permit, entry),
+                sign=lambda permit: sign_permit(signer, permit, entry),
                 kid=entry.kid,
                 actor="bench",
                 action="issue",

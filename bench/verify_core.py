@@ -40,7 +40,7 @@ from qrcode.constants import ERROR_CORRECT_M, ERROR_CORRECT_Q
 
 from checkpoint.model import Category, Permit
 from checkpoint.policy import default_policy
-from checkpoint.signing import Keyring, Signer
+from checkpoint.signing import InProcessKey, Keyring, key_entry, sign_permit
 from checkpoint.statuslist import StatusMirror
 from checkpoint.token import PREFIX, b45decode, split_token
 from checkpoint.verify import Verifier
@@ -100,18 +100,18 @@ def standard_permit(number: int) -> Permit:
 
 
 def _fixture(count: int = TOKENS) -> Fixture:
-    signer = Signer.from_seed(BENCH_SEED)
-    keyring = Keyring([signer.entry(not_before=NOW - 30 * 86_400)])
+    signer = InProcessKey.from_seed(BENCH_SEED)
+    keyring = Keyring([key_entry(signer, not_before=NOW - 30 * 86_400)])
     mirror = StatusMirror()
     mirror.confirm(NOW)
     verifier = Verifier(keyring, default_policy(), mirror)
-    tokens = [signer.sign_permit(standard_permit(number)) for number in range(count)]
+    tokens = [sign_permit(signer, standard_permit(number)) for number in range(count)]
     assert all(decision.valid for decision in verifier.verify_batch(tokens, CHECKPOINT, NOW))
     sealed = [split_token(token).sealed for token in tokens]
     return Fixture(verifier, tokens, sealed, signer.public_key)
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -140,12 +140,23 @@ def _wall_clock(fx: Fixture, rounds: int) -> tuple[dict[str, float], dict[str, f
         CORE_ONE: lambda: first.core(count),
     }
     baseline_of = {name: BARE_ONE if name == CORE_ONE else BARE for name in operations}
+    return paired_medians(operations, baseline_of, rounds, count)
+
+
+def paired_medians(
+    operations: dict[str, Callable[[], object]],
+    baseline_of: dict[str, str],
+    rounds: int,
+    count: int = 1,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of each operation (each timing makes `count` calls), and the
+    median of its ratio to its baseline (`baseline_of[name]`) timed in the same round."""
     samples: dict[str, list[float]] = {name: [] for name in operations}
     ratios: dict[str, list[float]] = {name: [] for name in operations}
     order = list(operations)
     for _ in range(rounds):
         order.reverse()  # neither side always runs first
-        times = {name: _timed(operations[name]) / count for name in order}
+        times = {name: timed(operations[name]) / count for name in order}
         for name, value in times.items():
             samples[name].append(value)
             ratios[name].append(value / times[baseline_of[name]])

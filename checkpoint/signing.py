@@ -1,4 +1,4 @@
-"""Ed25519 keys: key ids, the Keyring of public keys with their signing windows, and the Signer."""
+"""Ed25519 keys: key ids, the Keyring of public keys with their windows, and permit signing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import enum
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import msgspec
 import nacl.bindings
@@ -201,8 +201,52 @@ class Keyring:
         return cls(stored.keys)
 
 
-class Signer:
-    """An Ed25519 private key that signs permits; it never leaves the issuer side."""
+class Signer(Protocol):
+    """What signs permits: a key id, its raw public key, and raw Ed25519 signatures.
+
+    The private key stays with its holder (this process's memory, or a hardware security
+    module through issuer.pkcs11); `sign_permit` and `key_entry` are written once for all.
+    """
+
+    @property
+    def kid(self) -> bytes: ...
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes:
+        """A raw 64-byte Ed25519 signature (RFC 8032) of `message`."""
+        ...
+
+
+def key_entry(signer: Signer, *, not_before: int, label: str = "") -> KeyEntry:
+    """A keyring entry for the signer's key, active from `not_before`."""
+    return KeyEntry(
+        kid=signer.kid.hex(),
+        public_key=base64.b64encode(signer.public_key).decode("ascii"),
+        status=KeyStatus.ACTIVE,
+        not_before=not_before,
+        label=label,
+    )
+
+
+def sign_permit(signer: Signer, permit: Permit, entry: KeyEntry | None = None) -> str:
+    """The permit as token text. With `entry`, refuses unless the key may sign at issued_at."""
+    if entry is not None and (
+        entry.status is not KeyStatus.ACTIVE or not entry.in_window(permit.issued_at)
+    ):
+        raise KeyCannotSign(f"key {entry.kid} is {entry.status} for {permit.issued_at}")
+    kid = signer.kid
+    payload = encode_payload(permit)
+    token = assemble(kid, payload, signer.sign(signing_input(kid, payload)))
+    if len(token) > MAX_TOKEN_CHARS:
+        raise PermitTooLarge(f"{len(token)} characters")
+    return token
+
+
+class InProcessKey:
+    """A Signer whose Ed25519 private key lives in this process (loaded from a PEM file,
+    a seed, or freshly generated); it never leaves the issuer side."""
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._private_key = private_key
@@ -212,12 +256,12 @@ class Signer:
         self.kid = kid_for(self.public_key)
 
     @classmethod
-    def generate(cls) -> Signer:
+    def generate(cls) -> InProcessKey:
         """A new random key."""
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> Signer:
+    def from_seed(cls, seed: bytes) -> InProcessKey:
         """The key whose 32-byte RFC 8032 secret is `seed` (test vectors, derived keys)."""
         try:
             return cls(Ed25519PrivateKey.from_private_bytes(seed))
@@ -225,7 +269,7 @@ class Signer:
             raise BadPrivateKey(str(err)) from err
 
     @classmethod
-    def from_pem(cls, pem: bytes, passphrase: bytes | None = None) -> Signer:
+    def from_pem(cls, pem: bytes, passphrase: bytes | None = None) -> InProcessKey:
         """Load a PKCS#8 PEM private key, optionally passphrase-encrypted; raises BadPrivateKey."""
         try:
             key = serialization.load_pem_private_key(pem, password=passphrase)
@@ -246,28 +290,6 @@ class Signer:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
 
-    def entry(self, *, not_before: int, label: str = "") -> KeyEntry:
-        """A keyring entry for this key, active from `not_before`."""
-        return KeyEntry(
-            kid=self.kid.hex(),
-            public_key=base64.b64encode(self.public_key).decode("ascii"),
-            status=KeyStatus.ACTIVE,
-            not_before=not_before,
-            label=label,
-        )
-
     def sign(self, message: bytes) -> bytes:
         """A raw Ed25519 signature."""
         return self._private_key.sign(message)
-
-    def sign_permit(self, permit: Permit, entry: KeyEntry | None = None) -> str:
-        """The permit as token text. With `entry`, refuses unless the key may sign at issued_at."""
-        if entry is not None and (
-            entry.status is not KeyStatus.ACTIVE or not entry.in_window(permit.issued_at)
-        ):
-            raise KeyCannotSign(f"key {entry.kid} is {entry.status} for {permit.issued_at}")
-        payload = encode_payload(permit)
-        token = assemble(self.kid, payload, self.sign(signing_input(self.kid, payload)))
-        if len(token) > MAX_TOKEN_CHARS:
-            raise PermitTooLarge(f"{len(token)} characters")
-        return token

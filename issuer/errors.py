@@ -1,8 +1,8 @@
-"""Errors of the durable registry, each with a stable machine code."""
+"""Errors of the registry and of the issuer's signing keys, each with a stable machine code."""
 
 from __future__ import annotations
 
-from checkpoint.errors import CheckpointError
+from checkpoint.errors import CheckpointError, KeyringError
 
 
 class PermitNotFound(CheckpointError):
@@ -215,3 +215,18 @@ class NotArrived(CheckpointError):
     code = "not_arrived"
     message_en = "No entry into the Kingdom is recorded for this holder."
     message_ar = "لا يوجد دخول مسجل إلى المملكة لصاحب هذا الرقم."
+
+
+# --- The hardware security module holding the signing keys (CHECKPOINT_SIGNER=pkcs11). ---
+
+
+class HsmUnavailable(KeyringError):
+    code = "hsm_unavailable"
+    message_en = "The hardware security module holding the signing keys cannot be reached."
+    message_ar = "وحدة أمان الأجهزة التي تحفظ مفاتيح التوقيع غير متاحة."
+
+
+class HsmLoginFailed(HsmUnavailable):
+    code = "hsm_login_failed"
+    message_en = "The hardware security module refused the configured PIN."
+    message_ar = "رفضت وحدة أمان الأجهزة رمز PIN المضبوط."

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Category, Channel, Permit, format_permit_id
 from checkpoint.policy import Policy
-from checkpoint.signing import KeyEntry, KeyStatus, Signer
+from checkpoint.signing import KeyEntry, KeyStatus, Signer, sign_permit
 from issuer.admission import Admission
 from issuer.eligibility import IssueRequest, channel_of, check_eligibility
 from issuer.errors import (
@@ -80,7 +80,7 @@ class Issuer:
 
         The cached entry is compared with the key store's current keyring (a small public
         file), so a key retired or revoked by another process, or a newer key, is picked up;
-        only the private key (possibly passphrase-encrypted) is cached.
+        only the signer (a decrypted PEM key, or a handle on a key in the HSM) is cached.
         """
         if self._signing is not None:
             _, entry = self._signing
@@ -182,7 +182,7 @@ class Issuer:
         return await store_drafts(
             conn,
             drafts,
-            sign=lambda permit: signer.sign_permit(permit, entry),
+            sign=lambda permit: sign_permit(signer, permit, entry),
             kid=entry.kid,
             actor=actor,
             action=action,

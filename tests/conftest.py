@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from checkpoint.signing import Keyring, Signer
+from checkpoint.signing import InProcessKey, Keyring, key_entry
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,15 +19,15 @@ SHARED_VECTORS = ROOT.parent / "shared" / "vectors"
 
 
 @pytest.fixture
-def signer() -> Signer:
+def signer() -> InProcessKey:
     """A fresh key for each test: no private key is ever stored in the repo."""
-    return Signer.generate()
+    return InProcessKey.generate()
 
 
 @pytest.fixture
-def keyring(signer: Signer) -> Keyring:
+def keyring(signer: InProcessKey) -> Keyring:
     """A keyring trusting `signer` for permits issued from 2020 on."""
-    return Keyring([signer.entry(not_before=1_577_836_800)])
+    return Keyring([key_entry(signer, not_before=1_577_836_800)])
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
     entry = settings.keystore().generate(shared.clock_now(), label=args.label)
     print(f"created key {entry.kid}, active from {show_time(entry.not_before)}")
     print(f"  public keyring: {settings.keystore().keyring_path}")
-    print(f"  private key:    {settings.keystore().private_key_path(entry.kid)} (keep it secret)")
+    print(
+        f"  private key:    {settings.keystore().private_key_location(entry.kid)} (keep it secret)"
+    )
     return 0
 
 

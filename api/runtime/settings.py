@@ -11,7 +11,7 @@ import msgspec
 from msgspec import Meta
 
 from checkpoint.policy import Policy, default_policy, load_policy
-from issuer.keystore import KeyStore
+from issuer.keystore import KeyStore, SignerBackend, private_keys
 
 ENV_PREFIX = "CHECKPOINT_"
 Port = Annotated[int, Meta(ge=1, le=65535)]
@@ -28,7 +28,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     policy: Path | None = None
     """Policy TOML file; default: the shipped Hajj 1448 policy."""
     key_passphrase: str | None = None
-    """Encrypts private signing keys on disk when set."""
+    """Encrypts private signing keys on disk when set (the file signer)."""
+    signer: SignerBackend = "file"
+    """Where private signing keys live: `file` (PEM files in data_dir/keys) or `pkcs11` (an HSM)."""
+    pkcs11_module: str | None = None
+    """The PKCS#11 library of the HSM, e.g. /usr/lib/softhsm/libsofthsm2.so."""
+    pkcs11_token: str | None = None
+    """The label of the HSM token holding the keys."""
+    pkcs11_pin: str | None = None
+    """The token's user PIN."""
     host: str = "127.0.0.1"
     port: Port = 8000
     workers: Workers = 1
@@ -53,7 +61,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def keystore(self) -> KeyStore:
         """The signing keys of this deployment."""
         passphrase = self.key_passphrase.encode() if self.key_passphrase else None
-        return KeyStore(self.keys_dir, passphrase)
+        keys = private_keys(
+            self.signer,
+            self.keys_dir,
+            passphrase=passphrase,
+            pkcs11_module=self.pkcs11_module,
+            pkcs11_token=self.pkcs11_token,
+            pkcs11_pin=self.pkcs11_pin,
+        )
+        return KeyStore(self.keys_dir, keys=keys)
 
     def load_policy(self) -> Policy:
         """The configured policy file, or the shipped default."""

@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog, check_duplicates
 from checkpoint.model import Category, Decision, Outcome, Permit
 from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy, default_policy
-from checkpoint.signing import Keyring, Signer
+from checkpoint.signing import InProcessKey, Keyring, key_entry, sign_permit
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from tests.api.conftest import Api
@@ -23,7 +23,7 @@ from tests.redis_server import RedisServer
 
 RIYADH = dt.timezone(dt.timedelta(hours=3))
 NOW = int(dt.datetime(2027, 4, 20, 12, 0, tzinfo=RIYADH).timestamp())
-SIGNER = Signer.generate()
+SIGNER = InProcessKey.generate()
 
 
 def _policy(mode: DuplicateMode, budget_ms: int = 20) -> Policy:
@@ -44,8 +44,8 @@ def _decision(policy: Policy, checkpoint: str = "shumaisi", index: int = 1) -> D
     )
     mirror = StatusMirror()
     mirror.confirm(NOW)
-    verifier = Verifier(Keyring([SIGNER.entry(not_before=0)]), policy, mirror)
-    decision = verifier.verify(SIGNER.sign_permit(permit), checkpoint, NOW)
+    verifier = Verifier(Keyring([key_entry(SIGNER, not_before=0)]), policy, mirror)
+    decision = verifier.verify(sign_permit(SIGNER, permit), checkpoint, NOW)
     assert decision.valid
     return decision
 

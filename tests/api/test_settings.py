@@ -10,6 +10,7 @@ import pytest
 from api.runtime.settings import Settings, settings_from_env
 from checkpoint.errors import PolicyError
 from checkpoint.policy import default_policy
+from issuer.keystore import FileKeys
 from tests.conftest import ROOT
 
 DEFAULT_POLICY_FILE = ROOT / "checkpoint" / "data" / "policy.toml"
@@ -50,7 +51,8 @@ def test_environment_overrides_defaults(tmp_path: Path) -> None:
     assert settings.keys_dir == tmp_path / "keys"
     store = settings.keystore()
     assert store.directory == tmp_path / "keys"
-    assert store.passphrase == b"secret"
+    assert isinstance(store.keys, FileKeys)
+    assert store.keys.passphrase == b"secret"
 
 
 def test_variables_without_the_prefix_or_unknown_are_ignored() -> None:
@@ -126,7 +128,9 @@ def test_registry_url_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None
 
 
 def test_keystore_without_passphrase() -> None:
-    assert settings_from_env({"CHECKPOINT_KEY_PASSPHRASE": ""}).keystore().passphrase is None
+    keys = settings_from_env({"CHECKPOINT_KEY_PASSPHRASE": ""}).keystore().keys
+    assert isinstance(keys, FileKeys)
+    assert keys.passphrase is None
 
 
 def test_load_policy_default() -> None:

@@ -25,7 +25,16 @@ from checkpoint.errors import (
     WeakKey,
 )
 from checkpoint.model import Category, Permit
-from checkpoint.signing import KeyEntry, Keyring, KeyStatus, Signer, kid_for, verify_signature
+from checkpoint.signing import (
+    InProcessKey,
+    KeyEntry,
+    Keyring,
+    KeyStatus,
+    key_entry,
+    kid_for,
+    sign_permit,
+    verify_signature,
+)
 from checkpoint.token import split_token
 from tests.conftest import SHARED_VECTORS, VECTORS
 
@@ -68,7 +77,7 @@ def test_rfc8032_vectors_are_all_there() -> None:
 
 @pytest.mark.parametrize(("seed", "public", "message", "signature"), RFC8032)
 def test_rfc8032_signatures(seed: bytes, public: bytes, message: bytes, signature: bytes) -> None:
-    signer = Signer.from_seed(seed)
+    signer = InProcessKey.from_seed(seed)
     assert signer.public_key == public
     assert signer.sign(message) == signature
     verify_signature(public, message, signature)
@@ -166,25 +175,25 @@ def test_keyring_refuses_every_weak_cctv_key() -> None:
         assert caught.value.code == "weak_key"
 
 
-def test_signatures_verify_with_an_independent_implementation(signer: Signer) -> None:
+def test_signatures_verify_with_an_independent_implementation(signer: InProcessKey) -> None:
     message = b"any message"
     Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(message), message)
 
 
-def test_signed_permit_verifies_through_the_keyring(signer: Signer, keyring: Keyring) -> None:
-    envelope = split_token(signer.sign_permit(PERMIT))
+def test_signed_permit_verifies_through_the_keyring(signer: InProcessKey, keyring: Keyring) -> None:
+    envelope = split_token(sign_permit(signer, PERMIT))
     assert envelope.kid == signer.kid
     entry = keyring.check(envelope.kid, envelope.signed, envelope.signature)
     assert entry.kid == signer.kid.hex()
 
 
-def test_keyring_refuses_unknown_and_revoked_keys(signer: Signer, keyring: Keyring) -> None:
-    envelope = split_token(Signer.generate().sign_permit(PERMIT))
+def test_keyring_refuses_unknown_and_revoked_keys(signer: InProcessKey, keyring: Keyring) -> None:
+    envelope = split_token(sign_permit(InProcessKey.generate(), PERMIT))
     with pytest.raises(UnknownKey) as unknown:
         keyring.check(envelope.kid, envelope.signed, envelope.signature)
     assert unknown.value.code == "unknown_key"
 
-    own = split_token(signer.sign_permit(PERMIT))
+    own = split_token(sign_permit(signer, PERMIT))
     keyring.replace(
         msgspec.structs.replace(keyring.get(signer.kid.hex()), status=KeyStatus.REVOKED)
     )
@@ -193,8 +202,8 @@ def test_keyring_refuses_unknown_and_revoked_keys(signer: Signer, keyring: Keyri
     assert revoked.value.code == "key_revoked"
 
 
-def test_signing_window(signer: Signer) -> None:
-    entry = msgspec.structs.replace(signer.entry(not_before=100), not_after=200)
+def test_signing_window(signer: InProcessKey) -> None:
+    entry = msgspec.structs.replace(key_entry(signer, not_before=100), not_after=200)
     assert not entry.in_window(99)
     assert entry.in_window(100)
     assert entry.in_window(199)
@@ -204,12 +213,12 @@ def test_signing_window(signer: Signer) -> None:
     assert caught.value.code == "outside_signing_window"
 
 
-def test_keyring_refuses_duplicate_and_mismatched_kids(signer: Signer) -> None:
-    entry = signer.entry(not_before=0)
+def test_keyring_refuses_duplicate_and_mismatched_kids(signer: InProcessKey) -> None:
+    entry = key_entry(signer, not_before=0)
     with pytest.raises(DuplicateKeyId) as duplicate:
         Keyring([entry, entry])
     assert duplicate.value.code == "duplicate_kid"
-    other = Signer.generate().entry(not_before=0)
+    other = key_entry(InProcessKey.generate(), not_before=0)
     with pytest.raises(DuplicateKeyId):
         Keyring([msgspec.structs.replace(entry, kid=other.kid)])
 
@@ -226,7 +235,7 @@ def test_keyring_refuses_a_key_that_is_not_32_bytes() -> None:
         Keyring([entry])
 
 
-def test_keyring_json_round_trip(signer: Signer, keyring: Keyring) -> None:
+def test_keyring_json_round_trip(signer: InProcessKey, keyring: Keyring) -> None:
     loaded = Keyring.from_json(keyring.to_json())
     assert list(loaded) == list(keyring)
     with pytest.raises(KeyNotFound) as caught:
@@ -244,13 +253,13 @@ def test_keyring_json_refuses_malformed_files(data: bytes) -> None:
 
 
 @pytest.mark.parametrize("passphrase", [None, b"correct horse"])
-def test_pem_round_trip(signer: Signer, passphrase: bytes | None) -> None:
+def test_pem_round_trip(signer: InProcessKey, passphrase: bytes | None) -> None:
     pem = signer.to_pem(passphrase)
     assert (b"ENCRYPTED" in pem) == (passphrase is not None)
-    assert Signer.from_pem(pem, passphrase).public_key == signer.public_key
+    assert InProcessKey.from_pem(pem, passphrase).public_key == signer.public_key
 
 
-def test_pem_refuses_wrong_passphrase_garbage_and_other_key_types(signer: Signer) -> None:
+def test_pem_refuses_wrong_passphrase_garbage_and_other_key_types(signer: InProcessKey) -> None:
     ec_pem = generate_private_key(SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -261,18 +270,18 @@ def test_pem_refuses_wrong_passphrase_garbage_and_other_key_types(signer: Signer
         (ec_pem, None),
     ]:
         with pytest.raises(BadPrivateKey) as caught:
-            Signer.from_pem(pem, passphrase)
+            InProcessKey.from_pem(pem, passphrase)
         assert caught.value.code == "bad_private_key"
 
 
 def test_from_seed_refuses_wrong_length() -> None:
     with pytest.raises(BadPrivateKey):
-        Signer.from_seed(b"short")
+        InProcessKey.from_seed(b"short")
 
 
-def test_sign_permit_refuses_retired_revoked_or_out_of_window(signer: Signer) -> None:
-    active = signer.entry(not_before=PERMIT.issued_at)
-    assert signer.sign_permit(PERMIT, active).startswith("CP1:")
+def test_sign_permit_refuses_retired_revoked_or_out_of_window(signer: InProcessKey) -> None:
+    active = key_entry(signer, not_before=PERMIT.issued_at)
+    assert sign_permit(signer, PERMIT, active).startswith("CP1:")
     for entry in [
         msgspec.structs.replace(active, status=KeyStatus.RETIRED),
         msgspec.structs.replace(active, status=KeyStatus.REVOKED),
@@ -280,5 +289,5 @@ def test_sign_permit_refuses_retired_revoked_or_out_of_window(signer: Signer) ->
         msgspec.structs.replace(active, not_after=PERMIT.issued_at),
     ]:
         with pytest.raises(KeyCannotSign) as caught:
-            signer.sign_permit(PERMIT, entry)
+            sign_permit(signer, PERMIT, entry)
         assert caught.value.code == "key_cannot_sign"

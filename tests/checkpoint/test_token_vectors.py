@@ -9,12 +9,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from checkpoint.model import Category, Permit
-from checkpoint.signing import Signer
+from checkpoint.signing import InProcessKey, sign_permit
 from checkpoint.token import PREFIX, b45decode, decode_payload, encode_payload, split_token
 from tests.conftest import VECTORS
 
 VECTOR_FILE = json.loads((VECTORS / "token_v1.json").read_text())
-SIGNER = Signer.from_seed(bytes.fromhex(VECTOR_FILE["secret_key_hex"]))
+SIGNER = InProcessKey.from_seed(bytes.fromhex(VECTOR_FILE["secret_key_hex"]))
 
 
 def _permit(fields: dict[str, Any]) -> Permit:
@@ -25,7 +25,7 @@ def _permit(fields: dict[str, Any]) -> Permit:
 def test_fixed_key_and_permit_give_the_pinned_token(case: dict[str, Any]) -> None:
     permit = _permit(case["permit"])
     assert encode_payload(permit).hex() == case["payload_hex"]
-    token = SIGNER.sign_permit(permit)
+    token = sign_permit(SIGNER, permit)
     assert b45decode(token[len(PREFIX) :]).hex() == case["envelope_hex"]
     assert token == case["token"]
 

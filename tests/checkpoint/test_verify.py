@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from checkpoint.errors import REJECT_REASONS, UnknownCheckpoint
 from checkpoint.model import Category, Decision, Outcome, Permit
 from checkpoint.policy import Policy, default_policy
-from checkpoint.signing import KeyEntry, Keyring, KeyStatus, Signer
+from checkpoint.signing import (
+    InProcessKey,
+    KeyEntry,
+    Keyring,
+    KeyStatus,
+    key_entry,
+    sign_permit,
+)
 from checkpoint.statuslist import StatusMirror
 from checkpoint.token import (
     MAX_TOKEN_CHARS,
@@ -32,8 +39,8 @@ HAJJ = POLICY.seasons[1]
 UMRAH = POLICY.seasons[2]
 RIYADH = dt.timezone(dt.timedelta(hours=3))
 NOW = int(dt.datetime(2027, 5, 1, 12, 0, tzinfo=RIYADH).timestamp())
-SIGNER = Signer.from_seed(bytes(range(32)))  # a throwaway key: deterministic for hypothesis
-KEY = SIGNER.entry(not_before=NOW - 90 * 86_400)
+SIGNER = InProcessKey.from_seed(bytes(range(32)))  # a throwaway key: deterministic for hypothesis
+KEY = key_entry(SIGNER, not_before=NOW - 90 * 86_400)
 
 
 def permit(**changes: object) -> Permit:
@@ -64,7 +71,7 @@ def signed_payload(payload: bytes) -> str:
 
 
 def test_valid_permit() -> None:
-    decision = verifier().verify(SIGNER.sign_permit(permit()), "shumaisi", NOW)
+    decision = verifier().verify(sign_permit(SIGNER, permit()), "shumaisi", NOW)
     assert decision.outcome is Outcome.VALID
     assert decision.code == "valid"
     assert decision.valid
@@ -116,18 +123,18 @@ REJECTIONS: list[Case] = [
     ),
     (
         "unknown_key",
-        lambda: verifier().verify(Signer.generate().sign_permit(permit()), "shumaisi", NOW),
+        lambda: verifier().verify(sign_permit(InProcessKey.generate(), permit()), "shumaisi", NOW),
     ),
     (
         "key_revoked",
         lambda: verifier(key=msgspec.structs.replace(KEY, status=KeyStatus.REVOKED)).verify(
-            SIGNER.sign_permit(permit()), "shumaisi", NOW
+            sign_permit(SIGNER, permit()), "shumaisi", NOW
         ),
     ),
     (
         "bad_signature",
         lambda: verifier().verify(
-            _flip_signature_bit(SIGNER.sign_permit(permit())), "shumaisi", NOW
+            _flip_signature_bit(sign_permit(SIGNER, permit())), "shumaisi", NOW
         ),
     ),
     ("malformed_payload", lambda: verifier().verify(signed_payload(b"\xc1"), "shumaisi", NOW)),
@@ -148,41 +155,41 @@ REJECTIONS: list[Case] = [
     (
         "outside_signing_window",
         lambda: verifier(key=msgspec.structs.replace(KEY, not_after=NOW - 3 * 86_400)).verify(
-            SIGNER.sign_permit(permit()), "shumaisi", NOW
+            sign_permit(SIGNER, permit()), "shumaisi", NOW
         ),
     ),
     (
         "not_yet_valid",
         lambda: verifier().verify(
-            SIGNER.sign_permit(permit(not_before=NOW + POLICY.leeway + 1)), "shumaisi", NOW
+            sign_permit(SIGNER, permit(not_before=NOW + POLICY.leeway + 1)), "shumaisi", NOW
         ),
     ),
     (
         "expired",
         lambda: verifier().verify(
-            SIGNER.sign_permit(permit(expires=NOW - POLICY.leeway)), "shumaisi", NOW
+            sign_permit(SIGNER, permit(expires=NOW - POLICY.leeway)), "shumaisi", NOW
         ),
     ),
     (
         "unknown_season",
-        lambda: verifier().verify(SIGNER.sign_permit(permit(season=999)), "shumaisi", NOW),
+        lambda: verifier().verify(sign_permit(SIGNER, permit(season=999)), "shumaisi", NOW),
     ),
     (
         "season_closed",
         lambda: verifier().verify(
-            SIGNER.sign_permit(permit(not_before=HAJJ.closes - 10, expires=HAJJ.closes + 86_400)),
+            sign_permit(SIGNER, permit(not_before=HAJJ.closes - 10, expires=HAJJ.closes + 86_400)),
             "shumaisi",
             HAJJ.closes,
         ),
     ),
     (
         "category_not_admitted",
-        lambda: verifier().verify(SIGNER.sign_permit(permit()), "rawdah-gate", NOW),
+        lambda: verifier().verify(sign_permit(SIGNER, permit()), "rawdah-gate", NOW),
     ),
     (
         "entry_point_not_admitted",
         lambda: verifier().verify(
-            SIGNER.sign_permit(permit(entry_points=POLICY.checkpoint("al-kar").entry_bit)),
+            sign_permit(SIGNER, permit(entry_points=POLICY.checkpoint("al-kar").entry_bit)),
             "shumaisi",
             NOW,
         ),
@@ -190,7 +197,7 @@ REJECTIONS: list[Case] = [
     (
         "checkpoint_closed",
         lambda: verifier().verify(
-            SIGNER.sign_permit(permit(category=Category.SEASONAL_WORKER)),
+            sign_permit(SIGNER, permit(category=Category.SEASONAL_WORKER)),
             "shumaisi",
             int(dt.datetime(2027, 5, 1, 23, 30, tzinfo=RIYADH).timestamp()),
         ),
@@ -198,19 +205,19 @@ REJECTIONS: list[Case] = [
     (
         "revoked",
         lambda: verifier(mirror=_revoked_mirror()).verify(
-            SIGNER.sign_permit(permit()), "shumaisi", NOW
+            sign_permit(SIGNER, permit()), "shumaisi", NOW
         ),
     ),
     (
         "revocation_stale",
         lambda: verifier(mirror=_stale_mirror()).verify(
-            SIGNER.sign_permit(permit()), "shumaisi", NOW
+            sign_permit(SIGNER, permit()), "shumaisi", NOW
         ),
     ),
     (
         "keys_not_loaded",
         lambda: Verifier(Keyring(), POLICY, _revoked_mirror()).verify(
-            SIGNER.sign_permit(permit()), "shumaisi", NOW
+            sign_permit(SIGNER, permit()), "shumaisi", NOW
         ),
     ),
 ]
@@ -239,7 +246,7 @@ def test_indeterminate_reasons() -> None:
 
 def test_a_refusal_after_decoding_still_shows_the_permit() -> None:
     decision = verifier(mirror=_revoked_mirror()).verify(
-        SIGNER.sign_permit(permit()), "shumaisi", NOW
+        sign_permit(SIGNER, permit()), "shumaisi", NOW
     )
     assert decision.permit is not None
     assert decision.permit.holder_masked.endswith("6789")
@@ -249,7 +256,7 @@ def test_a_set_revocation_bit_wins_over_staleness() -> None:
     mirror = _revoked_mirror()
     mirror.confirm(NOW - 10 * POLICY.revocation_staleness)
     assert (
-        verifier(mirror=mirror).verify(SIGNER.sign_permit(permit()), "shumaisi", NOW).code
+        verifier(mirror=mirror).verify(sign_permit(SIGNER, permit()), "shumaisi", NOW).code
         == "revoked"
     )
 
@@ -265,26 +272,27 @@ def test_a_set_revocation_bit_wins_over_staleness() -> None:
 )
 def test_leeway_boundaries(changes: dict[str, int], now: int, outcome: Outcome) -> None:
     assert (
-        verifier().verify(SIGNER.sign_permit(permit(**changes)), "shumaisi", now).outcome is outcome
+        verifier().verify(sign_permit(SIGNER, permit(**changes)), "shumaisi", now).outcome
+        is outcome
     )
 
 
 def test_issued_at_exactly_at_window_edges() -> None:
     issued = NOW - 2 * 86_400
     opening = msgspec.structs.replace(KEY, not_before=issued)
-    assert verifier(key=opening).verify(SIGNER.sign_permit(permit()), "shumaisi", NOW).valid
+    assert verifier(key=opening).verify(sign_permit(SIGNER, permit()), "shumaisi", NOW).valid
     closing = msgspec.structs.replace(KEY, not_after=issued)
-    assert not verifier(key=closing).verify(SIGNER.sign_permit(permit()), "shumaisi", NOW).valid
+    assert not verifier(key=closing).verify(sign_permit(SIGNER, permit()), "shumaisi", NOW).valid
 
 
 def test_retired_key_still_verifies() -> None:
     retired = msgspec.structs.replace(KEY, status=KeyStatus.RETIRED, not_after=NOW)
-    assert verifier(key=retired).verify(SIGNER.sign_permit(permit()), "shumaisi", NOW).valid
+    assert verifier(key=retired).verify(sign_permit(SIGNER, permit()), "shumaisi", NOW).valid
 
 
 def test_entry_point_mask_admits_the_named_checkpoint() -> None:
     mask = POLICY.checkpoint("al-kar").entry_bit | POLICY.checkpoint("shumaisi").entry_bit
-    token = SIGNER.sign_permit(permit(entry_points=mask))
+    token = sign_permit(SIGNER, permit(entry_points=mask))
     assert verifier().verify(token, "shumaisi", NOW).valid
     assert verifier().verify(token, "al-kar", NOW).valid
     assert verifier().verify(token, "al-sail", NOW).code == "entry_point_not_admitted"
@@ -292,20 +300,20 @@ def test_entry_point_mask_admits_the_named_checkpoint() -> None:
 
 def test_unknown_checkpoint_is_a_callers_error() -> None:
     with pytest.raises(UnknownCheckpoint) as caught:
-        verifier().verify(SIGNER.sign_permit(permit()), "nowhere", NOW)
+        verifier().verify(sign_permit(SIGNER, permit()), "nowhere", NOW)
     assert caught.value.code == "unknown_checkpoint"
     with pytest.raises(UnknownCheckpoint):
         verifier().verify_batch([], "nowhere", NOW)
 
 
 def test_batch_keeps_order() -> None:
-    tokens = [SIGNER.sign_permit(permit()), "junk", SIGNER.sign_permit(permit(season=999))]
+    tokens = [sign_permit(SIGNER, permit()), "junk", sign_permit(SIGNER, permit(season=999))]
     decisions = verifier().verify_batch(tokens, "shumaisi", NOW)
     assert [d.code for d in decisions] == ["valid", "unknown_prefix", "unknown_season"]
 
 
 def test_bytes_input() -> None:
-    assert verifier().verify(SIGNER.sign_permit(permit()).encode(), "shumaisi", NOW).valid
+    assert verifier().verify(sign_permit(SIGNER, permit()).encode(), "shumaisi", NOW).valid
     assert verifier().verify(b"\xff" * 10, "shumaisi", NOW).code == "bad_encoding"
     assert verifier().verify(b"HC1:ABC", "shumaisi", NOW).code == "unknown_prefix"
 
@@ -313,7 +321,7 @@ def test_bytes_input() -> None:
 # --- Properties ------------------------------------------------------------------------
 
 PROPERTY = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-VALID_TOKEN = SIGNER.sign_permit(permit())
+VALID_TOKEN = sign_permit(SIGNER, permit())
 
 
 @PROPERTY
@@ -377,7 +385,7 @@ def test_valid_only_inside_window_season_and_admitted_checkpoint(
     now = start + offset
     mirror = StatusMirror()
     mirror.confirm(now)
-    decision = verifier(key=key, mirror=mirror).verify(SIGNER.sign_permit(p), station, now)
+    decision = verifier(key=key, mirror=mirror).verify(sign_permit(SIGNER, p), station, now)
     if decision.outcome is Outcome.VALID:
         checkpoint = POLICY.checkpoints[station]
         assert p.not_before - POLICY.leeway <= now < p.expires + POLICY.leeway

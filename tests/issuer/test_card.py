@@ -15,7 +15,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps, 
 
 from checkpoint.model import Category, Permit
 from checkpoint.policy import default_policy
-from checkpoint.signing import Signer
+from checkpoint.signing import InProcessKey, sign_permit
 from issuer import card
 from issuer.card import (
     ALL_ENTRY_POINTS,
@@ -36,7 +36,7 @@ from tests.conftest import ROOT
 ARTIFACTS = ROOT / "test-artifacts"
 RIYADH = dt.timezone(dt.timedelta(hours=3))
 POLICY = default_policy()
-SIGNER = Signer.from_seed(bytes(range(32)))
+SIGNER = InProcessKey.from_seed(bytes(range(32)))
 
 # Each word in logical order, and the same word as a correct shaper draws it: Unicode
 # Arabic Presentation Forms-B (one code point per contextual form, U+FExx), in visual
@@ -78,7 +78,7 @@ def make_permit(entry_points: int = 0, holder: str = "2123456705") -> tuple[Perm
         issued_at=at(2027, 4, 1),
         entry_points=entry_points,
     )
-    return permit, SIGNER.sign_permit(permit)
+    return permit, sign_permit(SIGNER, permit)
 
 
 # --- comparing drawings -----------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from checkpoint.errors import CheckpointError
-from checkpoint.signing import KeyEntry, KeyStatus, Signer
+from checkpoint.signing import InProcessKey, KeyEntry, KeyStatus, key_entry
 from issuer.issuing import Issuer
 from issuer.keystore import KeyStore
 from issuer.store.idempotency import IdempotencyClaim, request_hash
@@ -30,7 +30,7 @@ NODES = 3
 
 
 def new_entry(at: int = NOW, label: str = "") -> KeyEntry:
-    return Signer.generate().entry(not_before=at, label=label)
+    return key_entry(InProcessKey.generate(), not_before=at, label=label)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from checkpoint.errors import BadPrivateKey, KeyCannotSign, KeyNotFound, PrivateKeyMissing
 from checkpoint.signing import KeyStatus
-from issuer.keystore import KeyStore
+from issuer.keystore import FileKeys, KeyStore
 
 T0 = 1_800_000_000
 
@@ -27,7 +27,8 @@ def test_first_run_creates_one_key_and_reuses_it(tmp_path: Path) -> None:
 def test_private_key_is_owner_only_and_keyring_is_public(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     entry = store.generate(T0)
-    assert stat.S_IMODE(store.private_key_path(entry.kid).stat().st_mode) == 0o600
+    assert store.private_key_location(entry.kid) == str(tmp_path / f"{entry.kid}.pem")
+    assert stat.S_IMODE(FileKeys(tmp_path).path(entry.kid).stat().st_mode) == 0o600
     assert b"PRIVATE" not in store.keyring_path.read_bytes()
 
 
@@ -74,7 +75,7 @@ def test_passphrase_protects_the_private_key(tmp_path: Path) -> None:
 def test_missing_private_key_is_reported(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     entry = store.generate(T0)
-    store.private_key_path(entry.kid).unlink()
+    FileKeys(tmp_path).path(entry.kid).unlink()
     with pytest.raises(PrivateKeyMissing) as caught:
         store.signer(T0)
     assert caught.value.code == "private_key_missing"
