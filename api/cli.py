@@ -22,7 +22,8 @@ from api.services import CHANGES_FILE, ChangeSignal
 from api.settings import Settings, settings_from_env
 from checkpoint.errors import CheckpointError
 from checkpoint.model import CATEGORY_NAMES, Category, Channel, Decision, Outcome
-from checkpoint.policy import Policy, describe_policy
+from checkpoint.policy import Policy
+from checkpoint.policy_file import describe_policy
 from checkpoint.verify import Verifier
 from issuer.errors import IssueRefused
 from issuer.issuing import Issuer, IssueRequest, channel_of, check_eligibility

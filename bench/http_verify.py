@@ -67,7 +67,7 @@ from api.schemas import VerifyRequest
 from api.serve import prepare, worker_environment
 from api.services import Services
 from api.settings import Settings, settings_from_env
-from checkpoint.policy import DEFAULT_POLICY_RESOURCE, load_policy
+from checkpoint.policy_file import DEFAULT_POLICY_RESOURCE, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0

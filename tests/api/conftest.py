@@ -25,7 +25,7 @@ import api.services
 from api.app import create_app
 from api.services import Services
 from api.settings import Settings
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from issuer.records import MAKKAH, register_establishment
 from issuer.registry import Credential, Role
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from api import cli
 from checkpoint.model import Decision, Outcome
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from issuer.keystore import KeyStore
 
 POLICY = default_policy()

@@ -14,7 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.duplicates import EntryLog, LocalEntryLog, RedisEntryLog, check_duplicates
 from checkpoint.model import Category, Decision, Outcome, Permit
-from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy, default_policy
+from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import Keyring, Signer
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier

@@ -9,7 +9,7 @@ import pytest
 
 from api.settings import Settings, settings_from_env
 from checkpoint.errors import PolicyError
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from tests.conftest import ROOT
 
 DEFAULT_POLICY_FILE = ROOT / "checkpoint" / "data" / "policy.toml"

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from checkpoint.errors import REJECT_REASONS, UnknownCheckpoint
 from checkpoint.model import Category, Decision, Outcome, Permit
-from checkpoint.policy import Policy, default_policy
+from checkpoint.policy import Policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import KeyEntry, Keyring, KeyStatus, Signer
 from checkpoint.statuslist import StatusMirror
 from checkpoint.token import (

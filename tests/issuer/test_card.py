@@ -14,7 +14,7 @@ import zxingcpp
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps, ImageStat, features
 
 from checkpoint.model import Category, Permit
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import Signer
 from issuer import card
 from issuer.card import (

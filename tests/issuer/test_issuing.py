@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from checkpoint.model import Category, Channel, Outcome
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import KeyEntry, Signer
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
