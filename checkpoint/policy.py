@@ -110,7 +110,7 @@ class Season(msgspec.Struct, frozen=True, kw_only=True):
         return self.opens <= now < self.closes
 
 
-class CheckpointRule(msgspec.Struct, frozen=True):
+class GateRule(msgspec.Struct, frozen=True):
     """Opening hours of one category at one checkpoint, in seconds of the local day."""
 
     opens: int
@@ -129,8 +129,8 @@ class CheckpointRule(msgspec.Struct, frozen=True):
         return f"{clock(self.opens)}-{clock(self.closes)}"
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
-    """An entry point: who it admits and when."""
+class Gate(msgspec.Struct, frozen=True, kw_only=True):
+    """A checkpoint (a `[[checkpoints]]` table of the file): who it admits and when."""
 
     code: str
     name_en: str
@@ -139,7 +139,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     location_ar: str
     entry_point: int
     """Bit number: a permit's entry_points mask names this checkpoint with 1 << entry_point."""
-    rules: dict[Category, CheckpointRule]
+    rules: dict[Category, GateRule]
     """Admitted categories and their hours; a category absent here is not admitted."""
     utc_offset: int
     """Seconds to add to Unix time to get local time (fixed: the zone has no DST)."""
@@ -179,16 +179,17 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     revocation_staleness: int
     """Seconds after which unconfirmed revocation data makes a decision INDETERMINATE."""
     seasons: dict[int, Season]
-    checkpoints: dict[str, Checkpoint]
+    gates: dict[str, Gate] = msgspec.field(name="checkpoints")
+    """By code. Encoded as `checkpoints`: the trust bundle's wire name and the file's key."""
     rules: Rules = msgspec.field(default_factory=Rules)
     duplicate_entry: DuplicateEntryRules = msgspec.field(default_factory=DuplicateEntryRules)
     timezone: str = TIMEZONE
     utc_offset: int = 3 * 3600
 
-    def checkpoint(self, code: str) -> Checkpoint:
+    def gate(self, code: str) -> Gate:
         """The checkpoint with this code; UnknownCheckpoint if there is none."""
         try:
-            return self.checkpoints[code]
+            return self.gates[code]
         except KeyError:
             raise UnknownCheckpoint(code) from None
 

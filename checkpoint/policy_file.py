@@ -18,9 +18,9 @@ from checkpoint.model import CATEGORY_NAMES, Category, SeasonId
 from checkpoint.policy import (
     DAY,
     TIMEZONE,
-    Checkpoint,
-    CheckpointRule,
     DuplicateEntryRules,
+    Gate,
+    GateRule,
     HijriDate,
     Policy,
     Rules,
@@ -92,7 +92,7 @@ class SeasonEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     shift_days: ShiftDays = 0
 
 
-class CheckpointEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class GateEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One `[[checkpoints]]` table."""
 
     code: Code
@@ -116,7 +116,7 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     leeway: LeewaySeconds
     revocation_staleness: StalenessSeconds
     seasons: list[SeasonEntry] = []
-    checkpoints: list[CheckpointEntry] = []
+    checkpoints: list[GateEntry] = []
     rules: Rules = msgspec.field(default_factory=Rules)
     duplicate_entry: DuplicateEntryRules = msgspec.field(default_factory=DuplicateEntryRules)
 
@@ -166,19 +166,19 @@ def _build(raw: PolicyFile) -> Policy:
         seasons[entry.id] = _season(entry, path, zone, offset)
         season_codes.add(entry.code)
 
-    checkpoints: dict[str, Checkpoint] = {}
+    gates: dict[str, Gate] = {}
     bits: dict[int, str] = {}
-    for i, cp_entry in enumerate(raw.checkpoints):
+    for i, gate_entry in enumerate(raw.checkpoints):
         path = f"$.checkpoints[{i}]"
-        if cp_entry.code in checkpoints:
-            raise PolicyError(f"duplicate checkpoint code {cp_entry.code!r} - at `{path}.code`")
-        if cp_entry.entry_point in bits:
+        if gate_entry.code in gates:
+            raise PolicyError(f"duplicate checkpoint code {gate_entry.code!r} - at `{path}.code`")
+        if gate_entry.entry_point in bits:
             raise PolicyError(
-                f"entry-point bit {cp_entry.entry_point} is already used by checkpoint "
-                f"{bits[cp_entry.entry_point]!r} - at `{path}.entry_point`"
+                f"entry-point bit {gate_entry.entry_point} is already used by checkpoint "
+                f"{bits[gate_entry.entry_point]!r} - at `{path}.entry_point`"
             )
-        checkpoints[cp_entry.code] = _checkpoint(cp_entry, path, offset)
-        bits[cp_entry.entry_point] = cp_entry.code
+        gates[gate_entry.code] = _gate(gate_entry, path, offset)
+        bits[gate_entry.entry_point] = gate_entry.code
     _categories(list(raw.duplicate_entry.modes), "$.duplicate_entry.modes")
 
     return Policy(
@@ -186,7 +186,7 @@ def _build(raw: PolicyFile) -> Policy:
         leeway=raw.leeway,
         revocation_staleness=raw.revocation_staleness,
         seasons=seasons,
-        checkpoints=checkpoints,
+        gates=gates,
         rules=raw.rules,
         duplicate_entry=raw.duplicate_entry,
         timezone=TIMEZONE,
@@ -267,7 +267,7 @@ def _categories(slugs: list[str], path: str) -> list[Category]:
     return found
 
 
-def _checkpoint(entry: CheckpointEntry, path: str, offset: int) -> Checkpoint:
+def _gate(entry: GateEntry, path: str, offset: int) -> Gate:
     categories = _categories(entry.categories, f"{path}.categories")
     default = _hours(entry.hours, f"{path}.hours")
     rules = dict.fromkeys(categories, default)
@@ -280,7 +280,7 @@ def _checkpoint(entry: CheckpointEntry, path: str, offset: int) -> Checkpoint:
         if category not in rules:
             raise PolicyError(f"hours given for {slug!r}, which is not admitted - at `{where}`")
         rules[category] = _hours(text, where)
-    return Checkpoint(
+    return Gate(
         code=entry.code,
         name_en=entry.name_en,
         name_ar=entry.name_ar,
@@ -293,7 +293,7 @@ def _checkpoint(entry: CheckpointEntry, path: str, offset: int) -> Checkpoint:
     )
 
 
-def _hours(text: str, path: str) -> CheckpointRule:
+def _hours(text: str, path: str) -> GateRule:
     if not _HOURS_RE.match(text):
         raise PolicyError(f"hours {text!r} do not look like HH:MM-HH:MM - at `{path}`")
     opens_text, closes_text = text.split("-")
@@ -307,7 +307,7 @@ def _hours(text: str, path: str) -> CheckpointRule:
             f"hours {text!r} open and close at the same time; write {ALWAYS_OPEN} for "
             f"always open, or leave the category out - at `{path}`"
         )
-    return CheckpointRule(opens, closes)
+    return GateRule(opens, closes)
 
 
 def _seconds(clock: str) -> int:
@@ -345,19 +345,19 @@ def describe_policy(policy: Policy) -> str:
             f"      categories: {_slugs(season.categories)}",
         ]
     lines += ["", "Checkpoints"]
-    for cp in sorted(policy.checkpoints.values(), key=lambda c: c.entry_point):
+    for gate in sorted(policy.gates.values(), key=lambda g: g.entry_point):
         lines += [
-            f"  {cp.code}: entry-point bit {cp.entry_point} (mask 0x{cp.entry_bit:08x}), "
-            f"zone {cp.zone}",
-            f"      {cp.name_en} / {cp.name_ar}",
-            f"      {cp.location_en} / {cp.location_ar}",
+            f"  {gate.code}: entry-point bit {gate.entry_point} (mask 0x{gate.entry_bit:08x}), "
+            f"zone {gate.zone}",
+            f"      {gate.name_en} / {gate.name_ar}",
+            f"      {gate.location_en} / {gate.location_ar}",
         ]
-        if not cp.rules:
+        if not gate.rules:
             lines.append("      admits no category")
-        for category in sorted(cp.rules):
+        for category in sorted(gate.rules):
             name_en, name_ar = CATEGORY_NAMES[category]
             lines.append(
-                f"      {category.slug:<24} {cp.rules[category].text}  ({name_en} / {name_ar})"
+                f"      {category.slug:<24} {gate.rules[category].text}  ({name_en} / {name_ar})"
             )
     return "\n".join(lines) + "\n"
 

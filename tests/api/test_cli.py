@@ -581,7 +581,7 @@ def test_qr_refuses_other_formats(run: Runner, tmp_path: Path) -> None:
 def test_policy_show_lists_every_checkpoint(run: Runner) -> None:
     result = run("policy", "show")
     assert result.code == 0
-    for code in POLICY.checkpoints:
+    for code in POLICY.gates:
         assert code in result.out
     for season in POLICY.seasons.values():
         assert season.code in result.out

@@ -93,7 +93,7 @@ async def test_modes(
 
 async def test_zones_count_separately_and_checkpoints_of_one_zone_together() -> None:
     policy = _policy(DuplicateMode.STRICT)
-    assert policy.checkpoint("shumaisi").zone == policy.checkpoint("al-kar").zone == "makkah"
+    assert policy.gate("shumaisi").zone == policy.gate("al-kar").zone == "makkah"
     log = LocalEntryLog()
     assert (await check_duplicate(_decision(policy, "shumaisi"), policy, log)).valid
     repeat = await check_duplicate(_decision(policy, "al-kar"), policy, log)

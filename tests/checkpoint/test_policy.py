@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from checkpoint.errors import UnknownCheckpoint
 from checkpoint.model import Category
-from checkpoint.policy import DAY, Checkpoint, Policy
+from checkpoint.policy import DAY, Gate, Policy
 from checkpoint.policy_file import default_policy, parse_policy
 from tests.checkpoint.test_policy_file import (
     HOUR,
@@ -46,8 +46,8 @@ def test_season_lookup() -> None:
 
 def test_admits() -> None:
     policy = default_policy()
-    shumaisi = policy.checkpoint("shumaisi")
-    rawdah = policy.checkpoint("rawdah-gate")
+    shumaisi = policy.gate("shumaisi")
+    rawdah = policy.gate("rawdah-gate")
     assert shumaisi.admits(Category.DOMESTIC_WORKER)
     assert shumaisi.admits(Category.UMRAH)
     assert not shumaisi.admits(Category.RAWDAH)
@@ -58,13 +58,13 @@ def test_admits() -> None:
 
 def test_unknown_checkpoint() -> None:
     with pytest.raises(UnknownCheckpoint) as caught:
-        default_policy().checkpoint("NOPE")
+        default_policy().gate("NOPE")
     assert caught.value.code == "unknown_checkpoint"
 
 
-def hours_checkpoint(hours: str) -> Checkpoint:
+def hours_gate(hours: str) -> Gate:
     cp = checkpoint(categories=["domestic_worker"], hours=hours, category_hours={})
-    return parse_policy(policy_text(checkpoints=[cp])).checkpoint("shumaisi")
+    return parse_policy(policy_text(checkpoints=[cp])).gate("shumaisi")
 
 
 # A local midnight in Riyadh, and times of that local day.
@@ -90,7 +90,7 @@ def at(hh: int, mm: int = 0, ss: int = 0) -> int:
     ],
 )
 def test_day_hours(now: int, expected: bool) -> None:
-    assert hours_checkpoint("06:00-22:00").is_open_for(Category.DOMESTIC_WORKER, now) is expected
+    assert hours_gate("06:00-22:00").is_open_for(Category.DOMESTIC_WORKER, now) is expected
 
 
 @pytest.mark.parametrize(
@@ -106,23 +106,23 @@ def test_day_hours(now: int, expected: bool) -> None:
     ],
 )
 def test_overnight_hours(now: int, expected: bool) -> None:
-    assert hours_checkpoint("22:00-06:00").is_open_for(Category.DOMESTIC_WORKER, now) is expected
+    assert hours_gate("22:00-06:00").is_open_for(Category.DOMESTIC_WORKER, now) is expected
 
 
 @pytest.mark.parametrize("now", [at(0), at(0) - 1, at(12), at(23, 59, 59), at(0) + DAY])
 def test_always_open(now: int) -> None:
-    assert hours_checkpoint("00:00-24:00").is_open_for(Category.DOMESTIC_WORKER, now)
+    assert hours_gate("00:00-24:00").is_open_for(Category.DOMESTIC_WORKER, now)
 
 
 def test_closing_at_midnight() -> None:
-    cp = hours_checkpoint("18:00-24:00")
+    cp = hours_gate("18:00-24:00")
     assert cp.is_open_for(Category.DOMESTIC_WORKER, at(23, 59, 59))
     assert not cp.is_open_for(Category.DOMESTIC_WORKER, at(0) + DAY)
     assert not cp.is_open_for(Category.DOMESTIC_WORKER, at(17, 59, 59))
 
 
 def test_category_hours_override_the_default() -> None:
-    cp = parse_policy(policy_text()).checkpoint("shumaisi")
+    cp = parse_policy(policy_text()).gate("shumaisi")
     assert cp.is_open_for(Category.DOMESTIC_WORKER, at(3))
     assert not cp.is_open_for(Category.SEASONAL_WORKER, at(3, 59, 59))
     assert cp.is_open_for(Category.SEASONAL_WORKER, at(4))
@@ -132,14 +132,14 @@ def test_category_hours_override_the_default() -> None:
 
 def test_default_file_hours() -> None:
     policy = default_policy()
-    shumaisi = policy.checkpoint("shumaisi")
+    shumaisi = policy.gate("shumaisi")
     assert not shumaisi.is_open_for(Category.SEASONAL_WORKER, at(3, 59, 59))
     assert shumaisi.is_open_for(Category.SEASONAL_WORKER, at(4))
     assert shumaisi.is_open_for(Category.CITIZEN, at(3))
 
 
 def test_not_admitted_is_never_open() -> None:
-    rawdah = default_policy().checkpoint("rawdah-gate")
+    rawdah = default_policy().gate("rawdah-gate")
     assert not rawdah.is_open_for(Category.UMRAH, at(12))
 
 
@@ -152,7 +152,7 @@ def test_hours_match_a_zoneinfo_reference(opens: int, closes: int, now: int) -> 
     if opens == closes:
         return
     hours = f"{opens // 60:02d}:{opens % 60:02d}-{closes // 60:02d}:{closes % 60:02d}"
-    cp = hours_checkpoint(hours)
+    cp = hours_gate(hours)
     local = dt.datetime.fromtimestamp(now, tz=RIYADH)
     minute = local.hour * 60 + local.minute
     expected = opens <= minute < closes if opens < closes else minute >= opens or minute < closes
@@ -160,7 +160,7 @@ def test_hours_match_a_zoneinfo_reference(opens: int, closes: int, now: int) -> 
 
 
 def test_entry_point_mask() -> None:
-    kar = default_policy().checkpoint("al-kar")
+    kar = default_policy().gate("al-kar")
     assert kar.entry_bit == 1 << kar.entry_point
     assert kar.in_mask(0)
     assert kar.in_mask(kar.entry_bit)
@@ -170,12 +170,12 @@ def test_entry_point_mask() -> None:
 
 def test_admits_only_listed_categories_even_with_no_hours_override() -> None:
     cp = parse_policy(policy_text(checkpoints=[checkpoint(categories=[], category_hours={})]))
-    assert parse_policy(policy_text()).checkpoint("shumaisi").admits(Category.DOMESTIC_WORKER)
-    assert not cp.checkpoint("shumaisi").admits(Category.DOMESTIC_WORKER)
+    assert parse_policy(policy_text()).gate("shumaisi").admits(Category.DOMESTIC_WORKER)
+    assert not cp.gate("shumaisi").admits(Category.DOMESTIC_WORKER)
 
 
 def test_empty_seasons_and_checkpoints_are_allowed() -> None:
     policy = parse_policy(policy_text(seasons=[], checkpoints=[]))
     assert isinstance(policy, Policy)
     assert policy.seasons == {}
-    assert policy.checkpoints == {}
+    assert policy.gates == {}

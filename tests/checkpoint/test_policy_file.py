@@ -105,8 +105,8 @@ def test_default_policy_loads() -> None:
     assert policy.revocation_staleness == 30
     assert policy.utc_offset == 3 * HOUR
     assert {s.code for s in policy.seasons.values()} == {"hajj-1448", "umrah-1448"}
-    assert 6 <= len(policy.checkpoints) <= 10
-    bits = [cp.entry_point for cp in policy.checkpoints.values()]
+    assert 6 <= len(policy.gates) <= 10
+    bits = [cp.entry_point for cp in policy.gates.values()]
     assert len(set(bits)) == len(bits)
 
 
@@ -148,7 +148,7 @@ def test_umrah_1448_window() -> None:
 
 def test_default_policy_exercises_restricted_and_overnight_hours() -> None:
     policy = default_policy()
-    texts = {rule.text for cp in policy.checkpoints.values() for rule in cp.rules.values()}
+    texts = {rule.text for cp in policy.gates.values() for rule in cp.rules.values()}
     assert "04:00-23:00" in texts
     assert "22:00-06:00" in texts
 
@@ -384,7 +384,7 @@ def test_describe_policy() -> None:
     assert "1448-11-01" in text
     assert "2027-04-08" in text
     assert "2027-04-07T21:00:00Z" in text
-    for cp in policy.checkpoints.values():
+    for cp in policy.gates.values():
         assert cp.code in text
         assert cp.name_en in text
         assert cp.name_ar in text

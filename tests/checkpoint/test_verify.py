@@ -183,7 +183,7 @@ REJECTIONS: list[Case] = [
     (
         "entry_point_not_admitted",
         lambda: verifier().verify(
-            SIGNER.sign_permit(permit(entry_points=POLICY.checkpoint("al-kar").entry_bit)),
+            SIGNER.sign_permit(permit(entry_points=POLICY.gate("al-kar").entry_bit)),
             "shumaisi",
             NOW,
         ),
@@ -284,7 +284,7 @@ def test_retired_key_still_verifies() -> None:
 
 
 def test_entry_point_mask_admits_the_named_checkpoint() -> None:
-    mask = POLICY.checkpoint("al-kar").entry_bit | POLICY.checkpoint("shumaisi").entry_bit
+    mask = POLICY.gate("al-kar").entry_bit | POLICY.gate("shumaisi").entry_bit
     token = SIGNER.sign_permit(permit(entry_points=mask))
     assert verifier().verify(token, "shumaisi", NOW).valid
     assert verifier().verify(token, "al-kar", NOW).valid
@@ -359,11 +359,11 @@ def _local_second(now: int) -> int:
     start=st.integers(min_value=UMRAH.opens - 86_400, max_value=HAJJ.closes + 86_400),
     length=st.integers(min_value=1, max_value=30 * 86_400),
     mask=st.integers(min_value=0, max_value=0xFF),
-    station=st.sampled_from(sorted(POLICY.checkpoints)),
+    code=st.sampled_from(sorted(POLICY.gates)),
     offset=st.integers(min_value=-2 * 86_400, max_value=32 * 86_400),
 )
 def test_valid_only_inside_window_season_and_admitted_checkpoint(
-    category: Category, season: int, start: int, length: int, mask: int, station: str, offset: int
+    category: Category, season: int, start: int, length: int, mask: int, code: str, offset: int
 ) -> None:
     issued = start - 86_400
     key = msgspec.structs.replace(KEY, not_before=issued)
@@ -378,11 +378,11 @@ def test_valid_only_inside_window_season_and_admitted_checkpoint(
     now = start + offset
     mirror = StatusMirror()
     mirror.confirm(now)
-    decision = verifier(key=key, mirror=mirror).verify(SIGNER.sign_permit(p), station, now)
+    decision = verifier(key=key, mirror=mirror).verify(SIGNER.sign_permit(p), code, now)
     if decision.outcome is Outcome.VALID:
-        checkpoint = POLICY.checkpoints[station]
+        gate = POLICY.gates[code]
         assert p.not_before - POLICY.leeway <= now < p.expires + POLICY.leeway
         assert POLICY.seasons[season].opens <= now < POLICY.seasons[season].closes
-        assert category in checkpoint.rules
-        assert mask == 0 or mask & (1 << checkpoint.entry_point)
-        assert checkpoint.rules[category].is_open_at(_local_second(now))
+        assert category in gate.rules
+        assert mask == 0 or mask & (1 << gate.entry_point)
+        assert gate.rules[category].is_open_at(_local_second(now))
