@@ -67,7 +67,7 @@ from api.runtime.serve import prepare, worker_environment
 from api.runtime.services import Services
 from api.runtime.settings import Settings, settings_from_env
 from api.schemas import VerifyRequest
-from checkpoint.policy import DEFAULT_POLICY_RESOURCE, load_policy
+from checkpoint.policy_file import DEFAULT_POLICY_RESOURCE, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0

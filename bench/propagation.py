@@ -80,7 +80,8 @@ from http_verify import (
 from api.runtime.serve import prepare, worker_environment
 from api.runtime.settings import ENV_PREFIX, Settings
 from checkpoint.model import Category
-from checkpoint.policy import DEFAULT_POLICY_RESOURCE, DuplicateMode, load_policy
+from checkpoint.policy import DuplicateMode
+from checkpoint.policy_file import DEFAULT_POLICY_RESOURCE, load_policy
 from issuer.store.credentials import create_credential
 from issuer.store.registry import Registry
 from tests.redis_server import RedisServer, free_port

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from qrcode.constants import ERROR_CORRECT_M, ERROR_CORRECT_Q
 
 from checkpoint.model import Category, Permit
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import InProcessKey, Keyring, key_entry, sign_permit
 from checkpoint.statuslist import StatusMirror
 from checkpoint.token import PREFIX, b45decode, split_token

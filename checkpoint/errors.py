@@ -165,8 +165,35 @@ class KeysNotLoaded(RejectReason):
     message_ar = "مفاتيح التحقق غير محمّلة: يلزم التحقق اليدوي."
 
 
-REJECT_REASONS: tuple[type[RejectReason], ...] = tuple(RejectReason.__subclasses__())
-"""Every reason the core verifier can give, in declaration order (used by docs and tests)."""
+REJECT_REASONS: tuple[type[RejectReason], ...] = (
+    TokenTooLong,
+    UnknownPrefix,
+    UnsupportedVersion,
+    BadEncoding,
+    MalformedEnvelope,
+    UnknownKey,
+    KeyRevoked,
+    BadSignature,
+    MalformedPayload,
+    TrailingBytes,
+    InvalidField,
+    OutsideSigningWindow,
+    NotYetValid,
+    Expired,
+    UnknownSeason,
+    SeasonClosed,
+    CategoryNotAdmitted,
+    EntryPointNotAdmitted,
+    CheckpointClosed,
+    Revoked,
+    RevocationStale,
+    KeysNotLoaded,
+)
+"""Every reason the core verifier can give, in declaration order (used by docs and tests).
+
+Written out rather than read from `__subclasses__()`, which depends on where a class sits;
+tests/checkpoint/test_errors.py requires every concrete reason here or in EDGE_REASONS.
+"""
 
 
 # --- Reasons decided at the edge, after the core's VALID: they need shared state. ---

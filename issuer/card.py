@@ -233,7 +233,7 @@ def entry_point_names(entry_points: int, policy: Policy) -> list[tuple[str, str]
     if entry_points == 0:
         return [ALL_ENTRY_POINTS]
     named = sorted(
-        (cp for cp in policy.checkpoints.values() if entry_points >> cp.entry_point & 1),
+        (cp for cp in policy.gates.values() if entry_points >> cp.entry_point & 1),
         key=lambda cp: cp.entry_point,
     )
     names = [(cp.name_en, cp.name_ar) for cp in named]

@@ -154,7 +154,7 @@ def check_eligibility(
     check_references(request, category, policy, now)
     mask = 0
     for code in request.entry_points:
-        station = policy.checkpoints.get(code)
+        station = policy.gates.get(code)
         if station is None or not station.admits(category):
             raise EntryPointNotAdmitting(code)
         mask |= station.entry_bit

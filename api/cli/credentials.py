@@ -25,7 +25,7 @@ def create_credential(settings: Settings, args: argparse.Namespace) -> str:
     if role == "scanner":
         if checkpoint is None or channels:
             raise UserError("a scanner credential needs --checkpoint CODE and no --channel")
-        settings.load_policy().checkpoint(checkpoint)  # UnknownCheckpoint if it does not exist
+        settings.load_policy().gate(checkpoint)  # UnknownCheckpoint if it does not exist
     elif role == "issuer":
         if not channels or checkpoint is not None:
             raise UserError("an issuer credential needs --channel (repeatable) and no --checkpoint")

@@ -6,7 +6,7 @@ import argparse
 
 from api.cli.shared import Commands
 from api.runtime.settings import Settings
-from checkpoint.policy import describe_policy
+from checkpoint.policy_file import describe_policy
 
 
 def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:

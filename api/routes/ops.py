@@ -58,7 +58,7 @@ def page_labels(policy: Policy) -> bytes:
         "timezone": policy.timezone,
         "categories": {c.slug: names for c, names in CATEGORY_NAMES.items()},
         "seasons": {str(s.id): (s.name_en, s.name_ar) for s in policy.seasons.values()},
-        "checkpoints": {c.code: (c.name_en, c.name_ar) for c in policy.checkpoints.values()},
+        "checkpoints": {c.code: (c.name_en, c.name_ar) for c in policy.gates.values()},
     }
     # Inside <script type="application/json"> a "</script>" in a name would end the block.
     return msgspec.json.encode(labels).replace(b"<", b"\\u003c")

@@ -150,7 +150,7 @@ async def check_duplicates(
         if mode is DuplicateMode.OFF:
             continue
         checked.append((position, mode))
-        keys.append(f"{policy.checkpoint(decision.checkpoint).zone}:{permit.permit_id}")
+        keys.append(f"{policy.gate(decision.checkpoint).zone}:{permit.permit_id}")
     if not keys:
         return list(decisions)
 

@@ -10,7 +10,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from checkpoint.policy import Policy, default_policy, load_policy
+from checkpoint.policy import Policy
+from checkpoint.policy_file import default_policy, load_policy
 from issuer.keystore import KeyStore, SignerBackend, private_keys
 
 ENV_PREFIX = "CHECKPOINT_"

@@ -28,7 +28,7 @@ from api.app import create_app
 from api.routes import ROUTERS
 from api.runtime.services import Services
 from api.runtime.settings import Settings
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from issuer.admission import MAKKAH
 from issuer.registration import register_establishment
 from issuer.store.audit import audit_entries

@@ -17,7 +17,7 @@ from PIL import Image
 from api import cli
 from api.cli import shared
 from checkpoint.model import Decision, Outcome
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from issuer.keystore import KeyStore
 
 POLICY = default_policy()
@@ -582,7 +582,7 @@ def test_qr_refuses_other_formats(run: Runner, tmp_path: Path) -> None:
 def test_policy_show_lists_every_checkpoint(run: Runner) -> None:
     result = run("policy", "show")
     assert result.code == 0
-    for code in POLICY.checkpoints:
+    for code in POLICY.gates:
         assert code in result.out
     for season in POLICY.seasons.values():
         assert season.code in result.out

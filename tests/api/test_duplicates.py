@@ -14,7 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog, check_duplicates
 from checkpoint.model import Category, Decision, Outcome, Permit
-from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy, default_policy
+from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import InProcessKey, Keyring, key_entry, sign_permit
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
@@ -92,7 +93,7 @@ async def test_modes(
 
 async def test_zones_count_separately_and_checkpoints_of_one_zone_together() -> None:
     policy = _policy(DuplicateMode.STRICT)
-    assert policy.checkpoint("shumaisi").zone == policy.checkpoint("al-kar").zone == "makkah"
+    assert policy.gate("shumaisi").zone == policy.gate("al-kar").zone == "makkah"
     log = LocalEntryLog()
     assert (await check_duplicate(_decision(policy, "shumaisi"), policy, log)).valid
     repeat = await check_duplicate(_decision(policy, "al-kar"), policy, log)

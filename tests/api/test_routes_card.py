@@ -112,7 +112,7 @@ def test_scan_page_names_categories_and_checkpoints_from_the_policy(app: Api) ->
     labels = json.loads(match.group(1))
     assert labels["timezone"] == "Asia/Riyadh"
     assert labels["categories"]["domestic_worker"][0] == "Domestic worker"
-    assert set(labels["checkpoints"]) == set(app.services.policy.checkpoints)
+    assert set(labels["checkpoints"]) == set(app.services.policy.gates)
 
 
 @pytest.mark.parametrize(

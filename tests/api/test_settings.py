@@ -9,7 +9,7 @@ import pytest
 
 from api.runtime.settings import Settings, settings_from_env
 from checkpoint.errors import PolicyError
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from issuer.keystore import FileKeys
 from tests.conftest import ROOT
 
@@ -145,7 +145,7 @@ def test_load_policy_from_a_file(tmp_path: Path) -> None:
     policy = settings_from_env({"CHECKPOINT_POLICY": str(custom)}).load_policy()
     assert policy.version == "test-7"
     assert policy.version != default_policy().version
-    assert set(policy.checkpoints) == set(default_policy().checkpoints)
+    assert set(policy.gates) == set(default_policy().gates)
 
 
 def test_load_policy_from_a_missing_file(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from checkpoint.errors import REJECT_REASONS, UnknownCheckpoint
 from checkpoint.model import Category, Decision, Outcome, Permit
-from checkpoint.policy import Policy, default_policy
+from checkpoint.policy import Policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import (
     InProcessKey,
     KeyEntry,
@@ -189,7 +190,7 @@ REJECTIONS: list[Case] = [
     (
         "entry_point_not_admitted",
         lambda: verifier().verify(
-            sign_permit(SIGNER, permit(entry_points=POLICY.checkpoint("al-kar").entry_bit)),
+            sign_permit(SIGNER, permit(entry_points=POLICY.gate("al-kar").entry_bit)),
             "shumaisi",
             NOW,
         ),
@@ -291,7 +292,7 @@ def test_retired_key_still_verifies() -> None:
 
 
 def test_entry_point_mask_admits_the_named_checkpoint() -> None:
-    mask = POLICY.checkpoint("al-kar").entry_bit | POLICY.checkpoint("shumaisi").entry_bit
+    mask = POLICY.gate("al-kar").entry_bit | POLICY.gate("shumaisi").entry_bit
     token = sign_permit(SIGNER, permit(entry_points=mask))
     assert verifier().verify(token, "shumaisi", NOW).valid
     assert verifier().verify(token, "al-kar", NOW).valid
@@ -366,7 +367,7 @@ def _local_second(now: int) -> int:
     start=st.integers(min_value=UMRAH.opens - 86_400, max_value=HAJJ.closes + 86_400),
     length=st.integers(min_value=1, max_value=30 * 86_400),
     mask=st.integers(min_value=0, max_value=0xFF),
-    station=st.sampled_from(sorted(POLICY.checkpoints)),
+    station=st.sampled_from(sorted(POLICY.gates)),
     offset=st.integers(min_value=-2 * 86_400, max_value=32 * 86_400),
 )
 def test_valid_only_inside_window_season_and_admitted_checkpoint(
@@ -387,7 +388,7 @@ def test_valid_only_inside_window_season_and_admitted_checkpoint(
     mirror.confirm(now)
     decision = verifier(key=key, mirror=mirror).verify(sign_permit(SIGNER, p), station, now)
     if decision.outcome is Outcome.VALID:
-        checkpoint = POLICY.checkpoints[station]
+        checkpoint = POLICY.gates[station]
         assert p.not_before - POLICY.leeway <= now < p.expires + POLICY.leeway
         assert POLICY.seasons[season].opens <= now < POLICY.seasons[season].closes
         assert category in checkpoint.rules

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from checkpoint.policy import CompanyClass, Policy, default_policy
+from checkpoint.policy import CompanyClass, Policy
+from checkpoint.policy_file import default_policy
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.eligibility import IssueRequest

@@ -14,7 +14,7 @@ import zxingcpp
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps, ImageStat, features
 
 from checkpoint.model import Category, Permit
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import InProcessKey, sign_permit
 from issuer import card
 from issuer.card import (
@@ -274,7 +274,7 @@ def test_validity_is_shown_in_riyadh_time_in_both_calendars() -> None:
 def test_entry_points_name_the_checkpoints_of_the_mask() -> None:
     policy = POLICY
     assert entry_point_names(0, policy) == [ALL_ENTRY_POINTS]
-    shumaisi, al_kar = policy.checkpoints["shumaisi"], policy.checkpoints["al-kar"]
+    shumaisi, al_kar = policy.gates["shumaisi"], policy.gates["al-kar"]
     names = entry_point_names(shumaisi.entry_bit | al_kar.entry_bit, policy)
     assert names == [(shumaisi.name_en, shumaisi.name_ar), (al_kar.name_en, al_kar.name_ar)]
     # A bit the policy does not name is printed too: the card never hides a restriction.

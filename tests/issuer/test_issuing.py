@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from checkpoint.model import Category, Channel, Outcome
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import KeyEntry, Signer
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
@@ -367,7 +367,7 @@ def test_entry_points_must_admit_the_category(category: Category, codes: tuple[s
 def test_entry_points_build_the_mask(category: Category, codes: tuple[str, ...]) -> None:
     expected = 0
     for code in codes:
-        expected |= POLICY.checkpoint(code).entry_bit
+        expected |= POLICY.gate(code).entry_bit
     mask = passes(request(category, entry_points=codes))
     assert mask == expected
     assert bin(mask).count("1") == len(set(codes))
@@ -608,7 +608,7 @@ def test_request_decodes_from_json() -> None:
     assert req.not_before == dt.datetime(2027, 4, 10, tzinfo=RIYADH)
     assert req.expires == dt.datetime(2027, 4, 20, tzinfo=dt.UTC)
     assert req.entry_points == ("shumaisi",)
-    assert passes(req) == POLICY.checkpoint("shumaisi").entry_bit
+    assert passes(req) == POLICY.gate("shumaisi").entry_bit
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pkcs11.exceptions import AttributeSensitive
 
 from checkpoint.errors import PrivateKeyMissing
 from checkpoint.model import Category, Outcome, Permit
-from checkpoint.policy import default_policy
+from checkpoint.policy_file import default_policy
 from checkpoint.signing import InProcessKey, key_entry, kid_for, sign_permit, verify_signature
 from checkpoint.statuslist import StatusMirror
 from checkpoint.token import split_token
