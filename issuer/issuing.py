@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Category, Channel, Permit, format_permit_id
 from checkpoint.policy import Policy
-from checkpoint.signing import KeyEntry, KeyStatus, Signer, sign_permit
+from checkpoint.signing import KeyEntry, Signer, sign_permit
 from issuer.admission import Admission
 from issuer.eligibility import IssueRequest, channel_of, check_eligibility
 from issuer.errors import (
@@ -22,9 +23,10 @@ from issuer.errors import (
     PermitNotActive,
     PermitNotFound,
 )
-from issuer.keystore import KeyStore
+from issuer.keystore import PrivateKeys, load_signer, new_entry, signing_entry
 from issuer.store import idempotency, permits
 from issuer.store.idempotency import IdempotencyClaim
+from issuer.store.keys import ensure_key, keyring_in
 from issuer.store.permits import PermitDraft, PermitRecord
 from issuer.store.registry import Registry
 from issuer.store.revocations import Revocation, withdraw
@@ -65,39 +67,32 @@ class Issuer:
     """Checks requests, signs with the current key and stores permits in the registry."""
 
     def __init__(
-        self, registry: Registry, keys: KeyStore, policy: Policy, *, first_run: bool = False
+        self, registry: Registry, keys: PrivateKeys, policy: Policy, *, first_run: bool = False
     ) -> None:
         self.registry = registry
         self.keys = keys
         self.policy = policy
         self.first_run = first_run
-        """Create a signing key when there is none, once a request passed every check."""
+        """Create the fleet's first signing key when there is none, once a request passed
+        every check."""
         self.created_key: KeyEntry | None = None
-        self._signing: tuple[Signer, KeyEntry] | None = None
+        self._signers: dict[str, Signer] = {}
 
-    def signing_key(self, now: int) -> tuple[Signer, KeyEntry]:
-        """The key that signs at `now`, loaded once and reloaded when it stops being usable.
-
-        The cached entry is compared with the key store's current keyring (a small public
-        file), so a key retired or revoked by another process, or a newer key, is picked up;
-        only the signer (a decrypted PEM key, or a handle on a key in the HSM) is cached.
-        """
-        if self._signing is not None:
-            _, entry = self._signing
-            usable = [
-                e for e in self.keys.keyring() if e.status is KeyStatus.ACTIVE and e.in_window(now)
-            ]
-            if usable and max(usable, key=lambda e: e.not_before) == entry:
-                return self._signing
+    async def signing_key(
+        self, conn: AsyncConnection, now: int, actor: str
+    ) -> tuple[Signer, KeyEntry]:
+        """The key that signs at `now`, chosen from the registry's keyring in the issuing
+        transaction, so a key retired or revoked on any node signs nothing after that commit.
+        Only the signer (a decrypted PEM key, or a handle on a key in the HSM) is cached."""
         if self.first_run:
-            entry, created = self.keys.ensure_signing_key(now)
+            make = partial(new_entry, self.keys, now, "created on first run")
+            entry, created = await ensure_key(conn, make, now=now, actor=actor)
             self.created_key = entry if created else self.created_key
-        self._signing = self.keys.signer(now)
-        return self._signing
-
-    def forget_signing_key(self) -> None:
-        """Drop the cached key, after a rotation or revocation."""
-        self._signing = None
+        entry = signing_entry(await keyring_in(conn), now)
+        signer = self._signers.get(entry.kid)
+        if signer is None:
+            signer = self._signers[entry.kid] = load_signer(self.keys, entry)
+        return signer, entry
 
     async def issue(
         self,
@@ -178,7 +173,7 @@ class Issuer:
         *,
         action: str,
     ) -> list[PermitRecord]:
-        signer, entry = self.signing_key(now)
+        signer, entry = await self.signing_key(conn, now, actor)
         return await store_drafts(
             conn,
             drafts,

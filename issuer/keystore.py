@@ -1,4 +1,5 @@
-"""Signing keys: the public keyring file, and the private keys behind one backend interface."""
+"""Private signing keys behind one backend interface (PEM files, PKCS#11), and the flows that
+publish keys in the fleet's keyring."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Protocol
 
-import msgspec
-
 from checkpoint.errors import BadPrivateKey, DuplicateKeyId, KeyCannotSign, PrivateKeyMissing
 from checkpoint.signing import InProcessKey, KeyEntry, Keyring, KeyStatus, Signer, key_entry
 from issuer.errors import HsmUnavailable
+from issuer.store.keys import add_key, first_key, load_keyring
+from issuer.store.registry import Registry
 
 KEYRING_FILE = "keyring.json"
+"""Where releases before the registry keyring kept it; imported once by `serve`."""
 KID_ATTEMPTS = 8
 """New keys tried before giving up when each one's 4-byte kid is already taken (2^-32 each)."""
 
@@ -113,93 +115,51 @@ def private_keys(
     return shared_pkcs11_keys(pkcs11_module, pkcs11_token, pkcs11_pin)
 
 
-class KeyStore:
-    """A directory holding `keyring.json` (public, shareable), and the private keys in `keys`:
-    by default `<kid>.pem` files (0600) in the same directory, encrypted with `passphrase`
-    when one is given.
-    """
+def signing_entry(keyring: Keyring, now: int) -> KeyEntry:
+    """The newest active key that may sign at `now`; KeyCannotSign if none."""
+    usable = [e for e in keyring if e.status is KeyStatus.ACTIVE and e.in_window(now)]
+    if not usable:
+        raise KeyCannotSign("no active signing key in the keyring")
+    return max(usable, key=lambda e: e.not_before)
 
-    def __init__(
-        self,
-        directory: Path,
-        passphrase: bytes | None = None,
-        keys: PrivateKeys | None = None,
-    ) -> None:
-        self.directory = directory
-        self.keys: PrivateKeys = keys if keys is not None else FileKeys(directory, passphrase)
 
-    @property
-    def keyring_path(self) -> Path:
-        return self.directory / KEYRING_FILE
+def load_signer(keys: PrivateKeys, entry: KeyEntry) -> Signer:
+    """The private half of `entry` from `keys`: PrivateKeyMissing if the backend lacks it
+    (never papered over with a new key: on a fleet, the issuing nodes share one backend)."""
+    signer = keys.load(entry.kid)
+    # The kid is 4 bytes of a hash: the key itself must be the one the keyring publishes.
+    if signer.public_key != entry.raw_public_key:
+        raise BadPrivateKey(f"the private key of {entry.kid} does not match the keyring")
+    return signer
 
-    def keyring(self) -> Keyring:
-        """The stored keyring; empty when no key was created yet."""
-        try:
-            return Keyring.from_json(self.keyring_path.read_bytes())
-        except FileNotFoundError:
-            return Keyring()
 
-    def _save(self, keyring: Keyring) -> None:
-        write_atomically(self.keyring_path, keyring.to_json())
+def new_entry(keys: PrivateKeys, now: int, label: str = "") -> KeyEntry:
+    """A new key held by `keys`, active from `now`, as the keyring will publish it."""
+    return key_entry(keys.generate(), not_before=now, label=label)
 
-    def generate(self, now: int, label: str = "") -> KeyEntry:
-        """Create a key, active from `now`; its private half is stored before the keyring."""
-        entry = key_entry(self.keys.generate(), not_before=now, label=label)
-        keyring = self.keyring()
-        keyring.add(entry)
-        self._save(keyring)
-        return entry
 
-    def private_key_location(self, kid: str) -> str:
-        """Where the private key of `kid` is kept (a file path, or an HSM token and label)."""
-        return self.keys.location(kid)
+async def generate_key(
+    registry: Registry, keys: PrivateKeys, *, now: int, actor: str, label: str = ""
+) -> KeyEntry:
+    """Create a key in `keys` and publish it in the fleet's keyring, active from `now`."""
+    return await add_key(registry, new_entry(keys, now, label), actor=actor, at=now)
 
-    def retire(self, kid: str, now: int) -> KeyEntry:
-        """Stop signing with `kid` from `now`; permits it signed before stay valid."""
-        keyring = self.keyring()
-        entry = keyring.get(kid)
-        retired = msgspec.structs.replace(
-            entry,
-            status=KeyStatus.RETIRED if entry.status is KeyStatus.ACTIVE else entry.status,
-            not_after=min(now, entry.not_after) if entry.not_after is not None else now,
-        )
-        keyring.replace(retired)
-        self._save(keyring)
-        return retired
 
-    def revoke(self, kid: str, now: int) -> KeyEntry:
-        """Withdraw `kid`: every permit it ever signed is rejected from now on."""
-        keyring = self.keyring()
-        entry = keyring.get(kid)
-        revoked = msgspec.structs.replace(
-            entry,
-            status=KeyStatus.REVOKED,
-            not_after=min(now, entry.not_after) if entry.not_after is not None else now,
-        )
-        keyring.replace(revoked)
-        self._save(keyring)
-        return revoked
+async def ensure_signing_key(
+    registry: Registry, keys: PrivateKeys, *, now: int, actor: str
+) -> tuple[KeyEntry, bool]:
+    """A key that can sign now, creating the fleet's first one when there is none."""
+    return await first_key(
+        registry, lambda: new_entry(keys, now, "created on first run"), now=now, actor=actor
+    )
 
-    def signer(self, now: int) -> tuple[Signer, KeyEntry]:
-        """The newest active key that may sign at `now`, with its entry; KeyCannotSign if none,
-        PrivateKeyMissing if its private key is gone (never papered over with a new key)."""
-        usable = [
-            entry
-            for entry in self.keyring()
-            if entry.status is KeyStatus.ACTIVE and entry.in_window(now)
-        ]
-        if not usable:
-            raise KeyCannotSign(f"no active signing key in {self.directory}")
-        entry = max(usable, key=lambda e: e.not_before)
-        signer = self.keys.load(entry.kid)
-        # The kid is 4 bytes of a hash: the key itself must be the one the keyring publishes.
-        if signer.public_key != entry.raw_public_key:
-            raise BadPrivateKey(f"the private key of {entry.kid} does not match the keyring")
-        return signer, entry
 
-    def ensure_signing_key(self, now: int) -> tuple[KeyEntry, bool]:
-        """The entry of a key that can sign now, creating one when there is none (first run)."""
-        try:
-            return self.signer(now)[1], False
-        except KeyCannotSign:
-            return self.generate(now, label="created on first run"), True
+async def import_keyring_file(registry: Registry, path: Path, *, actor: str, at: int) -> int:
+    """Bring a keyring.json of an earlier release into an empty registry keyring (once);
+    the number of keys imported."""
+    if not path.exists() or len((await load_keyring(registry)).keyring):
+        return 0
+    entries = list(Keyring.from_json(path.read_bytes()))
+    for entry in entries:
+        await add_key(registry, entry, actor=actor, at=at)
+    return len(entries)

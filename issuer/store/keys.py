@@ -34,7 +34,7 @@ async def keyring_version(registry: Registry) -> int:
 async def load_keyring(registry: Registry) -> StoredKeyring:
     """Every key with its status, in one snapshot with its version."""
     async with registry.read() as conn:
-        return StoredKeyring(await _keyring(conn), await _version(conn))
+        return StoredKeyring(await keyring_in(conn), await _version(conn))
 
 
 async def add_key(registry: Registry, entry: KeyEntry, *, actor: str, at: int) -> KeyEntry:
@@ -48,16 +48,23 @@ async def add_key(registry: Registry, entry: KeyEntry, *, actor: str, at: int) -
 async def first_key(
     registry: Registry, make: Callable[[], KeyEntry], *, now: int, actor: str
 ) -> tuple[KeyEntry, bool]:
-    """The newest key that can sign at `now`, or (first run) a new one from `make`: several
-    nodes starting at once on one registry end up with one first key, not one each."""
+    """The newest key that can sign at `now`, or (first run) a new one from `make`."""
     async with registry.write() as conn:
-        await serialize(conn, FIRST_KEY_LOCK)
-        usable = _signing(await _keyring(conn), now)
-        if usable is not None:
-            return usable, False
-        entry = make()
-        await _insert(conn, entry, now)
-        await _changed(conn, entry, "key_added", actor=actor, at=now)
+        return await ensure_key(conn, make, now=now, actor=actor)
+
+
+async def ensure_key(
+    conn: AsyncConnection, make: Callable[[], KeyEntry], *, now: int, actor: str
+) -> tuple[KeyEntry, bool]:
+    """`first_key` in the caller's transaction: several nodes starting at once on one
+    registry end up with one first key, not one each."""
+    await serialize(conn, FIRST_KEY_LOCK)
+    usable = _signing(await keyring_in(conn), now)
+    if usable is not None:
+        return usable, False
+    entry = make()
+    await _insert(conn, entry, now)
+    await _changed(conn, entry, "key_added", actor=actor, at=now)
     return entry, True
 
 
@@ -82,7 +89,7 @@ async def revoke_key(
     it is the last key that can sign, unless `force`."""
     async with registry.write() as conn:
         entry = await _get(conn, kid)
-        others = [e for e in await _keyring(conn) if e.kid != kid]
+        others = [e for e in await keyring_in(conn) if e.kid != kid]
         if not force and entry.status is KeyStatus.ACTIVE and _signing(others, at) is None:
             raise LastSigningKey(kid)
         revoked = msgspec.structs.replace(
@@ -107,7 +114,8 @@ async def _version(conn: AsyncConnection) -> int:
     return int(version or 0)
 
 
-async def _keyring(conn: AsyncConnection) -> Keyring:
+async def keyring_in(conn: AsyncConnection) -> Keyring:
+    """Every key, in the caller's transaction."""
     rows = (await conn.execute(select(signing_keys).order_by(signing_keys.c.not_before))).mappings()
     return Keyring(_entry(row) for row in rows)
 

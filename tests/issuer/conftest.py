@@ -15,9 +15,10 @@ from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.eligibility import IssueRequest
 from issuer.issuing import Issuer
-from issuer.keystore import KeyStore
+from issuer.keystore import FileKeys, generate_key
 from issuer.registration import register_establishment
 from issuer.store.establishments import EstablishmentChannel
+from issuer.store.keys import load_keyring
 from issuer.store.registry import Registry
 from issuer.store.revocations import revoked_refs
 from tests.postgres import throwaway_database
@@ -82,13 +83,13 @@ async def register(
     )
 
 
-async def verifier(registry: Registry, keys: KeyStore, now: int) -> Verifier:
-    """A checkpoint's verifier with every revocation the registry has committed."""
+async def verifier(registry: Registry, now: int) -> Verifier:
+    """A checkpoint's verifier with the fleet's keyring and every committed revocation."""
     mirror = StatusMirror()
     for list_id, index in await revoked_refs(registry):
         mirror.revoke(list_id, index)
     mirror.confirm(now)
-    return Verifier(keys.keyring(), POLICY, mirror)
+    return Verifier((await load_keyring(registry)).keyring, POLICY, mirror)
 
 
 def registry_url(path: Path) -> str:
@@ -129,14 +130,15 @@ async def registry(database_url: str) -> AsyncIterator[Registry]:
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
-    store = KeyStore(tmp_path / "keys")
-    store.generate(NOW - DAY)
+async def keys(registry: Registry, tmp_path: Path) -> FileKeys:
+    """Private keys in files, one of them published in the registry's keyring."""
+    store = FileKeys(tmp_path / "keys")
+    await generate_key(registry, store, now=NOW - DAY, actor="test")
     return store
 
 
 @pytest.fixture
-async def issuer(registry: Registry, keys: KeyStore) -> Issuer:
+async def issuer(registry: Registry, keys: FileKeys) -> Issuer:
     """An Issuer on the shipped policy, with COMPANY registered (new, so class C)."""
     await register(registry)
     return Issuer(registry, keys, POLICY)

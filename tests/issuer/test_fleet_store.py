@@ -11,7 +11,7 @@ from sqlalchemy import text
 from checkpoint.errors import CheckpointError
 from checkpoint.signing import InProcessKey, KeyEntry, KeyStatus, key_entry
 from issuer.issuing import Issuer
-from issuer.keystore import KeyStore
+from issuer.keystore import FileKeys, generate_key
 from issuer.store.idempotency import IdempotencyClaim, request_hash
 from issuer.store.keys import (
     add_key,
@@ -114,8 +114,8 @@ async def test_revocations_commit_in_sequence_order(
     """A publisher that takes "everything after the last number it saw" while two nodes
     revoke concurrently must see every committed revocation: none commits below a number
     that was already visible."""
-    keys = KeyStore(tmp_path / "keys")  # type: ignore[operator]
-    keys.generate(NOW - 60)
+    keys = FileKeys(tmp_path / "keys")  # type: ignore[operator]
+    await generate_key(nodes[0], keys, now=NOW - 60, actor="ops")
     await register(nodes[0])
     records = await Issuer(nodes[0], keys, POLICY).issue(
         [slot(f"P{n:07d}") for n in range(300)], actor="portal", now=NOW
@@ -150,8 +150,8 @@ async def test_revocations_commit_in_sequence_order(
 async def test_one_new_idempotency_key_on_two_nodes_at_once_issues_once(
     nodes: list[Registry], tmp_path: object
 ) -> None:
-    keys = KeyStore(tmp_path / "keys")  # type: ignore[operator]
-    keys.generate(NOW - 60)
+    keys = FileKeys(tmp_path / "keys")  # type: ignore[operator]
+    await generate_key(nodes[0], keys, now=NOW - 60, actor="ops")
     await register(nodes[0])
     claim = IdempotencyClaim("portal", "booking-1", request_hash({"b": 1}))
     answers = await asyncio.gather(

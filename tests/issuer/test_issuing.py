@@ -27,9 +27,10 @@ from issuer.eligibility import (
 )
 from issuer.errors import InvalidIqama, IssueRefused
 from issuer.issuing import Grant, Issuer
-from issuer.keystore import KeyStore
+from issuer.keystore import FileKeys, generate_key
 from issuer.registration import register_establishment
 from issuer.store.audit import audit_entries
+from issuer.store.keys import load_keyring, retire_key, revoke_key
 from issuer.store.permits import get_permit
 from issuer.store.registry import Registry
 
@@ -436,14 +437,23 @@ def test_saudi_id_refuses_malformed_numbers(number: str) -> None:
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
-    return KeyStore(tmp_path / "keys")
+def keys(tmp_path: Path) -> FileKeys:
+    return FileKeys(tmp_path / "keys")
 
 
-def verifier_for(keys: KeyStore, now: int) -> Verifier:
+async def new_key(registry: Registry, keys: FileKeys, at: int) -> KeyEntry:
+    return await generate_key(registry, keys, now=at, actor="test")
+
+
+async def verifier_for(registry: Registry, now: int) -> Verifier:
     mirror = StatusMirror()
     mirror.confirm(now)
-    return Verifier(keys.keyring(), POLICY, mirror)
+    return Verifier((await load_keyring(registry)).keyring, POLICY, mirror)
+
+
+async def signing(issuer: Issuer, now: int) -> tuple[Signer, KeyEntry]:
+    async with issuer.registry.read() as conn:
+        return await issuer.signing_key(conn, now, "test")
 
 
 INSIDE = HAJJ.opens + 2 * DAY + 12 * 3600
@@ -451,9 +461,9 @@ INSIDE = HAJJ.opens + 2 * DAY + 12 * 3600
 
 
 async def test_issue_signs_and_stores_verifiable_permits(
-    registry: Registry, keys: KeyStore
+    registry: Registry, keys: FileKeys
 ) -> None:
-    entry = keys.generate(NOW - DAY)
+    entry = await new_key(registry, keys, NOW - DAY)
     issuer = Issuer(registry, keys, POLICY)
     requests = [
         request(Category.DOMESTIC_WORKER),
@@ -464,7 +474,7 @@ async def test_issue_signs_and_stores_verifiable_permits(
 
     assert [r.holder for r in records] == [r.holder for r in requests]
     assert len({r.permit_id for r in records}) == 3
-    verifier = verifier_for(keys, INSIDE)
+    verifier = await verifier_for(registry, INSIDE)
     for record in records:
         assert record.kid == entry.kid
         assert record.issued_at == NOW
@@ -479,9 +489,9 @@ async def test_issue_signs_and_stores_verifiable_permits(
 
 
 async def test_refused_batch_names_the_item_and_stores_nothing(
-    registry: Registry, keys: KeyStore
+    registry: Registry, keys: FileKeys
 ) -> None:
-    keys.generate(NOW - DAY)
+    await new_key(registry, keys, NOW - DAY)
     issuer = Issuer(registry, keys, POLICY)
     requests = [
         request(Category.ESTABLISHMENT_EMPLOYEE),
@@ -493,7 +503,7 @@ async def test_refused_batch_names_the_item_and_stores_nothing(
         await issuer.issue(requests, actor="test", now=NOW)
     assert info.value.code == "invalid_iqama"
     assert info.value.item == 2
-    assert await audit_entries(registry) == []
+    assert await audit_entries(registry, action="issue") == []
     assert await get_permit(registry, 0, 0) is None
 
     # The same registry then issues normally from the first index.
@@ -512,8 +522,8 @@ async def test_refused_batch_names_the_item_and_stores_nothing(
     assert record.permit_id == "0.0"
 
 
-async def test_first_item_refusal_has_item_zero(registry: Registry, keys: KeyStore) -> None:
-    keys.generate(NOW - DAY)
+async def test_first_item_refusal_has_item_zero(registry: Registry, keys: FileKeys) -> None:
+    await new_key(registry, keys, NOW - DAY)
     issuer = Issuer(registry, keys, POLICY)
     with pytest.raises(IssueRefused) as info:
         await issuer.issue(
@@ -526,62 +536,53 @@ async def test_first_item_refusal_has_item_zero(registry: Registry, keys: KeySto
 
 
 async def test_signing_key_is_cached_and_reloaded_after_rotation(
-    registry: Registry, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, keys: FileKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = keys.generate(NOW - DAY)
-    loads: list[int] = []
-    load = keys.signer
+    first = await new_key(registry, keys, NOW - DAY)
+    loads: list[str] = []
+    load = keys.load
 
-    def counting_signer(now: int) -> tuple[Signer, KeyEntry]:
-        loads.append(now)
-        return load(now)
+    def counting_load(kid: str) -> Signer:
+        loads.append(kid)
+        return load(kid)
 
-    monkeypatch.setattr(keys, "signer", counting_signer)
+    monkeypatch.setattr(keys, "load", counting_load)
     issuer = Issuer(registry, keys, POLICY)
     batch = [request(Category.DOMESTIC_WORKER)]
 
     (a,) = await issuer.issue(batch, actor="test", now=NOW)
     (b,) = await issuer.issue(batch, actor="test", now=NOW + 60)
     assert a.kid == b.kid == first.kid
-    assert len(loads) == 1  # the private key was read once
+    assert loads == [first.kid]  # the private key was read once
 
     rotated_at = NOW + 120
-    keys.retire(first.kid, rotated_at)
-    second = keys.generate(rotated_at)
+    await retire_key(registry, first.kid, actor="test", at=rotated_at)
+    second = await new_key(registry, keys, rotated_at)
     (c,) = await issuer.issue(batch, actor="test", now=rotated_at)
     assert c.kid == second.kid
-    assert len(loads) == 2
+    assert loads == [first.kid, second.kid]
 
     (d,) = await issuer.issue(batch, actor="test", now=rotated_at + 60)
     assert d.kid == second.kid
     assert len(loads) == 2
 
-    verifier = verifier_for(keys, INSIDE)
+    verifier = await verifier_for(registry, INSIDE)
     for record in (a, b, c, d):
         assert verifier.verify(record.token, "shumaisi", INSIDE).outcome is Outcome.VALID
 
 
-async def test_cached_key_follows_the_key_store_like_a_fresh_process(
-    registry: Registry, keys: KeyStore
+async def test_the_signing_key_follows_the_registry_keyring(
+    registry: Registry, keys: FileKeys
 ) -> None:
-    first = keys.generate(NOW - DAY)
+    first = await new_key(registry, keys, NOW - DAY)
     issuer = Issuer(registry, keys, POLICY)
-    assert issuer.signing_key(NOW)[1] == first
-    newer = keys.generate(NOW + 10)  # a rotation: the old key is still active
-    assert issuer.signing_key(NOW + 10)[1] == newer == keys.signer(NOW + 10)[1]
-    keys.revoke(newer.kid, NOW + 20)  # withdrawn by another process
-    assert issuer.signing_key(NOW + 20)[1] == first
-
-
-async def test_forget_signing_key_forces_a_reload(registry: Registry, keys: KeyStore) -> None:
-    keys.generate(NOW - DAY)
-    issuer = Issuer(registry, keys, POLICY)
-    cached = issuer.signing_key(NOW)
-    assert issuer.signing_key(NOW) is cached
-    issuer.forget_signing_key()
-    reloaded = issuer.signing_key(NOW)
-    assert reloaded is not cached
-    assert reloaded[1] == cached[1]
+    signer, entry = await signing(issuer, NOW)
+    assert entry == first
+    assert (await signing(issuer, NOW))[0] is signer  # the signer is loaded once per key
+    newer = await new_key(registry, keys, NOW + 10)  # a rotation: the old key is still active
+    assert (await signing(issuer, NOW + 10))[1] == newer
+    await revoke_key(registry, newer.kid, actor="other node", at=NOW + 20)
+    assert (await signing(issuer, NOW + 20))[1] == first
 
 
 # --- IssueRequest decoding -----------------------------------------------------------

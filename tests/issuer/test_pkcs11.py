@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import nacl.signing
 import pkcs11
 import pytest
@@ -17,14 +16,29 @@ from pkcs11.exceptions import AttributeSensitive
 from checkpoint.errors import PrivateKeyMissing
 from checkpoint.model import Category, Outcome, Permit
 from checkpoint.policy_file import default_policy
-from checkpoint.signing import InProcessKey, key_entry, kid_for, sign_permit, verify_signature
+from checkpoint.signing import (
+    InProcessKey,
+    Keyring,
+    key_entry,
+    kid_for,
+    sign_permit,
+    verify_signature,
+)
 from checkpoint.statuslist import StatusMirror
 from checkpoint.token import split_token
 from checkpoint.verify import Verifier
 from issuer.errors import HsmLoginFailed, HsmUnavailable
 from issuer.hsm import Pkcs11Keys, raw_public_key, shared_pkcs11_keys
 from issuer.issuing import Issuer
-from issuer.keystore import FileKeys, KeyStore, private_keys
+from issuer.keystore import (
+    FileKeys,
+    ensure_signing_key,
+    generate_key,
+    load_signer,
+    new_entry,
+    private_keys,
+)
+from issuer.store.keys import add_key
 from issuer.store.registry import Registry
 from tests.issuer.conftest import NOW, register, verifier
 from tests.issuer.test_issuing import INSIDE, request
@@ -55,11 +69,6 @@ def hsm(module: str) -> Iterator[Pkcs11Keys]:
 
 
 @pytest.fixture
-def store(tmp_path: Path, hsm: Pkcs11Keys) -> KeyStore:
-    return KeyStore(tmp_path / "keys", keys=hsm)
-
-
-@pytest.fixture
 def token_session(module: str, hsm: Pkcs11Keys) -> Iterator[pkcs11.Session]:
     """A second session of our own on the token, to look at its objects independently."""
     session = pkcs11.lib(module).get_token(token_label=TOKEN).open()
@@ -81,33 +90,33 @@ def permit(index: int = 1) -> Permit:
 
 
 def test_a_key_generated_in_the_token_signs_permits_the_verifier_accepts(
-    store: KeyStore,
+    hsm: Pkcs11Keys,
 ) -> None:
-    store.generate(T0, label="hsm")
-    signer, entry = store.signer(AT)
+    entry = new_entry(hsm, T0, "hsm")
+    signer = load_signer(hsm, entry)
     token = sign_permit(signer, permit(), entry)
     mirror = StatusMirror()
     mirror.confirm(AT)
-    decision = Verifier(store.keyring(), POLICY, mirror).verify(token, "shumaisi", AT)
+    decision = Verifier(Keyring([entry]), POLICY, mirror).verify(token, "shumaisi", AT)
     assert decision.outcome is Outcome.VALID
     assert split_token(token).kid == signer.kid
 
 
 def test_the_token_s_public_key_is_the_keyring_entry(
-    store: KeyStore, token_session: pkcs11.Session
+    hsm: Pkcs11Keys, token_session: pkcs11.Session
 ) -> None:
-    entry = store.generate(T0)
+    entry = new_entry(hsm, T0)
     public = token_session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=bytes.fromhex(entry.kid))
     assert raw_public_key(public[Attribute.EC_POINT]) == entry.raw_public_key
     assert public.label == entry.kid
     assert kid_for(entry.raw_public_key).hex() == entry.kid
-    assert store.private_key_location(entry.kid).endswith(f"CKA_LABEL {entry.kid}")
+    assert hsm.location(entry.kid).endswith(f"CKA_LABEL {entry.kid}")
 
 
 def test_the_private_key_is_sensitive_and_never_extractable(
-    store: KeyStore, token_session: pkcs11.Session
+    hsm: Pkcs11Keys, token_session: pkcs11.Session
 ) -> None:
-    entry = store.generate(T0)
+    entry = new_entry(hsm, T0)
     private = token_session.get_key(
         object_class=ObjectClass.PRIVATE_KEY, id=bytes.fromhex(entry.kid)
     )
@@ -121,9 +130,9 @@ def test_the_private_key_is_sensitive_and_never_extractable(
         private[Attribute.VALUE]
 
 
-def test_signatures_verify_with_libsodium(store: KeyStore) -> None:
-    entry = store.generate(T0)
-    signer, _ = store.signer(AT)
+def test_signatures_verify_with_libsodium(hsm: Pkcs11Keys) -> None:
+    entry = new_entry(hsm, T0)
+    signer = load_signer(hsm, entry)
     message = b"any message"
     signature = signer.sign(message)
     assert len(signature) == 64
@@ -131,9 +140,9 @@ def test_signatures_verify_with_libsodium(store: KeyStore) -> None:
     verify_signature(entry.raw_public_key, message, signature)
 
 
-def test_a_key_reloaded_in_a_new_session_signs_the_same(module: str, store: KeyStore) -> None:
-    entry = store.generate(T0)
-    first, _ = store.signer(AT)
+def test_a_key_reloaded_in_a_new_session_signs_the_same(module: str, hsm: Pkcs11Keys) -> None:
+    entry = new_entry(hsm, T0)
+    first = load_signer(hsm, entry)
     message = b"Ed25519 is deterministic"
     expected = first.sign(message)
     later = Pkcs11Keys(module, TOKEN, USER_PIN)
@@ -143,9 +152,9 @@ def test_a_key_reloaded_in_a_new_session_signs_the_same(module: str, store: KeyS
         later.close()
 
 
-def test_signing_from_many_threads_is_serialised(store: KeyStore) -> None:
-    store.generate(T0)
-    signer, entry = store.signer(AT)
+def test_signing_from_many_threads_is_serialised(hsm: Pkcs11Keys) -> None:
+    entry = new_entry(hsm, T0)
+    signer = load_signer(hsm, entry)
     expected = [sign_permit(signer, permit(index)) for index in range(64)]
     results: dict[int, str] = {}
 
@@ -161,9 +170,9 @@ def test_signing_from_many_threads_is_serialised(store: KeyStore) -> None:
     assert [results[index] for index in range(64)] == expected
 
 
-def test_a_lost_session_is_reported_then_reopened(store: KeyStore, hsm: Pkcs11Keys) -> None:
-    store.generate(T0)
-    signer, _ = store.signer(AT)
+def test_a_lost_session_is_reported_then_reopened(hsm: Pkcs11Keys) -> None:
+    entry = new_entry(hsm, T0)
+    signer = load_signer(hsm, entry)
     session = hsm._session
     assert session is not None
     session.close()  # as if the HSM had dropped it
@@ -174,28 +183,27 @@ def test_a_lost_session_is_reported_then_reopened(store: KeyStore, hsm: Pkcs11Ke
     verify_signature(signer.public_key, b"message", signer.sign(b"message"))
 
 
-def test_a_kid_absent_from_the_token_is_a_missing_private_key(
-    tmp_path: Path, hsm: Pkcs11Keys
+async def test_a_kid_absent_from_the_token_is_a_missing_private_key(
+    registry: Registry, hsm: Pkcs11Keys
 ) -> None:
-    elsewhere = InProcessKey.generate()
-    store = KeyStore(tmp_path, keys=hsm)
-    (tmp_path / "keyring.json").write_bytes(
-        msgspec.json.encode({"keys": [key_entry(elsewhere, not_before=T0)]})
+    elsewhere = await add_key(
+        registry, key_entry(InProcessKey.generate(), not_before=T0), actor="test", at=T0
     )
     with pytest.raises(PrivateKeyMissing) as caught:
-        store.signer(AT)
+        load_signer(hsm, elsewhere)
     assert caught.value.code == "private_key_missing"
-    with pytest.raises(PrivateKeyMissing):  # first-run set-up does not hide it with a new key
-        store.ensure_signing_key(AT)
+    # First-run set-up does not hide it with a new key.
+    assert await ensure_signing_key(registry, hsm, now=AT, actor="test") == (elsewhere, False)
     with pytest.raises(PrivateKeyMissing) as direct:
         hsm.load("0badc0de")
     assert direct.value.code == "private_key_missing"
 
 
-def test_first_run_creates_the_key_in_the_token(store: KeyStore) -> None:
-    entry, created = store.ensure_signing_key(T0)
+async def test_first_run_creates_the_key_in_the_token(registry: Registry, hsm: Pkcs11Keys) -> None:
+    entry, created = await ensure_signing_key(registry, hsm, now=T0, actor="test")
     assert created
-    assert store.ensure_signing_key(T0 + 10) == (entry, False)
+    assert await ensure_signing_key(registry, hsm, now=T0 + 10, actor="test") == (entry, False)
+    assert load_signer(hsm, entry).kid.hex() == entry.kid
 
 
 def test_a_wrong_pin_is_refused(module: str) -> None:
@@ -241,20 +249,19 @@ def test_settings_choose_the_backend(tmp_path: Path, module: str) -> None:
 async def test_the_issuer_signs_with_the_token(
     registry: Registry, tmp_path: Path, hsm: Pkcs11Keys
 ) -> None:
-    keys = KeyStore(tmp_path / "keys", keys=hsm)
-    entry = keys.generate(NOW - 86_400)
+    entry = await generate_key(registry, hsm, now=NOW - 86_400, actor="test")
     await register(registry)
-    (record,) = await Issuer(registry, keys, POLICY).issue(
+    (record,) = await Issuer(registry, hsm, POLICY).issue(
         [request(Category.DOMESTIC_WORKER)], actor="test", now=NOW
     )
     assert record.kid == entry.kid
-    decision = (await verifier(registry, keys, INSIDE)).verify(record.token, "shumaisi", INSIDE)
+    decision = (await verifier(registry, INSIDE)).verify(record.token, "shumaisi", INSIDE)
     assert decision.outcome is Outcome.VALID
 
 
-def test_a_forked_worker_opens_its_own_session(store: KeyStore, hsm: Pkcs11Keys) -> None:
-    store.generate(T0)
-    signer, _ = store.signer(AT)
+def test_a_forked_worker_opens_its_own_session(hsm: Pkcs11Keys) -> None:
+    entry = new_entry(hsm, T0)
+    signer = load_signer(hsm, entry)
     expected = signer.sign(b"message")  # the parent's session is open before the fork
     read_end, write_end = os.pipe()
     child = os.fork()

@@ -15,7 +15,7 @@ from issuer.border import record_arrival, record_departure
 from issuer.eligibility import IssueRequest, check_eligibility
 from issuer.errors import IssueRefused
 from issuer.issuing import Issuer
-from issuer.keystore import KeyStore
+from issuer.keystore import FileKeys
 from issuer.store import establishments
 from issuer.store.audit import audit_entries
 from issuer.store.permits import PermitRecord, get_permit
@@ -220,7 +220,7 @@ async def test_without_a_recorded_entry_the_stay_counts_from_the_slot(issuer: Is
     assert refusal.code == "stay_too_long"
 
 
-async def test_maximum_stay_comes_from_the_policy(registry: Registry, keys: KeyStore) -> None:
+async def test_maximum_stay_comes_from_the_policy(registry: Registry, keys: FileKeys) -> None:
     await register(registry)
     issuer = Issuer(registry, keys, with_rules(max_stay_days=1))
     assert (await refused(issuer, slot(hours=25))).code == "stay_too_long"
@@ -294,7 +294,7 @@ async def test_pilgrim_already_in_the_kingdom_is_not_new(
     await issue(issuer, slot("UMR00001", start=NOW + 3 * DAY))  # inside: a Rawdah visit, say
 
 
-async def test_ratio_and_classes_come_from_the_policy(registry: Registry, keys: KeyStore) -> None:
+async def test_ratio_and_classes_come_from_the_policy(registry: Registry, keys: FileKeys) -> None:
     lenient = with_rules(departure_ratio=0.5, exempt_company_classes=("A", "B"))
     issuer = Issuer(registry, keys, lenient)
     await register(registry, policy=with_rules(new_company_class="B"))
@@ -375,7 +375,7 @@ async def test_departure_without_an_arrival_is_refused(registry: Registry) -> No
 
 
 async def test_amend_rejects_the_old_qr_and_accepts_the_new(
-    issuer: Issuer, registry: Registry, keys: KeyStore
+    issuer: Issuer, registry: Registry, keys: FileKeys
 ) -> None:
     (old,) = await issue(issuer, slot())
     await arrive_and_leave(issuer, registry, arrived=1, departed=0, company="UMRAH-CO")
@@ -391,7 +391,7 @@ async def test_amend_rejects_the_old_qr_and_accepts_the_new(
     assert stored is not None
     assert stored.state == "superseded"
     inside = NOW + 4 * DAY + HOUR
-    check = await verifier(registry, keys, inside)
+    check = await verifier(registry, inside)
     assert check.verify(new.token, "haram-umrah-gate", inside).outcome is Outcome.VALID
     assert check.verify(old.token, "haram-umrah-gate", NOW + 2 * DAY + HOUR).code == "revoked"
 

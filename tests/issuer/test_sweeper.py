@@ -11,7 +11,7 @@ import msgspec
 from issuer.border import record_arrival, record_departure
 from issuer.eligibility import IssueRequest
 from issuer.issuing import Issuer
-from issuer.keystore import KeyStore
+from issuer.keystore import FileKeys
 from issuer.store.audit import audit_entries
 from issuer.store.permits import PermitRecord, get_permit
 from issuer.store.registry import Registry
@@ -49,7 +49,7 @@ async def test_nothing_is_cancelled_a_second_before_the_deadline(issuer: Issuer)
 
 
 async def test_at_the_deadline_an_unarrived_slot_is_cancelled_revoked_and_audited(
-    issuer: Issuer, keys: KeyStore
+    issuer: Issuer, keys: FileKeys
 ) -> None:
     (permit,) = await book(issuer, slot(start=SLOT))
     (revocation,) = await sweep(issuer.registry, POLICY, DEADLINE)
@@ -67,7 +67,7 @@ async def test_at_the_deadline_an_unarrived_slot_is_cancelled_revoked_and_audite
         DEADLINE,
     )
     inside = SLOT + HOUR
-    check = await checkpoint_verifier(issuer.registry, keys, inside)
+    check = await checkpoint_verifier(issuer.registry, inside)
     assert check.verify(permit.token, "haram-umrah-gate", inside).code == "revoked"
 
 
