@@ -13,7 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import PUBLIC, authorize
 from api.problems import EXCEPTION_HANDLERS
-from api.routes import ROUTERS
+from api.routes import routers_for
 from api.routes.access import DEFAULT_BODY_LIMIT, services_of
 from api.runtime.clock import Clock, wall_clock
 from api.runtime.services import Services
@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
             await services.close()
 
     return Litestar(
-        route_handlers=ROUTERS,
+        route_handlers=routers_for(settings.role),
         lifespan=[lifespan],
         guards=[authorize],
         dependencies={"services": Provide(services_of, sync_to_thread=False)},

@@ -126,6 +126,8 @@ class RevocationList(msgspec.Struct, frozen=True):
 
 class KeyRevokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: Reason
+    force: bool = False
+    """Revoke even the last key that can sign: issuing stops until a new key exists."""
 
 
 class TrustBundle(msgspec.Struct, frozen=True):

@@ -68,6 +68,7 @@ from api.runtime.services import Services
 from api.runtime.settings import Settings, settings_from_env
 from api.schemas import VerifyRequest
 from checkpoint.policy_file import DEFAULT_POLICY_RESOURCE, load_policy
+from checkpoint.signing import Keyring
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0
@@ -144,6 +145,18 @@ def _serve_child(port: int) -> int:
     return 0
 
 
+async def _keyring(settings: Settings) -> Keyring:
+    """The deployment's keyring, as a node loads it from the registry."""
+    from issuer.store.keys import load_keyring  # noqa: PLC0415
+    from issuer.store.registry import Registry  # noqa: PLC0415
+
+    registry = await Registry.open(settings.registry_url)
+    try:
+        return (await load_keyring(registry)).keyring
+    finally:
+        await registry.close()
+
+
 def _bare_child(tokens_path: Path) -> int:
     """The bare core rate: pinned to the server's core; one round per 'SECONDS' stdin line."""
     os.sched_setaffinity(0, {SERVER_CORE})
@@ -154,7 +167,7 @@ def _bare_child(tokens_path: Path) -> int:
     tokens: list[str] = json.loads(tokens_path.read_text())
     mirror = StatusMirror()
     mirror.confirm(_now())
-    verifier = Verifier(settings.keystore().keyring(), settings.load_policy(), mirror)
+    verifier = Verifier(asyncio.run(_keyring(settings)), settings.load_policy(), mirror)
     verifier.verify_batch(tokens, CHECKPOINT, _now())  # warm-up
     for line in sys.stdin:
         seconds = float(line)
@@ -620,8 +633,9 @@ async def provision(settings: Settings, count: int) -> tuple[str, list[str]]:
             created_at=now,
         )
         drafts = [check_eligibility(r, Channel.NUSUK, policy, now) for r in requests]
-        signer, entry = Issuer(registry, settings.keystore(), policy).signing_key(now)
+        issuer = Issuer(registry, settings.private_keys(), policy)
         async with registry.write() as conn:
+            signer, entry = await issuer.signing_key(conn, now, "bench")
             records = await store_drafts(
                 conn,
                 drafts,

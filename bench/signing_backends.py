@@ -29,7 +29,7 @@ from checkpoint.model import Permit
 from checkpoint.signing import KeyEntry, Signer, sign_permit, verify_signature
 from checkpoint.token import encode_payload, signing_input
 from issuer.hsm import Pkcs11Keys
-from issuer.keystore import FileKeys, KeyStore
+from issuer.keystore import FileKeys, load_signer, new_entry
 from tests.softhsm import USER_PIN, softhsm_tokens
 
 TOKEN = "bench"
@@ -39,11 +39,10 @@ FILE_BARE = "file key, bare sign"
 PKCS11_BARE = "PKCS#11 key, bare sign"
 
 
-def _backend(keys: FileKeys | Pkcs11Keys, directory: Path) -> tuple[Signer, KeyEntry]:
-    """A new key in `keys`, loaded back through the KeyStore as the issuer does."""
-    store = KeyStore(directory, keys=keys)
-    store.generate(NOW - 30 * 86_400)
-    return store.signer(NOW)
+def _backend(keys: FileKeys | Pkcs11Keys) -> tuple[Signer, KeyEntry]:
+    """A new key in `keys`, loaded back as the issuer does."""
+    entry = new_entry(keys, NOW - 30 * 86_400)
+    return load_signer(keys, entry), entry
 
 
 def _batch(signer: Signer, entry: KeyEntry, permits: list[Permit]) -> Callable[[], object]:
@@ -76,10 +75,8 @@ def main() -> int:
         with softhsm_tokens(root / "softhsm", (TOKEN,)) as module:
             hsm = Pkcs11Keys(module, TOKEN, USER_PIN)
             try:
-                file_signer, file_entry = _backend(
-                    FileKeys(root / "file", b"bench passphrase"), root / "file"
-                )
-                hsm_signer, hsm_entry = _backend(hsm, root / "pkcs11")
+                file_signer, file_entry = _backend(FileKeys(root / "file", b"bench passphrase"))
+                hsm_signer, hsm_entry = _backend(hsm)
                 inputs = {
                     signer.kid: [signing_input(signer.kid, encode_payload(p)) for p in permits]
                     for signer in (file_signer, hsm_signer)

@@ -153,7 +153,7 @@ async def issue_permits(settings: Settings, requests: Sequence[IssueRequest]) ->
     is created only once every row passed every check."""
     registry = await open_registry(settings)
     try:
-        issuer = Issuer(registry, settings.keystore(), settings.load_policy(), first_run=True)
+        issuer = Issuer(registry, settings.private_keys(), settings.load_policy(), first_run=True)
         records = await issuer.issue(requests, actor=actor(), now=shared.clock_now())
     finally:
         await registry.close()

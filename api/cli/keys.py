@@ -1,28 +1,35 @@
-"""`checkpoint keys`: generate, list, retire and revoke signing keys."""
+"""`checkpoint keys`: generate, list, retire and revoke the fleet's signing keys."""
 
 from __future__ import annotations
 
 import argparse
 
 from api.cli import shared
-from api.cli.shared import Commands, show_time
+from api.cli.shared import Commands, actor, on_registry, show_time
 from api.runtime.settings import Settings
+from checkpoint.signing import KeyEntry
+from issuer.keystore import generate_key
+from issuer.store.keys import load_keyring, retire_key, revoke_key
 
 
 def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
-    entry = settings.keystore().generate(shared.clock_now(), label=args.label)
-    print(f"created key {entry.kid}, active from {show_time(entry.not_before)}")
-    print(f"  public keyring: {settings.keystore().keyring_path}")
-    print(
-        f"  private key:    {settings.keystore().private_key_location(entry.kid)} (keep it secret)"
+    keys = settings.private_keys()
+    entry = on_registry(
+        settings,
+        lambda registry: generate_key(
+            registry, keys, now=shared.clock_now(), actor=actor(), label=args.label
+        ),
     )
+    print(f"created key {entry.kid}, active from {show_time(entry.not_before)}")
+    print("  public half:    in the registry's keyring (every node takes it up within a second)")
+    print(f"  private key:    {keys.location(entry.kid)} (keep it secret)")
     return 0
 
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    keyring = settings.keystore().keyring()
+    keyring = on_registry(settings, load_keyring).keyring
     if not keyring:
-        print(f"no keys in {settings.keys_dir} (create one: checkpoint keys generate)")
+        print("no keys in the registry's keyring (create one: checkpoint keys generate)")
         return 0
     print(f"{'kid':<10} {'status':<8} {'signs from':<22} {'signs until':<22} label")
     for entry in sorted(keyring, key=lambda e: e.not_before):
@@ -35,13 +42,26 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_retire(args: argparse.Namespace, settings: Settings) -> int:
-    entry = settings.keystore().retire(args.kid, shared.clock_now())
+    entry: KeyEntry = on_registry(
+        settings,
+        lambda registry: retire_key(registry, args.kid, actor=actor(), at=shared.clock_now()),
+    )
     print(f"key {entry.kid} retired: it signs nothing more; permits it signed stay valid")
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    entry = settings.keystore().revoke(args.kid, shared.clock_now())
+    entry: KeyEntry = on_registry(
+        settings,
+        lambda registry: revoke_key(
+            registry,
+            args.kid,
+            actor=actor(),
+            at=shared.clock_now(),
+            reason=args.reason,
+            force=args.force,
+        ),
+    )
     print(f"key {entry.kid} revoked: every permit it signed is now rejected")
     return 0
 
@@ -56,10 +76,19 @@ def add_commands(commands: Commands) -> None:
     key_commands.add_parser("list", help="list keys and their signing windows").set_defaults(
         handler=cmd_keys_list
     )
-    for action, handler, text in [
-        ("retire", cmd_keys_retire, "stop signing with a key; its permits stay valid"),
-        ("revoke", cmd_keys_revoke, "withdraw a key: every permit it signed is rejected"),
-    ]:
-        sub = key_commands.add_parser(action, help=text)
-        sub.add_argument("kid", help="the key id (8 hex digits, see 'keys list')")
-        sub.set_defaults(handler=handler)
+    retire = key_commands.add_parser(
+        "retire", help="stop signing with a key; its permits stay valid"
+    )
+    retire.add_argument("kid", help="the key id (8 hex digits, see 'keys list')")
+    retire.set_defaults(handler=cmd_keys_retire)
+    revoke = key_commands.add_parser(
+        "revoke", help="withdraw a key: every permit it signed is rejected"
+    )
+    revoke.add_argument("kid", help="the key id (8 hex digits, see 'keys list')")
+    revoke.add_argument("--reason", default="", help="why, for the audit log")
+    revoke.add_argument(
+        "--force",
+        action="store_true",
+        help="revoke even the last key that can sign (issuing stops until a new key exists)",
+    )
+    revoke.set_defaults(handler=cmd_keys_revoke)

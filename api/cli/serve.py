@@ -16,7 +16,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         **{
             name: value
-            for name, value in [("host", args.host), ("port", args.port), ("workers", args.workers)]
+            for name, value in [
+                ("host", args.host),
+                ("port", args.port),
+                ("workers", args.workers),
+                ("role", args.role),
+            ]
             if value is not None
         },
     )
@@ -33,3 +38,9 @@ def add_commands(commands: Commands) -> None:
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port (default 8000)")
     serve_parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve_parser.add_argument(
+        "--role",
+        choices=["all", "issue", "verify"],
+        help="verify: scanners and admins, no private key, no issuing route; issue: portals "
+        "and admins; all: both, one embedded node (default all)",
+    )

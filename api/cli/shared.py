@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import getpass
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO, TypeAlias
+from typing import TextIO, TypeAlias, TypeVar
 
 from api.runtime.settings import Settings
 from checkpoint.model import CATEGORY_NAMES, Category, Decision, Outcome
 from checkpoint.verify import Verifier
 from issuer.qr import qr_png, qr_svg
+from issuer.store.keys import load_keyring
 from issuer.store.registry import Registry
 from issuer.store.revocations import load_mirror
+
+T = TypeVar("T")
 
 RIYADH = dt.timezone(dt.timedelta(hours=3), "Asia/Riyadh")
 EXIT_USAGE = 2
@@ -120,14 +124,28 @@ async def open_registry(settings: Settings) -> Registry:
     return await Registry.open(settings.registry_url)
 
 
+def on_registry(settings: Settings, work: Callable[[Registry], Awaitable[T]]) -> T:
+    """Run `work` on the deployment's registry, then close it."""
+
+    async def run() -> T:
+        registry = await open_registry(settings)
+        try:
+            return await work(registry)
+        finally:
+            await registry.close()
+
+    return asyncio.run(run())
+
+
 async def load_verifier(settings: Settings, now: int) -> Verifier:
-    """A verifier over this deployment's keys, policy and committed revocations."""
+    """A verifier over this deployment's keyring, policy and committed revocations."""
     registry = await open_registry(settings)
     try:
         mirror = await load_mirror(registry, now)
+        keyring = (await load_keyring(registry)).keyring
     finally:
         await registry.close()
-    return Verifier(settings.keystore().keyring(), settings.load_policy(), mirror)
+    return Verifier(keyring, settings.load_policy(), mirror)
 
 
 def add_command(

@@ -18,8 +18,8 @@ from api.schemas import KeyRevokeRequest, RevocationList, RevocationView, Revoke
 from checkpoint.policy import CompanyClass
 from issuer.eligibility import EstablishmentId
 from issuer.registration import register_establishment
-from issuer.store.audit import AuditEvent, record_events
 from issuer.store.establishments import Establishment, EstablishmentChannel
+from issuer.store.keys import revoke_key as revoke_signing_key
 from issuer.store.revocations import (
     Revocation,
     revocations_after,
@@ -109,17 +109,17 @@ async def revoke_key(
     data: JSONBody[KeyRevokeRequest],
     services: ServicesDep,
 ) -> dict[str, str]:
-    """Withdraw a signing key: every permit it signed is rejected from the next scan on."""
+    """Withdraw a signing key: every permit it signed is rejected on every node within a
+    second. The last key that can sign is refused (409 last_signing_key) unless `force`."""
     now = services.clock()
-    entry = services.keystore.revoke(kid, now)
-    event = AuditEvent(
-        at=now,
+    entry = await revoke_signing_key(
+        services.registry,
+        kid,
         actor=credential_of(request).id,
-        action="key_change",
-        code="key_revoked",
-        detail={"kid": kid, "reason": data.reason},
+        at=now,
+        reason=data.reason,
+        force=data.force,
     )
-    await record_events(services.registry, [event])
     await services.announce_change(now)
     return {"kid": entry.kid, "status": str(entry.status)}
 

@@ -83,7 +83,6 @@ async def static_file(name: FromPath[str]) -> Response[bytes]:
 @get("/v1/trust", opt=PUBLIC)
 async def trust(services: ServicesDep) -> TrustBundle:
     """Public keys with status and signing windows, and the policy, for offline scanners."""
-    services.reload_keys()
     policy = services.policy
     return TrustBundle(
         keys=list(services.verifier.keyring),
@@ -101,18 +100,24 @@ async def health() -> Health:
 
 @get("/ready", opt=PUBLIC)
 async def ready(services: ServicesDep) -> Response[Health]:
-    """Keys and revocations loaded and fresh: 200; otherwise 503 with the reason."""
+    """Keys and revocations loaded and fresh, and on a node that issues a key that can sign:
+    200; otherwise 503 with the reason."""
     now = services.clock()
     fresh = services.mirror.is_current(now, services.policy.revocation_staleness)
     detail: dict[str, object] = {
+        "role": services.settings.role,
         "keys": len(services.verifier.keyring),
+        "keyring_version": services.keyring_version,
         "revocation_seq": services.mirror.seq,
         "revocations_fresh": fresh,
         "policy_version": services.policy.version,
     }
+    signing = services.signing_problem(now)
+    if signing is not None:
+        detail["signing"] = signing
     if not services.loaded:
         return Response(Health("starting", detail), status_code=503)
-    if not fresh or not services.verifier.keyring:
+    if not fresh or not services.verifier.keyring or signing is not None:
         return Response(Health("degraded", detail), status_code=503)
     return Response(Health("ready", detail))
 

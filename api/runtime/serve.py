@@ -5,28 +5,43 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 
 import msgspec
 
 from api.metrics import MULTIPROCESS_ENV
 from api.runtime.clock import wall_clock
 from api.runtime.settings import ENV_PREFIX, Settings
+from issuer.keystore import KEYRING_FILE, ensure_signing_key, import_keyring_file
+from issuer.store.keys import load_keyring
 from issuer.store.registry import Registry
 
 
 def prepare(settings: Settings) -> str:
-    """First-run set-up, done once before any worker starts: data directory, signing key,
-    registry schema. Returns a line saying what was found or created."""
+    """First-run set-up, done once before any worker starts: data directory, registry
+    schema, and on a node that signs the fleet's first signing key (an earlier release's
+    keyring.json is imported first). Returns a line saying what was found or created."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    entry, created = settings.keystore().ensure_signing_key(wall_clock())
-    asyncio.run(_migrate(settings))
-    state = "created" if created else "using"
-    return f"{state} signing key {entry.kid} in {settings.keys_dir}"
+    return asyncio.run(_prepare(settings))
 
 
-async def _migrate(settings: Settings) -> None:
+async def _prepare(settings: Settings) -> str:
+    now = wall_clock()
     registry = await Registry.open(settings.registry_url)
-    await registry.close()
+    try:
+        imported = await import_keyring_file(
+            registry, settings.keys_dir / KEYRING_FILE, actor="serve", at=now
+        )
+        if not settings.signs:
+            keyring = (await load_keyring(registry)).keyring
+            return f"verify node: {len(keyring)} key(s) in the registry's keyring, no private key"
+        keys = settings.private_keys()
+        entry, created = await ensure_signing_key(registry, keys, now=now, actor="serve")
+    finally:
+        await registry.close()
+    state = "created" if created else "using"
+    found = f" ({imported} imported from {KEYRING_FILE})" if imported else ""
+    return f"{state} signing key {entry.kid} in {keys.location(entry.kid)}{found}"
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -43,25 +58,29 @@ def serve(settings: Settings) -> int:
 
     print(prepare(settings))
     os.environ.update(worker_environment(settings))
+    metrics_dir: str | None = None
     if settings.workers > 1:
-        # Each worker writes its own metric files; /metrics adds them up.
-        metrics_dir = settings.data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        os.environ[MULTIPROCESS_ENV] = str(metrics_dir.resolve())
+        # Each worker writes its own metric files; /metrics adds them up. The folder is this
+        # instance's own: another serve on the same data directory must not delete them.
+        metrics_dir = tempfile.mkdtemp(prefix="checkpoint-metrics-")
+        os.environ[MULTIPROCESS_ENV] = metrics_dir
     base = f"http://{settings.host}:{settings.port}"
     print(f"Checkpoint on {base} with {settings.workers} worker(s), data in {settings.data_dir}")
     print(f"  API docs:      {base}/schema  (OpenAPI: {base}/schema/openapi.json)")
     print(f"  scanner API:   POST {base}/v1/verify, {base}/v1/verify/batch, {base}/v1/scan")
     print(f"  public keys:   {base}/v1/trust   health: {base}/health  {base}/ready")
     print("  API keys:      checkpoint credentials create --role scanner --checkpoint shumaisi")
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="info",
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "api.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

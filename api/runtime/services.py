@@ -15,19 +15,24 @@ from api.runtime.rate_limit import TokenBucket
 from api.runtime.redis_sync import PUBLISH_INTERVAL, RedisRevocations
 from api.runtime.settings import Settings
 from api.runtime.sweep import SWEEP_INTERVAL, sweep_once
+from checkpoint.errors import CheckpointError
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy import Policy
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.issuing import Issuer
-from issuer.keystore import KeyStore
+from issuer.keystore import PrivateKeys, ensure_signing_key, load_signer, signing_entry
 from issuer.store.audit import AuditEvent, record_events
 from issuer.store.credentials import Credential
+from issuer.store.keys import StoredKeyring, keyring_version, load_keyring
 from issuer.store.registry import Registry
 from issuer.store.revocations import Revocation, load_mirror, revocations_after
 
 log = logging.getLogger("checkpoint")
 
+KEYRING_POLL = 0.25
+"""Seconds between reads of the keyring's version: a key revoked on any node is refused on
+every node within a second."""
 SYNC_INTERVAL = 1.0
 """Seconds between background confirmations that the mirror is complete."""
 AUDIT_FLUSH_INTERVAL = 0.25
@@ -42,25 +47,28 @@ class Services:
         self,
         settings: Settings,
         registry: Registry,
-        keystore: KeyStore,
+        *,
+        keys: PrivateKeys | None,
+        keyring: StoredKeyring,
         policy: Policy,
         clock: Clock,
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.keystore = keystore
+        self.keys = keys
+        """This node's private keys; None on a verify node, which holds none."""
         self.policy = policy
         self.clock = clock
         self.mirror = StatusMirror()
-        self.verifier = Verifier(keystore.keyring(), policy, self.mirror)
-        self.issuer = Issuer(registry, keystore, policy)
+        self.verifier = Verifier(keyring.keyring, policy, self.mirror)
+        self.keyring_version = keyring.version
+        self._issuer = None if keys is None else Issuer(registry, keys, policy)
         self.changes = ChangeSignal(settings.data_dir / CHANGES_FILE)
         self.limiter = TokenBucket(settings.rate_limit, settings.rate_burst)
         self.credentials = CredentialCache(registry)
         self._audit: list[AuditEvent] = []
         self.loops = Loops()
         self._publishing: asyncio.Task[bool] | None = None
-        self._keyring_stamp = self._keyring_mtime()
         self.loaded = False
         self.redis: RedisRevocations | None = None
         self.entry_log: EntryLog = LocalEntryLog()
@@ -70,16 +78,32 @@ class Services:
             )
             self.entry_log = RedisEntryLog(self.redis.redis, settings.redis_prefix)
 
+    @property
+    def issuer(self) -> Issuer:
+        """This node's Issuer; only a node that signs has one (and the issuing routes)."""
+        if self._issuer is None:
+            raise RuntimeError("a verify node issues nothing: no issuing route is mounted")
+        return self._issuer
+
     @classmethod
     async def start(cls, settings: Settings, clock: Clock = wall_clock) -> Services:
         """Open the registry, load keys and every committed revocation, start the sync loops."""
-        keystore = settings.keystore()
         now = clock()
-        entry, created = keystore.ensure_signing_key(now)
-        if created:
-            log.warning("created signing key %s in %s", entry.kid, settings.keys_dir)
         registry = await Registry.open(settings.registry_url)
-        services = cls(settings, registry, keystore, settings.load_policy(), clock)
+        keys = settings.private_keys() if settings.signs else None
+        if keys is not None:
+            entry, created = await ensure_signing_key(registry, keys, now=now, actor="serve")
+            if created:
+                log.warning("created signing key %s (%s)", entry.kid, keys.location(entry.kid))
+        keyring = await load_keyring(registry)
+        services = cls(
+            settings,
+            registry,
+            keys=keys,
+            keyring=keyring,
+            policy=settings.load_policy(),
+            clock=clock,
+        )
         services.start_loops()
         if services.redis is None:
             await services.load_revocations(now)
@@ -90,6 +114,7 @@ class Services:
         flush, the no-arrival sweep and, with Redis, the revocation outbox and tail."""
         loops = self.loops
         loops.start(self._sync_step, SYNC_INTERVAL, "revocation-sync")
+        loops.start(self.refresh_keys, KEYRING_POLL, "keyring-sync")
         loops.start(self.flush_audit, AUDIT_FLUSH_INTERVAL, "audit-flush")
         if self.redis is not None:
             # Not ready (/ready 503, decisions INDETERMINATE) until Redis's bitmaps are in.
@@ -137,19 +162,24 @@ class Services:
                 break
         self.mirror.confirm(now)
 
-    def _keyring_mtime(self) -> int:
+    def signing_problem(self, now: int) -> str | None:
+        """On a node that issues: why no permit could be signed now (no active key in the
+        keyring, or its private half not in this node's backend), or None when one can."""
+        if self.keys is None:
+            return None
         try:
-            return self.keystore.keyring_path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return 0
+            load_signer(self.keys, signing_entry(self.verifier.keyring, now))
+        except CheckpointError as err:
+            return f"{err.code}: {err.message_en}"
+        return None
 
-    def reload_keys(self) -> None:
-        """Take a changed keyring file into use (a rotation or a revoked key)."""
-        stamp = self._keyring_mtime()
-        if stamp != self._keyring_stamp:
-            self._keyring_stamp = stamp
-            self.verifier.keyring = self.keystore.keyring()
-            self.issuer.forget_signing_key()
+    async def refresh_keys(self) -> None:
+        """Take the registry's keyring into use when it changed on any node (a new key, a
+        rotation, a revoked key): one read of its version, the keys only when it moved."""
+        if await keyring_version(self.registry) != self.keyring_version:
+            stored = await load_keyring(self.registry)
+            self.verifier.keyring = stored.keyring
+            self.keyring_version = stored.version
 
     async def refresh_if_changed(self, now: int) -> None:
         """On the request path: one `stat`; a database read only when another process
@@ -157,14 +187,14 @@ class Services:
         With Redis, revocations arrive through its stream instead."""
         if self.changes.changed():
             self.credentials.forget()
-            self.reload_keys()
+            await self.refresh_keys()
             if self.redis is None:
                 await self.catch_up(now)
 
     async def announce_change(self, now: int, revoked: Sequence[Revocation] = ()) -> None:
         """After a committed change: update this process at once, then tell the others."""
         self.credentials.forget()
-        self.reload_keys()
+        await self.refresh_keys()
         if self.redis is None:
             await self.catch_up(now)
         else:
@@ -182,7 +212,6 @@ class Services:
         self.changes.changed()  # our own announcement is not news to us
 
     async def _sync_step(self) -> None:
-        self.reload_keys()
         if self.redis is None:
             await self.catch_up(self.clock())
 

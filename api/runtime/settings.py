@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
 from checkpoint.policy import Policy
 from checkpoint.policy_file import default_policy, load_policy
-from issuer.keystore import KeyStore, SignerBackend, private_keys
+from issuer.keystore import PrivateKeys, SignerBackend, private_keys
 
 ENV_PREFIX = "CHECKPOINT_"
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Workers = Annotated[int, Meta(ge=1, le=64)]
+NodeRole = Literal["all", "issue", "verify"]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The label of the HSM token holding the keys."""
     pkcs11_pin: str | None = None
     """The token's user PIN."""
+    role: NodeRole = "all"
+    """What this node does: `verify` (scanners and admins; holds no private key and exposes
+    no issuing route), `issue` (portals and admins) or `all` (one embedded node)."""
     host: str = "127.0.0.1"
     port: Port = 8000
     workers: Workers = 1
@@ -56,13 +60,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'registry.sqlite3'}"
 
     @property
+    def signs(self) -> bool:
+        """Whether this node issues permits, and so holds private keys."""
+        return self.role != "verify"
+
+    @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
 
-    def keystore(self) -> KeyStore:
-        """The signing keys of this deployment."""
+    def private_keys(self) -> PrivateKeys:
+        """Where this node's private signing keys live (files in keys_dir, or the HSM)."""
         passphrase = self.key_passphrase.encode() if self.key_passphrase else None
-        keys = private_keys(
+        return private_keys(
             self.signer,
             self.keys_dir,
             passphrase=passphrase,
@@ -70,7 +79,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             pkcs11_token=self.pkcs11_token,
             pkcs11_pin=self.pkcs11_pin,
         )
-        return KeyStore(self.keys_dir, keys=keys)
 
     def load_policy(self) -> Policy:
         """The configured policy file, or the shipped default."""

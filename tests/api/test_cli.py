@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import subprocess
@@ -18,7 +19,9 @@ from api import cli
 from api.cli import shared
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy_file import default_policy
-from issuer.keystore import KeyStore
+from checkpoint.signing import Keyring
+from issuer.store.keys import load_keyring
+from issuer.store.registry import Registry
 
 POLICY = default_policy()
 HAJJ = POLICY.seasons[1]
@@ -179,6 +182,30 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 # --- keys ----------------------------------------------------------------------------
 
 
+def keyring(data_dir: Path) -> Keyring:
+    """The keyring in the registry of `data_dir`, as every node reads it."""
+
+    async def read() -> Keyring:
+        registry = await Registry.open(f"sqlite+aiosqlite:///{data_dir / 'registry.sqlite3'}")
+        try:
+            return (await load_keyring(registry)).keyring
+        finally:
+            await registry.close()
+
+    return asyncio.run(read())
+
+
+def test_the_last_key_that_can_sign_is_revoked_only_with_force(run: Runner, data_dir: Path) -> None:
+    run("keys", "generate")
+    (entry,) = keyring(data_dir)
+    refused = run("keys", "revoke", entry.kid, "--reason", "drill")
+    assert refused.code == 2
+    assert "last_signing_key" in refused.error_line()
+    assert keyring(data_dir).get(entry.kid).status == "active"
+    assert run("keys", "revoke", entry.kid, "--force").code == 0
+    assert keyring(data_dir).get(entry.kid).status == "revoked"
+
+
 def test_keys_generate_list_retire_revoke(run: Runner, data_dir: Path) -> None:
     empty = run("keys", "list")
     assert empty.code == 0
@@ -186,7 +213,7 @@ def test_keys_generate_list_retire_revoke(run: Runner, data_dir: Path) -> None:
 
     created = run("keys", "generate", "--label", "first")
     assert created.code == 0
-    (entry,) = KeyStore(data_dir / "keys").keyring()
+    (entry,) = keyring(data_dir)
     assert entry.kid in created.out
     assert entry.not_before == ISSUE_AT
     assert entry.label == "first"
@@ -200,12 +227,12 @@ def test_keys_generate_list_retire_revoke(run: Runner, data_dir: Path) -> None:
     retired = run("keys", "retire", entry.kid)
     assert retired.code == 0
     assert entry.kid in retired.out
-    assert KeyStore(data_dir / "keys").keyring().get(entry.kid).status == "retired"
+    assert keyring(data_dir).get(entry.kid).status == "retired"
     assert "retired" in run("keys", "list").out
 
     revoked = run("keys", "revoke", entry.kid)
     assert revoked.code == 0
-    assert KeyStore(data_dir / "keys").keyring().get(entry.kid).status == "revoked"
+    assert keyring(data_dir).get(entry.kid).status == "revoked"
     assert "revoked" in run("keys", "list").out
 
 
@@ -221,7 +248,7 @@ def test_retired_key_still_verifies_and_revoked_key_does_not(
     run: Runner, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, token = issue_one(run)
-    (entry,) = KeyStore(data_dir / "keys").keyring()
+    (entry,) = keyring(data_dir)
     monkeypatch.setattr(shared, "clock_now", lambda: ISSUE_AT + 60)
     assert run("keys", "retire", entry.kid).code == 0
     assert run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE).code == 0

@@ -335,9 +335,10 @@ def test_bound_issuer_does_not_see_or_revoke_another_establishments_permit(
 
 
 def test_a_missing_private_key_is_the_service_s_fault(app: Api, issuer_key: str) -> None:
-    keystore = app.services.keystore
-    for entry in keystore.keyring():
-        os.unlink(keystore.private_key_location(entry.kid))
+    keys = app.services.keys
+    assert keys is not None
+    for entry in app.services.verifier.keyring:
+        os.unlink(keys.location(entry.kid))
     response = app.client.post("/v1/permits", json=permit_body(), headers=auth(issuer_key))
     assert_problem(response, 503, "private_key_missing")
 

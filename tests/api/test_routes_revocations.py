@@ -170,8 +170,15 @@ def test_revoking_a_key_rejects_every_permit_it_signed(
     permits = [app.issue(issuer_key), app.issue(issuer_key, holder=IQAMA_2)]
     kid = permits[0]["kid"]
     assert {p["kid"] for p in permits} == {kid}
-    response = app.client.post(
+    last = app.client.post(
         f"/v1/keys/{kid}/revoke", json={"reason": "key leaked"}, headers=auth(admin_key)
+    )
+    assert_problem(last, 409, "last_signing_key")  # the only key that can sign
+    assert app.verify(scanner_key, permits[0]["token"])["outcome"] == "VALID"
+    response = app.client.post(
+        f"/v1/keys/{kid}/revoke",
+        json={"reason": "key leaked", "force": True},
+        headers=auth(admin_key),
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"kid": kid, "status": "revoked"}
@@ -180,9 +187,8 @@ def test_revoking_a_key_rejects_every_permit_it_signed(
         assert (decision["outcome"], decision["code"]) == ("INVALID", "key_revoked")
     trust = app.client.get("/v1/trust").json()
     assert [k["status"] for k in trust["keys"] if k["kid"] == kid] == ["revoked"]
-    (entry,) = app.audit_entries("key_change")
-    assert entry.code == "key_revoked"
-    assert entry.detail == {"kid": kid, "reason": "key leaked"}
+    (entry,) = [e for e in app.audit_entries("key_change") if e.code == "key_revoked"]
+    assert entry.detail == {"kid": kid, "status": "revoked", "reason": "key leaked"}
 
 
 def test_revoking_an_unknown_key(app: Api, admin_key: str) -> None:
@@ -231,7 +237,9 @@ def test_key_revoked_on_one_worker_is_seen_by_another(settings: Settings, clock:
         permit = worker_a.issue(issuer)
         assert worker_b.verify(scanner, permit["token"])["outcome"] == "VALID"
         response = worker_a.client.post(
-            f"/v1/keys/{permit['kid']}/revoke", json={"reason": "key leaked"}, headers=auth(admin)
+            f"/v1/keys/{permit['kid']}/revoke",
+            json={"reason": "key leaked", "force": True},
+            headers=auth(admin),
         )
         assert response.status_code == 200, response.text
         assert worker_b.verify(scanner, permit["token"])["code"] == "key_revoked"

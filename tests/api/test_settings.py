@@ -49,10 +49,10 @@ def test_environment_overrides_defaults(tmp_path: Path) -> None:
     assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9000, 4)
     assert settings.redis_url == "redis://cache:6379/0"
     assert settings.keys_dir == tmp_path / "keys"
-    store = settings.keystore()
-    assert store.directory == tmp_path / "keys"
-    assert isinstance(store.keys, FileKeys)
-    assert store.keys.passphrase == b"secret"
+    keys = settings.private_keys()
+    assert isinstance(keys, FileKeys)
+    assert keys.directory == tmp_path / "keys"
+    assert keys.passphrase == b"secret"
 
 
 def test_variables_without_the_prefix_or_unknown_are_ignored() -> None:
@@ -128,7 +128,7 @@ def test_registry_url_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None
 
 
 def test_keystore_without_passphrase() -> None:
-    keys = settings_from_env({"CHECKPOINT_KEY_PASSPHRASE": ""}).keystore().keys
+    keys = settings_from_env({"CHECKPOINT_KEY_PASSPHRASE": ""}).private_keys()
     assert isinstance(keys, FileKeys)
     assert keys.passphrase is None
 
