@@ -53,7 +53,7 @@ READY_ATTEMPTS = 300
 READY_POLL_SECONDS = 0.1
 
 
-def _cli(data_dir: Path, policy: Path, *args: str) -> str:
+def _cli(data_dir: Path, policy: Path, *args: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [
             sys.executable,
@@ -69,12 +69,13 @@ def _cli(data_dir: Path, policy: Path, *args: str) -> str:
         text=True,
         check=True,
         timeout=60,
+        env=None if env is None else os.environ | env,
     )
     return result.stdout
 
 
-def _api_key(data_dir: Path, policy: Path, *args: str) -> str:
-    out = _cli(data_dir, policy, "credentials", "create", *args)
+def _api_key(data_dir: Path, policy: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    out = _cli(data_dir, policy, "credentials", "create", *args, env=env)
     return next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("API key"))
 
 
@@ -94,10 +95,14 @@ class Server:
         policy: Path,
         workers: int = 1,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        *,
+        wait: bool = True,
     ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"serve-{self.port}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
         environment = {k: v for k, v in os.environ.items() if not k.startswith("CHECKPOINT_")}
         environment.update(env or {})
         with self.log.open("wb") as log:
@@ -115,15 +120,18 @@ class Server:
                     str(self.port),
                     "--workers",
                     str(workers),
+                    *args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=environment,
                 start_new_session=True,
             )
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
+        """Until /ready answers 200; AssertionError with the log if it exits or never does."""
         for _ in range(READY_ATTEMPTS):
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.log.read_text()}")

@@ -1,0 +1,242 @@
+"""The fleet: real `checkpoint serve` nodes on several data directories, one PostgreSQL
+registry and one Redis, holding one trust state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from checkpoint.signing import InProcessKey, Keyring, key_entry
+from issuer.store.keys import add_key, load_keyring
+from issuer.store.registry import Registry
+from tests.api.test_serve_e2e import PERMIT, POLICY, Server, _api_key, _auth, _verify
+from tests.postgres import throwaway_database_sync
+from tests.softhsm import USER_PIN, softhsm_tokens
+
+KEY_REVOCATION_BOUND = 1.0
+"""Seconds within which a key revoked on one node is refused on every other node."""
+POLL = 0.02
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    with throwaway_database_sync() as url:
+        yield url
+
+
+@pytest.fixture
+def fleet_env(database_url: str, redis_url: str, redis_prefix: str) -> dict[str, str]:
+    """What every node of one deployment shares: the registry and Redis (its own prefix)."""
+    return {
+        "CHECKPOINT_DATABASE_URL": database_url,
+        "CHECKPOINT_REDIS_URL": redis_url,
+        "CHECKPOINT_REDIS_PREFIX": redis_prefix,
+    }
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY, encoding="utf-8")
+    return path
+
+
+def _trust(base: str) -> list[tuple[str, str]]:
+    keys = httpx.get(f"{base}/v1/trust", timeout=10).json()["keys"]
+    return sorted((k["kid"], k["status"]) for k in keys)
+
+
+def _private_key_files(data_dir: Path) -> list[Path]:
+    return [p for p in data_dir.rglob("*") if p.suffix == ".pem" or "PRIVATE" in _head(p)]
+
+
+def _head(path: Path) -> str:
+    return path.read_bytes()[:200].decode("latin-1") if path.is_file() else ""
+
+
+def test_two_nodes_one_trust_state(tmp_path: Path, policy: Path, fleet_env: dict[str, str]) -> None:
+    """A verify node (A) and an issue node (B), each with its own data directory: a permit
+    issued on B is VALID on A; a key revoked on A is refused on B within a second; A holds
+    no private key and exposes no issuing route."""
+    verify_dir, issue_dir = tmp_path / "node-a", tmp_path / "node-b"
+    keys = {
+        "scanner": _api_key(
+            verify_dir, policy, "--role", "scanner", "--checkpoint", "gate-a", env=fleet_env
+        ),
+        "issuer": _api_key(
+            verify_dir, policy, "--role", "issuer", "--channel", "absher", env=fleet_env
+        ),
+        "admin": _api_key(verify_dir, policy, "--role", "admin", env=fleet_env),
+    }
+    node_b = Server(issue_dir, policy, env=fleet_env, args=("--role", "issue"))
+    node_a = Server(verify_dir, policy, env=fleet_env, args=("--role", "verify"))
+    try:
+        issued = httpx.post(
+            f"{node_b.base}/v1/permits", json=PERMIT, headers=_auth(keys["issuer"]), timeout=10
+        )
+        assert issued.status_code == 201, issued.text
+        token, kid = issued.json()["token"], issued.json()["kid"]
+        assert _verify(node_a.base, keys["scanner"], token) == "valid"
+        assert _verify(node_b.base, keys["scanner"], token) == "valid"
+        assert _trust(node_a.base) == _trust(node_b.base) == [(kid, "active")]
+
+        # A verify node has no issuing route at all, and holds no private key.
+        refused = httpx.post(
+            f"{node_a.base}/v1/permits", json=PERMIT, headers=_auth(keys["issuer"]), timeout=10
+        )
+        assert refused.status_code in (404, 405)
+        assert _private_key_files(verify_dir) == []
+        assert len(_private_key_files(issue_dir)) == 1
+
+        revoked = httpx.post(
+            f"{node_a.base}/v1/keys/{kid}/revoke",
+            json={"reason": "key leaked", "force": True},
+            headers=_auth(keys["admin"]),
+            timeout=10,
+        )
+        assert revoked.status_code == 200, revoked.text
+        answered = time.monotonic()
+        while _verify(node_b.base, keys["scanner"], token) != "key_revoked":
+            assert time.monotonic() - answered < KEY_REVOCATION_BOUND, "B still trusts the key"
+            time.sleep(POLL)  # polling another process's state, bounded by the deadline
+        assert _trust(node_b.base) == [(kid, "revoked")]
+        # B can no longer sign, and says so.
+        ready = httpx.get(f"{node_b.base}/ready", timeout=10)
+        assert ready.status_code == 503
+        assert "key_cannot_sign" in ready.json()["detail"]["signing"]
+    finally:
+        node_a.stop()
+        node_b.stop()
+
+
+def test_three_nodes_started_at_once_on_a_fresh_database(
+    tmp_path: Path, policy: Path, database_url: str
+) -> None:
+    """Three issue nodes, separate data directories, one HSM token (SoftHSM2), started
+    together on an empty PostgreSQL database: all ready, one schema, one key."""
+    with softhsm_tokens(tmp_path / "hsm", ("fleet",)) as module:
+        env = {
+            "CHECKPOINT_DATABASE_URL": database_url,
+            "CHECKPOINT_SIGNER": "pkcs11",
+            "CHECKPOINT_PKCS11_MODULE": module,
+            "CHECKPOINT_PKCS11_TOKEN": "fleet",
+            "CHECKPOINT_PKCS11_PIN": USER_PIN,
+        }
+        nodes = [
+            Server(tmp_path / f"node-{n}", policy, env=env, args=("--role", "issue"), wait=False)
+            for n in range(3)
+        ]
+        try:
+            for node in nodes:
+                node.wait_ready()
+            versions, kids = _schema_and_keys(database_url)
+            assert versions == sorted(set(versions))
+            assert len(kids) == 1
+            issuer = _api_key(
+                tmp_path / "node-0", policy, "--role", "issuer", "--channel", "absher", env=env
+            )
+            scanner = _api_key(
+                tmp_path / "node-0", policy, "--role", "scanner", "--checkpoint", "gate-a", env=env
+            )
+            for n, node in enumerate(nodes):
+                body = PERMIT | {"holder": ["2123456705", "2123456713", "2123456721"][n]}
+                issued = httpx.post(
+                    f"{node.base}/v1/permits", json=body, headers=_auth(issuer), timeout=10
+                )
+                assert issued.status_code == 201, issued.text
+                assert issued.json()["kid"] == kids[0]
+                others = [other for other in nodes if other is not node]
+                assert {_verify(o.base, scanner, issued.json()["token"]) for o in others} == {
+                    "valid"
+                }
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def _schema_and_keys(database_url: str) -> tuple[list[int], list[str]]:
+    """The schema versions recorded and the kids in the keyring, read with a plain driver."""
+
+    async def read() -> tuple[list[int], list[str]]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                versions = [
+                    v for (v,) in await conn.execute(text("SELECT version FROM schema_version"))
+                ]
+                kids = [k for (k,) in await conn.execute(text("SELECT kid FROM signing_keys"))]
+        finally:
+            await engine.dispose()
+        return sorted(versions), kids
+
+    return asyncio.run(read())
+
+
+def test_concurrent_key_revocations_through_two_workers_lose_none(
+    tmp_path: Path, policy: Path
+) -> None:
+    """40 key revocations sent at once to a node with two worker processes: every one
+    answered 200 is revoked in the registry and in /v1/trust (keyring.json lost 4-11)."""
+    data = tmp_path / "data"
+    admin = _api_key(data, policy, "--role", "admin")
+    kids = asyncio.run(_add_keys(data, 41))
+    server = Server(data, policy, workers=2, args=("--role", "verify"))
+    try:
+
+        async def revoke_all() -> list[int]:
+            async def one(kid: str) -> int:
+                # A client each: new connections spread over both workers.
+                async with httpx.AsyncClient(base_url=server.base, timeout=20) as client:
+                    response = await client.post(
+                        f"/v1/keys/{kid}/revoke",
+                        json={"reason": "drill"},
+                        headers=_auth(admin),
+                    )
+                return response.status_code
+
+            return await asyncio.gather(*[one(kid) for kid in kids[:40]])
+
+        assert asyncio.run(revoke_all()) == [200] * 40
+        answered = time.monotonic()
+        stored = {e.kid: e.status for e in asyncio.run(_keyring(data))}
+        assert [stored[kid] for kid in kids[:40]] == ["revoked"] * 40
+        assert stored[kids[40]] == "active"
+        # Both workers serve that keyring within the bound.
+        while {dict(_trust(server.base))[kid] for kid in kids[:40]} != {"revoked"}:
+            assert time.monotonic() - answered < KEY_REVOCATION_BOUND
+            time.sleep(POLL)
+    finally:
+        server.stop()
+
+
+async def _keyring(data_dir: Path) -> Keyring:
+    registry = await Registry.open(f"sqlite+aiosqlite:///{data_dir / 'registry.sqlite3'}")
+    try:
+        return (await load_keyring(registry)).keyring
+    finally:
+        await registry.close()
+
+
+async def _add_keys(data_dir: Path, count: int) -> list[str]:
+    """`count` public keys in the registry of `data_dir` (no private halves needed here)."""
+    registry = await Registry.open(f"sqlite+aiosqlite:///{data_dir / 'registry.sqlite3'}")
+    try:
+        entries = [
+            await add_key(
+                registry,
+                key_entry(InProcessKey.generate(), not_before=1_700_000_000 + n),
+                actor="test",
+                at=1_700_000_000,
+            )
+            for n in range(count)
+        ]
+    finally:
+        await registry.close()
+    return [e.kid for e in entries]
