@@ -4,12 +4,14 @@ registry and one Redis, holding one trust state."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -240,3 +242,106 @@ async def _add_keys(data_dir: Path, count: int) -> list[str]:
     finally:
         await registry.close()
     return [e.kid for e in entries]
+
+
+# --- stress: two nodes revoking concurrently; every acknowledged one refused everywhere ---
+
+SIZE = int(os.environ.get("CHECKPOINT_STRESS_SIZE", "1500"))
+"""Revocations per run: 1,500 is the size at which the unordered commits lost 5-16."""
+CONCURRENCY = 12
+"""Requests in flight per node."""
+SETTLE_SECONDS = 30.0
+
+
+@pytest.mark.stress
+def test_concurrent_revocations_on_two_nodes_lose_none(
+    tmp_path: Path, policy: Path, fleet_env: dict[str, str], redis_url: str, redis_prefix: str
+) -> None:
+    node_dirs = [tmp_path / "node-a", tmp_path / "node-b"]
+    keys = {
+        "issuer": _api_key(
+            node_dirs[0], policy, "--role", "issuer", "--channel", "absher", env=fleet_env
+        ),
+        "admin": _api_key(node_dirs[0], policy, "--role", "admin", env=fleet_env),
+        "scanner": _api_key(
+            node_dirs[0], policy, "--role", "scanner", "--checkpoint", "gate-a", env=fleet_env
+        ),
+    }
+    nodes = [
+        Server(node_dirs[0], policy, env=fleet_env, args=("--role", "all")),
+        Server(node_dirs[1], policy, env=fleet_env, args=("--role", "verify")),
+    ]
+    try:
+        permits = _issue(nodes[0].base, keys["issuer"], SIZE)
+        acknowledged = asyncio.run(_revoke_from_both(nodes, keys["admin"], permits))
+        assert len(acknowledged) == SIZE  # every call answered 201
+        tokens = [permits[permit_id] for permit_id in acknowledged]
+        deadline = time.monotonic() + SETTLE_SECONDS
+        for node in nodes:
+            while (still := _valid_count(node.base, keys["scanner"], tokens)) != 0:
+                assert time.monotonic() < deadline, f"{still} acknowledged revocations lost"
+                time.sleep(POLL)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            missing = [
+                permit_id
+                for permit_id in acknowledged
+                if not client.getbit(
+                    f"{redis_prefix}status:{permit_id.split('.')[0]}",
+                    int(permit_id.split(".")[1]),
+                )
+            ]
+        finally:
+            client.close()
+        assert missing == []
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _issue(base: str, issuer: str, count: int) -> dict[str, str]:
+    """`count` permits in batches of 1000: permit id -> token."""
+    issued: dict[str, str] = {}
+    with httpx.Client(base_url=base, headers=_auth(issuer), timeout=120) as client:
+        while len(issued) < count:
+            batch = min(1000, count - len(issued))
+            response = client.post("/v1/permits/batch", json={"permits": [PERMIT] * batch})
+            assert response.status_code == 201, response.text
+            issued |= {p["permit_id"]: p["token"] for p in response.json()["permits"]}
+    return issued
+
+
+async def _revoke_from_both(nodes: list[Server], admin: str, permits: dict[str, str]) -> list[str]:
+    """Revoke every permit, half through each node, CONCURRENCY calls in flight on each;
+    the ids whose revocation was acknowledged (201)."""
+    ids = sorted(permits)
+    acknowledged: list[str] = []
+
+    async def worker(base: str, share: list[str]) -> None:
+        async with httpx.AsyncClient(base_url=base, headers=_auth(admin), timeout=60) as client:
+            for permit_id in share:
+                response = await client.post(
+                    "/v1/revocations", json={"permit_id": permit_id, "reason": "stress"}
+                )
+                if response.status_code == 201:
+                    acknowledged.append(permit_id)
+
+    await asyncio.gather(
+        *[
+            worker(node.base, ids[n * CONCURRENCY + k :: CONCURRENCY * len(nodes)])
+            for n, node in enumerate(nodes)
+            for k in range(CONCURRENCY)
+        ]
+    )
+    return acknowledged
+
+
+def _valid_count(base: str, scanner: str, tokens: list[str]) -> int:
+    """How many of `tokens` this node still accepts."""
+    valid = 0
+    with httpx.Client(base_url=base, headers=_auth(scanner), timeout=60) as client:
+        for start in range(0, len(tokens), 500):
+            response = client.post("/v1/verify/batch", json={"tokens": tokens[start : start + 500]})
+            assert response.status_code == 200, response.text
+            valid += sum(d["code"] != "revoked" for d in response.json()["decisions"])
+    return valid
