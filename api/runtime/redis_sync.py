@@ -6,6 +6,12 @@
 # `{published}:{counter}` refreshed by publishers while Redis holds everything the
 # registry has. A mirror is confirmed current only by a heartbeat it has caught up with,
 # so a dead publisher, a frozen Redis or a lost connection all end in `revocation_stale`.
+#
+# Behind Sentinel, every new connection asks the Sentinels for the master. After a failover
+# the new master may lack the old one's last writes (replication is asynchronous): its
+# `published` is lower, so the outbox republishes from the registry; every mirror lost its
+# connections and reloads, ORing bits in; and an old heartbeat the replica kept (lower
+# than one a mirror has seen, or there when the mirror loaded) confirms nothing.
 
 from __future__ import annotations
 
@@ -15,11 +21,13 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from api.runtime.settings import RedisAddress
 from checkpoint.statuslist import StatusList, StatusMirror
 from issuer.errors import RegistryUnavailable
 from issuer.store.registry import Registry
@@ -54,12 +62,43 @@ class RedisUnavailable(Exception):
     """Redis did not answer in time or answered with an error."""
 
 
+def _options() -> dict[str, Any]:
+    """Fail fast: one quick retry (a stale pooled connection), no backoff, no health pings."""
+    return {
+        "socket_connect_timeout": CALL_TIMEOUT,
+        "retry": Retry(NoBackoff(), 1),
+        "health_check_interval": 0,
+    }
+
+
+def sentinel_for(address: RedisAddress) -> Sentinel | None:
+    """The Sentinels of `address`, asked for the master's address on every new connection.
+
+    Their own clients get the same short timeouts and no retry: redis-py's default retries
+    with a backoff of up to seconds, and a dead Sentinel must cost one timeout, no more.
+    """
+    if not address.sentinels:
+        return None
+    options = {**_options(), "socket_timeout": CALL_TIMEOUT, "retry": Retry(NoBackoff(), 0)}
+    return Sentinel(list(address.sentinels), sentinel_kwargs=options)  # type: ignore[no-untyped-call]
+
+
+def connect(address: RedisAddress, socket_timeout: float, sentinel: Sentinel | None) -> Redis:
+    """A client with `socket_timeout`: to `address.url`, or to whichever server the
+    Sentinels name master (a new connection asks them again, so it follows a failover)."""
+    if sentinel is None:
+        assert address.url is not None
+        return Redis.from_url(address.url, socket_timeout=socket_timeout, **_options())
+    client = sentinel.master_for(address.master, socket_timeout=socket_timeout, **_options())
+    return cast(Redis, client)
+
+
 class RedisRevocations:
     """Publishes committed revocations to Redis and keeps `mirror` in step with Redis."""
 
     def __init__(
         self,
-        url: str,
+        address: RedisAddress,
         prefix: str,
         registry: Registry,
         mirror: StatusMirror,
@@ -69,16 +108,10 @@ class RedisRevocations:
         self.mirror = mirror
         self.clock = clock
         self.prefix = prefix
-        options: dict[str, Any] = {
-            "socket_connect_timeout": CALL_TIMEOUT,
-            "retry": Retry(NoBackoff(), 1),
-            "health_check_interval": 0,
-        }
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=CALL_TIMEOUT, **options)
+        self._sentinel = sentinel_for(address)
+        self.redis = connect(address, CALL_TIMEOUT, self._sentinel)
         # XREAD BLOCK holds the connection open; it gets its own, with room for the block.
-        self.tail_redis = aioredis.Redis.from_url(
-            url, socket_timeout=BLOCK_MS / 1000 + CALL_TIMEOUT, **options
-        )
+        self.tail_redis = connect(address, BLOCK_MS / 1000 + CALL_TIMEOUT, self._sentinel)
         self._publish = self.redis.register_script(_PUBLISH)
         self.stream = f"{prefix}revocations"
         self.published_key = f"{prefix}published"
@@ -86,6 +119,8 @@ class RedisRevocations:
         self._last_id = "0-0"
         self._last_heartbeat: bytes | None = None
         self._run_id: str | None = None
+        self._beat_seq = 0
+        """The highest published seq a heartbeat or a load showed."""
         self._beats = 0
         self._tails = 0
         self.loaded = False
@@ -97,6 +132,8 @@ class RedisRevocations:
     async def close(self) -> None:
         await self.redis.aclose()
         await self.tail_redis.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def _get(self, key: str | bytes) -> bytes | None:
         """GET with the call timeout, typed: this client never decodes responses."""
@@ -147,8 +184,15 @@ class RedisRevocations:
         The published seq is read before the bitmaps, so anything later is tailed. Bits are
         OR-ed into what the mirror holds: a revocation is never undone, so a Redis that
         lost data can never make the mirror forget one.
+
+        The run id and the heartbeat are read first: a server that changes after this
+        (a failover) is noticed by `check_server`, and a heartbeat already in Redis, which
+        after a failover may be an old one the replica had, confirms nothing; only one
+        written after this does.
         """
         checked_at = self.clock()
+        self._run_id = await self._server_run_id()
+        self._last_heartbeat = await self._get(self.heartbeat_key)
         complete = await self.publish_pending()
         published = int(await self._get(self.published_key) or 0)
         keys = [
@@ -161,10 +205,10 @@ class RedisRevocations:
             current = self.mirror.lists.setdefault(list_id, StatusList(list_id))
             current.merge(bytes(loaded.bits))
         self.mirror.seq = max(self.mirror.seq, published)
+        self._beat_seq = published
         if complete:
             self.mirror.confirm(checked_at)
         self._last_id = f"{self.mirror.seq}-0"
-        self._run_id = await self._server_run_id()
 
     async def _server_run_id(self) -> str:
         info = await self._call(self.redis.info("server"))
@@ -200,8 +244,11 @@ class RedisRevocations:
             return
         self._last_heartbeat = heartbeat
         published = int(heartbeat.split(b":", 1)[0])
-        if published <= self.mirror.seq:
+        # A beat behind one already seen is an old beat of a server that lost data (a
+        # replica promoted by a failover): it says nothing about now.
+        if self._beat_seq <= published <= self.mirror.seq:
             self.mirror.confirm(self.clock())
+        self._beat_seq = max(self._beat_seq, published)
 
     async def check_server(self) -> None:
         """A restarted Redis (new run id) may have lost entries: reload to be sure."""

@@ -72,9 +72,9 @@ class Services:
         self.loaded = False
         self.redis: RedisRevocations | None = None
         self.entry_log: EntryLog = LocalEntryLog()
-        if settings.redis_url:
+        if settings.redis is not None:
             self.redis = RedisRevocations(
-                settings.redis_url, settings.redis_prefix, registry, self.mirror, clock
+                settings.redis, settings.redis_prefix, registry, self.mirror, clock
             )
             self.entry_log = RedisEntryLog(self.redis.redis, settings.redis_prefix)
 

@@ -20,6 +20,28 @@ Workers = Annotated[int, Meta(ge=1, le=64)]
 NodeRole = Literal["all", "issue", "verify"]
 
 
+class RedisAddress(msgspec.Struct, frozen=True, kw_only=True):
+    """One Redis URL, or the Sentinels that name the current master of `master`."""
+
+    url: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str = "mymaster"
+
+
+def parse_sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` as pairs; ValueError naming CHECKPOINT_REDIS_SENTINELS if bad."""
+    sentinels = []
+    for entry in text.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"CHECKPOINT_REDIS_SENTINELS: {entry.strip()!r} is not host:port "
+                "(a comma-separated list, e.g. 10.0.0.1:26379,10.0.0.2:26379)"
+            )
+        sentinels.append((host.strip("[]"), int(port)))
+    return tuple(sentinels)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a process needs to know; see `checkpoint serve --help`."""
 
@@ -47,12 +69,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workers: Workers = 1
     redis_url: str | None = None
     """Redis for revocations across machines; without it, an in-process mirror per worker."""
+    redis_sentinels: str | None = None
+    """Instead of redis_url: Redis Sentinels (host:port, comma-separated) naming the master."""
+    redis_master: str = "mymaster"
+    """The name the Sentinels monitor the master under."""
     redis_prefix: str = "checkpoint:"
     """Prefix of every Redis key this deployment uses."""
     rate_limit: Annotated[float, Meta(gt=0)] = 200.0
     """Requests per second allowed to one credential, on average."""
     rate_burst: Annotated[float, Meta(ge=1)] = 400.0
     """Requests one credential may send at once before the rate applies."""
+
+    def __post_init__(self) -> None:
+        # A ValueError here reaches the caller of settings_from_env as a ValidationError.
+        if self.redis_url and self.redis_sentinels:
+            raise ValueError(
+                "CHECKPOINT_REDIS_URL and CHECKPOINT_REDIS_SENTINELS exclude each other: "
+                "set one of them"
+            )
+        if self.redis_sentinels is not None:
+            parse_sentinels(self.redis_sentinels)
+
+    @property
+    def redis(self) -> RedisAddress | None:
+        """Where Redis is, or None (the in-process mode)."""
+        if self.redis_sentinels:
+            return RedisAddress(
+                sentinels=parse_sentinels(self.redis_sentinels), master=self.redis_master
+            )
+        if self.redis_url:
+            return RedisAddress(url=self.redis_url)
+        return None
 
     @property
     def registry_url(self) -> str:

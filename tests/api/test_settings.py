@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from api.runtime.settings import Settings, settings_from_env
+from api.runtime.settings import RedisAddress, Settings, settings_from_env
 from checkpoint.errors import PolicyError
 from checkpoint.policy_file import default_policy
 from issuer.keystore import FileKeys
@@ -153,3 +153,36 @@ def test_load_policy_from_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as info:
         settings.load_policy()
     assert info.value.code == "invalid_policy"
+
+
+def test_redis_sentinels_and_master() -> None:
+    settings = settings_from_env(
+        {
+            "CHECKPOINT_REDIS_SENTINELS": "10.0.0.1:26379, sentinel-b:26380,[::1]:26381",
+            "CHECKPOINT_REDIS_MASTER": "permits",
+        }
+    )
+    assert settings.redis == RedisAddress(
+        sentinels=(("10.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381)), master="permits"
+    )
+    assert settings_from_env({"CHECKPOINT_REDIS_SENTINELS": "s:1"}).redis_master == "mymaster"
+
+
+def test_redis_address_from_the_url_or_none() -> None:
+    assert settings_from_env({}).redis is None
+    url = "redis://cache:6379/0"
+    assert settings_from_env({"CHECKPOINT_REDIS_URL": url}).redis == RedisAddress(url=url)
+
+
+@pytest.mark.parametrize(
+    "value", ["s1", "s1:", ":26379", "s1:26379,,s2:1", "s1:port", "s1:0", "s:70000"]
+)
+def test_a_bad_sentinel_entry_names_the_variable(value: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match="CHECKPOINT_REDIS_SENTINELS"):
+        settings_from_env({"CHECKPOINT_REDIS_SENTINELS": value})
+
+
+def test_a_redis_url_and_sentinels_together_are_refused() -> None:
+    env = {"CHECKPOINT_REDIS_URL": "redis://x:6379/0", "CHECKPOINT_REDIS_SENTINELS": "s:26379"}
+    with pytest.raises(msgspec.ValidationError, match="CHECKPOINT_REDIS_URL and CHECKPOINT_REDIS"):
+        settings_from_env(env)
