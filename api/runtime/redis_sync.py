@@ -66,10 +66,6 @@ class RedisUnavailable(Exception):
 class RedisRevocations:
     """Publishes committed revocations to Redis and keeps `mirror` in step with Redis."""
 
-    confirmed_at: int | None = None
-    """When Redis last confirmed the mirror complete (a heartbeat caught up with, or a
-    complete load); a registry confirmation does not count. None before the first."""
-
     def __init__(
         self,
         url: str,
@@ -223,6 +219,10 @@ class RedisRevocations:
         published = int(heartbeat.split(b":", 1)[0])
         if published <= self.mirror.seq:
             self._confirm(self.clock())
+
+    confirmed_at: int | None = None
+    """When Redis last confirmed the mirror complete (a heartbeat caught up with, or a
+    complete load); a registry confirmation does not count. None before the first."""
 
     def _confirm(self, now: int) -> None:
         self.confirmed_at = now
