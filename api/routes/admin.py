@@ -82,7 +82,10 @@ async def revoke(
         )
     await services.announce_change(now, revocations)
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
-    return RevocationList([RevocationView.of(r) for r in revocations], services.mirror.seq)
+    # The revocations' own numbers (an earlier revocation's when nothing new was revoked),
+    # not this process's mirror position: that may lag the stream or lead with others'.
+    last_seq = max((r.seq for r in revocations), default=0)
+    return RevocationList([RevocationView.of(r) for r in revocations], last_seq)
 
 
 @get("/revocations", opt=roles("admin"))

@@ -44,17 +44,26 @@ STREAM_MAXLEN = 100_000
 PUBLISH_INTERVAL = 0.2
 PAGE = 1000
 
-# Atomic and idempotent: applies seq only right after the published one, so concurrent
-# publishers (every service process runs one) never double-publish or go backwards.
+# Atomic and idempotent: KEYS are the stream, `published`, then one status bitmap per
+# revocation; ARGV the stream's MAXLEN, then `seq list idx` per revocation, in sequence
+# order. Applies only the numbers above the published one, each with the one before it as
+# `prev`, so concurrent publishers (every service process runs one) never double-publish
+# or go backwards, and a batch of many revocations is one round trip.
 _PUBLISH = """
-local published = tonumber(redis.call('GET', KEYS[3]) or '0')
-local seq = tonumber(ARGV[1])
-if seq <= published then return published end
-redis.call('SETBIT', KEYS[1], ARGV[3], 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0',
-           'seq', seq, 'prev', published, 'list', ARGV[2], 'idx', ARGV[3])
-redis.call('SET', KEYS[3], seq)
-return seq
+local published = tonumber(redis.call('GET', KEYS[2]) or '0')
+local start = published
+for i = 3, #KEYS do
+  local at = 3 * (i - 3) + 2
+  local seq = tonumber(ARGV[at])
+  if seq > published then
+    redis.call('SETBIT', KEYS[i], ARGV[at + 2], 1)
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], seq .. '-0',
+               'seq', seq, 'prev', published, 'list', ARGV[at + 1], 'idx', ARGV[at + 2])
+    published = seq
+  end
+end
+if published ~= start then redis.call('SET', KEYS[2], published) end
+return published
 """
 
 
@@ -158,8 +167,8 @@ class RedisRevocations:
         published = int(await self._get(self.published_key) or 0)
         while True:
             batch = await revocations_after(self.registry, published, limit=PAGE)
-            for revocation in batch:
-                published = await self._publish_one(revocation)
+            if batch:
+                published = await self._publish_batch(batch)
             if len(batch) < PAGE:
                 break
         if published < await max_revocation_seq(self.registry):
@@ -170,9 +179,14 @@ class RedisRevocations:
         await self._call(self.redis.set(self.heartbeat_key, beat))
         return True
 
-    async def _publish_one(self, revocation: Revocation) -> int:
-        keys = [self.status_key(revocation.list_id), self.stream, self.published_key]
-        args = [revocation.seq, revocation.list_id, revocation.index, STREAM_MAXLEN]
+    async def _publish_batch(self, batch: list[Revocation]) -> int:
+        """One script call for a page of revocations (in sequence order); Redis's published
+        sequence number after it."""
+        keys = [self.stream, self.published_key]
+        keys += [self.status_key(revocation.list_id) for revocation in batch]
+        args = [STREAM_MAXLEN]
+        for revocation in batch:
+            args += [revocation.seq, revocation.list_id, revocation.index]
         result = await self._call(self._publish(keys=keys, args=args))
         return int(result)
 
@@ -193,7 +207,10 @@ class RedisRevocations:
         checked_at = self.clock()
         self._run_id = await self._server_run_id()
         self._last_heartbeat = await self._get(self.heartbeat_key)
-        complete = await self.publish_pending()
+        try:
+            complete = await self.publish_pending()
+        except RegistryUnavailable:  # others publish; a heartbeat of theirs confirms
+            complete = False
         published = int(await self._get(self.published_key) or 0)
         keys = [
             key async for key in self.redis.scan_iter(match=f"{self.prefix}status:*", count=1000)
@@ -207,7 +224,7 @@ class RedisRevocations:
         self.mirror.seq = max(self.mirror.seq, published)
         self._beat_seq = published
         if complete:
-            self.mirror.confirm(checked_at)
+            self._confirm(checked_at)
         self._last_id = f"{self.mirror.seq}-0"
 
     async def _server_run_id(self) -> str:
@@ -247,8 +264,20 @@ class RedisRevocations:
         # A beat behind one already seen is an old beat of a server that lost data (a
         # replica promoted by a failover): it says nothing about now.
         if self._beat_seq <= published <= self.mirror.seq:
-            self.mirror.confirm(self.clock())
+            self._confirm(self.clock())
         self._beat_seq = max(self._beat_seq, published)
+
+    confirmed_at: int | None = None
+    """When Redis last confirmed the mirror complete (a heartbeat caught up with, or a
+    complete load); a registry confirmation does not count. None before the first."""
+
+    def _confirm(self, now: int) -> None:
+        self.confirmed_at = now
+        self.mirror.confirm(now)
+
+    def confirmed_within(self, now: int, seconds: int) -> bool:
+        """Whether Redis confirmed the mirror at most `seconds` before `now`."""
+        return self.confirmed_at is not None and now - self.confirmed_at <= seconds
 
     async def check_server(self) -> None:
         """A restarted Redis (new run id) may have lost entries: reload to be sure."""

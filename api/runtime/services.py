@@ -20,6 +20,7 @@ from checkpoint.model import Decision, Outcome
 from checkpoint.policy import Policy
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
+from issuer.errors import RegistryUnavailable
 from issuer.issuing import Issuer
 from issuer.keystore import PrivateKeys, ensure_signing_key, load_signer, signing_entry
 from issuer.store.audit import AuditEvent, record_events
@@ -38,6 +39,12 @@ SYNC_INTERVAL = 1.0
 AUDIT_FLUSH_INTERVAL = 0.25
 PUBLISH_NOW_TIMEOUT = 0.5
 """Seconds a revoke call waits for Redis to take the change before answering anyway."""
+REGISTRY_FALLBACK_AFTER = 2
+"""With Redis: seconds (of the service clock) without a confirmation through Redis after
+which the process confirms its mirror from the registry instead, as without Redis."""
+FALLBACK_INTERVAL = 0.25
+"""Seconds between those checks: a comparison, and a registry read only while Redis is not
+confirming, so a revocation reaches a process within about this much without Redis."""
 
 
 class Services:
@@ -117,9 +124,11 @@ class Services:
         loops.start(self.refresh_keys, KEYRING_POLL, "keyring-sync")
         loops.start(self.flush_audit, AUDIT_FLUSH_INTERVAL, "audit-flush")
         if self.redis is not None:
-            # Not ready (/ready 503, decisions INDETERMINATE) until Redis's bitmaps are in.
+            # Not ready (/ready 503, decisions INDETERMINATE) until Redis's bitmaps are in,
+            # or, with Redis away, the registry's revocations (the fallback).
             loops.start(self.redis.publish_pending_step, PUBLISH_INTERVAL, "revocation-publish")
             loops.start(self._tail_step, 0, "revocation-tail")
+            loops.start(self._fallback_step, FALLBACK_INTERVAL, "revocation-fallback")
         loops.start(self._sweep_step, SWEEP_INTERVAL, "no-arrival-sweep")
 
     async def _sweep_step(self) -> None:
@@ -133,6 +142,17 @@ class Services:
             await self.loops.wait(PUBLISH_INTERVAL)  # back off, then reload
             raise
         self.loaded = self.loaded or self.redis.loaded
+
+    async def _fallback_step(self) -> None:
+        """While Redis is not confirming the mirror (down, frozen, or fed by no publisher),
+        confirm it from the registry, the source of truth: checkpoints keep deciding. Once
+        Redis confirms again this stops; the stream's entries the registry already gave are
+        at or below the mirror's sequence number, and the tail skips them."""
+        assert self.redis is not None
+        now = self.clock()
+        if not self.redis.confirmed_within(now, REGISTRY_FALLBACK_AFTER):
+            await self.catch_up(now)
+            self.loaded = True
 
     async def close(self) -> None:
         """Stop the loops, write what the audit buffer holds, close the registry."""
@@ -187,7 +207,11 @@ class Services:
         With Redis, revocations arrive through its stream instead."""
         if self.changes.changed():
             self.credentials.forget()
-            await self.refresh_keys()
+            try:
+                await self.refresh_keys()
+            except RegistryUnavailable as err:
+                # A scan never waits on the registry for keys: the keyring loop retries.
+                log.warning("keyring not refreshed: %s", err)
             if self.redis is None:
                 await self.catch_up(now)
 

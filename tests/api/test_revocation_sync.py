@@ -7,21 +7,26 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.runtime.services import Services
 from api.runtime.settings import Settings
-from checkpoint.model import Outcome
-from issuer.eligibility import IssueRequest
-from issuer.store.revocations import revoke_permit
+from checkpoint.model import Channel, Outcome
+from checkpoint.signing import sign_permit
+from issuer.eligibility import IssueRequest, check_eligibility
+from issuer.issuing import store_drafts
+from issuer.store.revocations import revoke_establishment, revoke_permit
 from tests.redis_server import RedisServer
 
 RIYADH = dt.timezone(dt.timedelta(hours=3))
 START = int(dt.datetime(2027, 4, 20, 12, 0, tzinfo=RIYADH).timestamp())
 PROPAGATION_TIMEOUT = 10.0
+ESTABLISHMENT_SIZE = 10_000
 
 
 @dataclass
@@ -200,26 +205,132 @@ async def test_flushall_rebuilds_and_loses_nothing(faulty: tuple[Deployment, Red
     assert await setup.decide(late, second) == "revoked"
 
 
-async def test_frozen_redis_goes_stale_then_recovers(
+@asynccontextmanager
+async def unreachable_registry(services: Services, missing: Path) -> AsyncIterator[None]:
+    """This process's registry reads go to a SQLite path that does not exist (the other
+    processes' registry is untouched): every read raises RegistryUnavailable."""
+    registry = services.registry
+    healthy = registry.engine
+    registry.engine = create_async_engine(f"sqlite+aiosqlite:///{missing}/registry.db")
+    try:
+        yield
+    finally:
+        broken, registry.engine = registry.engine, healthy
+        await broken.dispose()
+
+
+def confirmed_now(setup: Deployment, services: Services) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return services.mirror.confirmed_at == setup.clock.now
+
+    return check
+
+
+@pytest.mark.parametrize("outage", ["frozen", "killed"])
+async def test_without_redis_the_registry_keeps_checkpoints_deciding(
     faulty: tuple[Deployment, RedisServer],
+    outage: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Redis stopped (SIGSTOP or SIGKILL) for longer than the staleness bound: B confirms its
+    mirror from the registry, so a valid permit stays VALID and one revoked on A during the
+    outage is INVALID `revoked`; only with B's registry unreachable too does B answer
+    INDETERMINATE past the bound. Redis back, B follows the stream again (its registry still
+    unreachable), with every revocation published once, in order."""
     setup, server = faulty
     a, b = await setup.start(), await setup.start()
-    token, _ = await setup.issue(a, "2123456705")
-    await until(setup.decision_is(b, token, "valid"))
-    server.freeze()
-    try:
-        started = time.monotonic()
-        assert await setup.decide(b, token) == "valid"  # within the bound: the mirror answers
-        # The decision never waits on Redis: redis-py's defaults would hang about a minute.
-        assert time.monotonic() - started < 1.0
-        setup.clock.now += b.policy.revocation_staleness + 1
-        decision = b.verifier.verify(token, "shumaisi", setup.clock.now)
-        assert decision.outcome is Outcome.INDETERMINATE
-        assert decision.code == "revocation_stale"
-    finally:
-        server.thaw()
-    await until(setup.decision_is(b, token, "valid"))
+    valid, _ = await setup.issue(a, "2123456705")
+    doomed, doomed_ref = await setup.issue(a, "2123456713")
+    await until(setup.decision_is(b, valid, "valid"))
+    bound = b.policy.revocation_staleness
+    stop, restart = (
+        (server.freeze, server.thaw) if outage == "frozen" else (server.kill, server.start)
+    )
+    stop()
+    started = time.monotonic()
+    assert await setup.decide(b, valid) == "valid"
+    assert time.monotonic() - started < 1.0  # a decision never waits on Redis
+    await setup.revoke(a, doomed_ref)  # committed; the publish fails or times out
+    # Past the bound twice over, in steps the registry confirms one by one.
+    for _ in range(4):
+        setup.clock.now += bound // 2
+        await until(confirmed_now(setup, b))
+        assert await setup.decide(b, valid) == "valid"
+        assert await setup.decide(b, doomed) == "revoked"
+    assert b.redis is not None
+    assert b.redis.confirmed_at is not None
+    assert setup.clock.now - b.redis.confirmed_at > bound  # Redis confirmed none of it
+    async with unreachable_registry(b, tmp_path / "missing"):
+        caplog.clear()
+        setup.clock.now += bound + 1
+        await until(fallback_failed(caplog))
+        decision = b.verifier.verify(valid, "shumaisi", setup.clock.now)
+        assert (decision.outcome, decision.code) == (Outcome.INDETERMINATE, "revocation_stale")
+        restart()
+        # Redis back: B reloads and tails it, A's outbox republishes, heartbeats confirm.
+        later, later_ref = await setup.issue(a, "2123456721")
+        await setup.revoke(a, later_ref)
+        await until(setup.decision_is(b, later, "revoked"))
+        await until(setup.decision_is(b, valid, "valid"))
+        assert b.redis.confirmed_at == setup.clock.now
+    assert await setup.decide(b, doomed) == "revoked"
+    assert (b.mirror.seq, b.mirror.revoked_count()) == (2, 2)
+    with server.client() as client:
+        entries = client.xrange("checkpoint:revocations")
+    assert [(int(f[b"seq"]), int(f[b"prev"])) for _, f in entries] == [(1, 0), (2, 1)]
+
+
+def fallback_failed(caplog: pytest.LogCaptureFixture) -> Callable[[], Awaitable[bool]]:
+    """The registry fallback has tried since the log was cleared, and failed."""
+
+    async def check() -> bool:
+        return any("revocation-fallback" in r.getMessage() for r in caplog.records)
+
+    return check
+
+
+async def test_an_establishment_of_10000_permits_reaches_the_other_process_within_1_s(
+    faulty: tuple[Deployment, RedisServer],
+) -> None:
+    """One establishment-wide revocation of 10,000 permits: the outbox publishes it in a
+    handful of script calls, so B refuses every one of them within 1 s of A's answer."""
+    setup, _ = faulty
+    a, b = await setup.start(), await setup.start()
+    request = IssueRequest(
+        holder="2123456705",
+        category="establishment_employee",
+        establishment="EST-7",
+        season=1,
+        not_before=dt.datetime(2027, 4, 10, tzinfo=RIYADH),
+        expires=dt.datetime(2027, 5, 10, tzinfo=RIYADH),
+    )
+    draft = check_eligibility(request, Channel.MUQEEM, a.policy, setup.clock.now)
+    async with a.registry.write() as conn:
+        signer, entry = await a.issuer.signing_key(conn, setup.clock.now, "test")
+        records = await store_drafts(
+            conn,
+            [draft] * ESTABLISHMENT_SIZE,
+            sign=lambda permit: sign_permit(signer, permit, entry),
+            kid=entry.kid,
+            actor="test",
+            action="issue",
+            capacity=a.registry.list_capacity,
+        )
+    last = max(records, key=lambda r: (r.list_id, r.index))
+    await until(setup.decision_is(b, last.token, "valid"))
+    revoked = await revoke_establishment(
+        a.registry, "EST-7", reason="licence withdrawn", actor="test", at=setup.clock.now
+    )
+    await a.announce_change(setup.clock.now, revoked)  # the revoke call answers here
+    answered = time.monotonic()
+    assert len(revoked) == ESTABLISHMENT_SIZE
+    await until(setup.decision_is(b, last.token, "revoked"))
+    elapsed = time.monotonic() - answered
+    assert elapsed < 1.0, f"B refused the last permit {elapsed:.2f} s after A answered"
+    assert b.mirror.seq == max(r.seq for r in revoked) == ESTABLISHMENT_SIZE
+    assert all(b.mirror.is_revoked(r.list_id, r.index) for r in revoked)
+    assert await setup.decide(b, records[0].token) == "revoked"
 
 
 async def test_a_gap_in_the_stream_reloads_from_the_bitmaps(

@@ -12,6 +12,7 @@ from tests.api.conftest import (
     CHECKPOINT,
     IQAMA,
     IQAMA_2,
+    IQAMA_3,
     MUQEEM_ESTABLISHMENT,
     OTHER_ESTABLISHMENT,
     Api,
@@ -227,6 +228,31 @@ def test_revocation_on_one_worker_is_seen_by_the_next_verify_on_another(
         assert response.status_code == 201, response.text
         assert worker_b.verify(scanner, permit["token"])["code"] == "revoked"
         assert worker_b.services.mirror.seq == 1
+
+
+def test_the_answer_names_the_revocations_own_sequence_numbers(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """`last_seq` is the highest sequence number among the answered revocations (an earlier
+    revocation's when nothing new was revoked), never the answering worker's mirror
+    position: worker B, which answered nothing before, has mirrored A's later ones."""
+    with running(settings, clock) as worker_a, running(settings, clock) as worker_b:
+        admin = worker_a.key("admin")
+        issuer = worker_a.key("issuer", channels=["absher"])
+        first, second = worker_a.issue(issuer), worker_a.issue(issuer, holder=IQAMA_2)
+        both = {worker_a.issue(issuer, holder=IQAMA_3)["permit_id"] for _ in range(2)}
+        assert _revoke(worker_a, admin, permit_id=first["permit_id"]).json()["last_seq"] == 1
+        assert _revoke(worker_a, admin, permit_id=second["permit_id"]).json()["last_seq"] == 2
+        again = _revoke(worker_b, admin, permit_id=first["permit_id"]).json()
+        assert [r["seq"] for r in again["revocations"]] == [1]
+        assert again["last_seq"] == 1
+        assert worker_b.services.mirror.seq == 2
+        holder = _revoke(worker_b, admin, holder=IQAMA_3).json()
+        assert {r["permit_id"] for r in holder["revocations"]} == both
+        assert sorted(r["seq"] for r in holder["revocations"]) == [3, 4]
+        assert holder["last_seq"] == 4
+        nothing = _revoke(worker_b, admin, holder=IQAMA_3).json()
+        assert nothing == {"revocations": [], "last_seq": 0}
 
 
 def test_key_revoked_on_one_worker_is_seen_by_another(settings: Settings, clock: FakeClock) -> None:
