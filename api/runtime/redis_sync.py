@@ -2,10 +2,12 @@
 
 # Layout under the key prefix: `status:{list_id}` one bitmap per status list (SETBIT, bit
 # `index`), `revocations` a stream whose entry `{seq}-0` carries the previous published
-# sequence number (`prev`), `published` the highest sequence number in Redis, `heartbeat`
-# `{published}:{counter}` refreshed by publishers while Redis holds everything the
-# registry has. A mirror is confirmed current only by a heartbeat it has caught up with,
-# so a dead publisher, a frozen Redis or a lost connection all end in `revocation_stale`.
+# sequence number (`prev`), `published` the highest sequence number in Redis,
+# `keyring-version` and `keyring` the fleet's keyring (JSON, public keys only), `heartbeat`
+# `{published}:{keyring version}:{counter}` refreshed by publishers while Redis holds
+# everything the registry has. A mirror is confirmed current only by a heartbeat it has
+# caught up with, keyring included, so a dead publisher, a frozen Redis or a lost
+# connection all end in `revocation_stale`; keys reach every node the way revocations do.
 #
 # Behind Sentinel, every new connection asks the Sentinels for the master. After a failover
 # the new master may lack the old one's last writes (replication is asynchronous): its
@@ -19,7 +21,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -28,8 +30,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from api.runtime.settings import RedisAddress
+from checkpoint.signing import Keyring
 from checkpoint.statuslist import StatusList, StatusMirror
 from issuer.errors import RegistryUnavailable
+from issuer.store.keys import keyring_version, load_keyring
 from issuer.store.registry import Registry
 from issuer.store.revocations import Revocation, max_revocation_seq, revocations_after
 
@@ -65,6 +69,28 @@ end
 if published ~= start then redis.call('SET', KEYS[2], published) end
 return published
 """
+
+
+# The fleet's keyring beside the revocations: KEYS the version and the keyring JSON, ARGV
+# the same; replaced only by a newer version, so publishers racing never go backwards.
+_PUBLISH_KEYRING = """
+local have = tonumber(redis.call('GET', KEYS[1]) or '0')
+local version = tonumber(ARGV[1])
+if version <= have then return have end
+redis.call('SET', KEYS[1], version)
+redis.call('SET', KEYS[2], ARGV[2])
+return version
+"""
+
+
+class KeyringFollower(Protocol):
+    """Who takes up the keyring Redis carries: this process's verifier, through Services."""
+
+    keyring_version: int
+
+    def use_keyring(self, keyring: Keyring, version: int) -> None:
+        """Take `keyring` into use if `version` is newer than the one in use."""
+        ...
 
 
 class RedisUnavailable(Exception):
@@ -112,9 +138,12 @@ class RedisRevocations:
         registry: Registry,
         mirror: StatusMirror,
         clock: Callable[[], int],
+        *,
+        keys: KeyringFollower,
     ) -> None:
         self.registry = registry
         self.mirror = mirror
+        self.keys = keys
         self.clock = clock
         self.prefix = prefix
         self._sentinel = sentinel_for(address)
@@ -122,6 +151,9 @@ class RedisRevocations:
         # XREAD BLOCK holds the connection open; it gets its own, with room for the block.
         self.tail_redis = connect(address, BLOCK_MS / 1000 + CALL_TIMEOUT, self._sentinel)
         self._publish = self.redis.register_script(_PUBLISH)
+        self._publish_keyring = self.redis.register_script(_PUBLISH_KEYRING)
+        self.keyring_version_key = f"{prefix}keyring-version"
+        self.keyring_key = f"{prefix}keyring"
         self.stream = f"{prefix}revocations"
         self.published_key = f"{prefix}published"
         self.heartbeat_key = f"{prefix}heartbeat"
@@ -173,11 +205,35 @@ class RedisRevocations:
                 break
         if published < await max_revocation_seq(self.registry):
             return False
+        keyring = await self._publish_keys()
         # The value only has to change: a mirror confirms on a beat it has not seen.
         self._beats += 1
-        beat = f"{published}:{os.getpid()}:{id(self)}:{self._beats}"
+        beat = f"{published}:{keyring}:{os.getpid()}:{id(self)}:{self._beats}"
         await self._call(self.redis.set(self.heartbeat_key, beat))
         return True
+
+    async def _publish_keys(self) -> int:
+        """Put the registry's keyring in Redis when Redis has an older one (one cheap read of
+        its version otherwise); the version Redis then holds."""
+        version = await keyring_version(self.registry)
+        held = int(await self._get(self.keyring_version_key) or 0)
+        if version <= held:
+            return held
+        stored = await load_keyring(self.registry)
+        keys = [self.keyring_version_key, self.keyring_key]
+        args: list[int | bytes] = [stored.version, stored.keyring.to_json()]
+        return int(await self._call(self._publish_keyring(keys=keys, args=args)))
+
+    async def _follow_keys(self, needed: int | None = None) -> bool:
+        """Take up Redis's keyring if it is newer than ours; whether ours is now at least
+        `needed`, the version a heartbeat vouches for (None: whatever Redis holds)."""
+        if needed is None or self.keys.keyring_version < needed:
+            version, data = await self._call(
+                self.redis.mget([self.keyring_version_key, self.keyring_key])
+            )
+            if version is not None and data is not None:
+                self.keys.use_keyring(Keyring.from_json(data), int(version))
+        return needed is None or self.keys.keyring_version >= needed
 
     async def _publish_batch(self, batch: list[Revocation]) -> int:
         """One script call for a page of revocations (in sequence order); Redis's published
@@ -211,6 +267,7 @@ class RedisRevocations:
             complete = await self.publish_pending()
         except RegistryUnavailable:  # others publish; a heartbeat of theirs confirms
             complete = False
+        await self._follow_keys()
         published = int(await self._get(self.published_key) or 0)
         keys = [
             key async for key in self.redis.scan_iter(match=f"{self.prefix}status:*", count=1000)
@@ -260,10 +317,12 @@ class RedisRevocations:
         if heartbeat is None or heartbeat == self._last_heartbeat:
             return
         self._last_heartbeat = heartbeat
-        published = int(heartbeat.split(b":", 1)[0])
+        published, keyring = (int(part) for part in heartbeat.split(b":", 2)[:2])
         # A beat behind one already seen is an old beat of a server that lost data (a
-        # replica promoted by a failover): it says nothing about now.
-        if self._beat_seq <= published <= self.mirror.seq:
+        # replica promoted by a failover): it says nothing about now. A beat vouches for
+        # the keyring too: it confirms only a process that holds that keyring.
+        caught_up = self._beat_seq <= published <= self.mirror.seq
+        if await self._follow_keys(keyring) and caught_up:
             self._confirm(self.clock())
         self._beat_seq = max(self._beat_seq, published)
 

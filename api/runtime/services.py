@@ -18,6 +18,7 @@ from api.runtime.sweep import SWEEP_INTERVAL, sweep_once
 from checkpoint.errors import CheckpointError
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy import Policy
+from checkpoint.signing import Keyring
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.errors import RegistryUnavailable
@@ -81,7 +82,7 @@ class Services:
         self.entry_log: EntryLog = LocalEntryLog()
         if settings.redis is not None:
             self.redis = RedisRevocations(
-                settings.redis, settings.redis_prefix, registry, self.mirror, clock
+                settings.redis, settings.redis_prefix, registry, self.mirror, clock, keys=self
             )
             self.entry_log = RedisEntryLog(self.redis.redis, settings.redis_prefix)
 
@@ -173,13 +174,16 @@ class Services:
         self.loaded = True
 
     async def catch_up(self, now: int) -> None:
-        """Apply committed revocations the mirror has not seen, and confirm it is complete."""
+        """Apply committed revocations the mirror has not seen, take up the keyring if it
+        changed, and confirm both complete: the registry vouches for keys and revocations
+        together, as a Redis heartbeat does."""
         while True:
             batch = await revocations_after(self.registry, self.mirror.seq, limit=1000)
             for revocation in batch:
                 self.mirror.revoke(revocation.list_id, revocation.index, revocation.seq)
             if len(batch) < 1000:
                 break
+        await self.refresh_keys()
         self.mirror.confirm(now)
 
     def signing_problem(self, now: int) -> str | None:
@@ -193,13 +197,19 @@ class Services:
             return f"{err.code}: {err.message_en}"
         return None
 
+    def use_keyring(self, keyring: Keyring, version: int) -> None:
+        """Take a keyring into use if it is newer than the one in use (from Redis, or read
+        from the registry)."""
+        if version > self.keyring_version:
+            self.verifier.keyring = keyring
+            self.keyring_version = version
+
     async def refresh_keys(self) -> None:
         """Take the registry's keyring into use when it changed on any node (a new key, a
         rotation, a revoked key): one read of its version, the keys only when it moved."""
-        if await keyring_version(self.registry) != self.keyring_version:
+        if await keyring_version(self.registry) > self.keyring_version:
             stored = await load_keyring(self.registry)
-            self.verifier.keyring = stored.keyring
-            self.keyring_version = stored.version
+            self.use_keyring(stored.keyring, stored.version)
 
     async def refresh_if_changed(self, now: int) -> None:
         """On the request path: one `stat`; a database read only when another process

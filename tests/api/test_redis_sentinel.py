@@ -189,13 +189,13 @@ async def test_an_old_heartbeat_of_a_promoted_replica_confirms_nothing(
         assert a.redis is not None
         with private_redis.client() as client:
             client.set("checkpoint:published", 1)
-            client.set("checkpoint:heartbeat", "1:old")
+            client.set("checkpoint:heartbeat", "1:0:old")
         setup.clock.now += a.policy.revocation_staleness + 1
         await a.redis.tail_once()
         assert not a.mirror.is_current(setup.clock.now, a.policy.revocation_staleness)
         with private_redis.client() as client:
             client.set("checkpoint:published", 2)
-            client.set("checkpoint:heartbeat", "2:new")
+            client.set("checkpoint:heartbeat", "2:0:new")
         await a.redis.tail_once()
         assert a.mirror.is_current(setup.clock.now, a.policy.revocation_staleness)
     finally:

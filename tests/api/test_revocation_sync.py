@@ -20,6 +20,7 @@ from checkpoint.model import Channel, Outcome
 from checkpoint.signing import sign_permit
 from issuer.eligibility import IssueRequest, check_eligibility
 from issuer.issuing import store_drafts
+from issuer.store.keys import revoke_key
 from issuer.store.revocations import revoke_establishment, revoke_permit
 from tests.redis_server import RedisServer
 
@@ -348,3 +349,24 @@ async def test_a_gap_in_the_stream_reloads_from_the_bitmaps(
     c = await setup.start()
     assert await setup.decide(c, token) == "revoked"
     assert c.mirror.seq == 1
+
+
+async def test_a_key_revocation_reaches_a_node_cut_off_from_the_registry_through_redis(
+    faulty: tuple[Deployment, RedisServer], tmp_path: Path
+) -> None:
+    """Keys travel like revocations: a key revoked on A reaches B through Redis while B
+    cannot read the registry, and B's mirror is confirmed only once it holds that keyring."""
+    setup, server = faulty
+    a, b = await setup.start(), await setup.start()
+    token, _ = await setup.issue(a, "2123456705")
+    await until(setup.decision_is(b, token, "valid"))
+    kid = next(iter(a.verifier.keyring)).kid
+    async with unreachable_registry(b, tmp_path / "missing"):
+        await revoke_key(a.registry, kid, actor="test", at=setup.clock.now, force=True)
+        await a.announce_change(setup.clock.now)
+        setup.clock.now += 1
+        await until(confirmed_now(setup, b))  # a heartbeat vouched for the new keyring
+        assert b.verifier.verify(token, "shumaisi", setup.clock.now).code == "key_revoked"
+        assert b.keyring_version == a.keyring_version
+    with server.client() as client:
+        assert int(client.get("checkpoint:keyring-version") or 0) == a.keyring_version
