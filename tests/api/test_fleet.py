@@ -385,3 +385,35 @@ def test_one_new_idempotency_key_sent_to_two_nodes_at_once(
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_second_instance_on_the_same_data_directory_keeps_the_first_one_s_metrics(
+    tmp_path: Path, policy: Path
+) -> None:
+    """Multiprocess metric files belong to each `serve` instance: starting another one on
+    the same data directory used to delete the first one's, zeroing its counters."""
+    data = tmp_path / "data"
+    admin = _api_key(data, policy, "--role", "admin")
+    issuer = _api_key(data, policy, "--role", "issuer", "--channel", "absher")
+    first = Server(data, policy, workers=2)
+    second: Server | None = None
+    try:
+        for _ in range(3):
+            response = httpx.post(
+                f"{first.base}/v1/permits", json=PERMIT, headers=_auth(issuer), timeout=10
+            )
+            assert response.status_code == 201, response.text
+        assert _issued_total(first.base, admin) == 3
+        second = Server(data, policy, workers=2)
+        assert _issued_total(first.base, admin) == 3
+        assert _issued_total(second.base, admin) == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _issued_total(base: str, admin: str) -> float:
+    page = httpx.get(f"{base}/metrics", headers=_auth(admin), timeout=10).text
+    line = next(x for x in page.splitlines() if x.startswith("checkpoint_permits_issued_total"))
+    return float(line.split()[-1])
