@@ -15,7 +15,6 @@ from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).resolve().parent / "vectors"
-SHARED_VECTORS = ROOT.parent / "shared" / "vectors"
 
 
 @pytest.fixture

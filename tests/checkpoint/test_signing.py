@@ -36,7 +36,7 @@ from checkpoint.signing import (
     verify_signature,
 )
 from checkpoint.token import split_token
-from tests.conftest import SHARED_VECTORS, VECTORS
+from tests.conftest import VECTORS
 
 PERMIT = Permit(
     list_id=0,
@@ -116,7 +116,7 @@ def test_rfc8032_altered_inputs_fail(
 
 
 def _wycheproof() -> list[Any]:
-    data = json.loads((SHARED_VECTORS / "wycheproof_ed25519_test.json").read_text())
+    data = json.loads((VECTORS / "wycheproof_ed25519_test.json").read_text())
     return [
         pytest.param(group["publicKey"]["pk"], test, id=f"tc{test['tcId']}")
         for group in data["testGroups"]
@@ -142,7 +142,7 @@ def test_wycheproof(public_hex: str, case: dict[str, Any]) -> None:
 
 
 def test_cctv_accepted_set_is_pinned() -> None:
-    cases = json.loads((SHARED_VECTORS / "cctv_ed25519vectors.json").read_text())
+    cases = json.loads((VECTORS / "cctv_ed25519vectors.json").read_text())
     pinned = json.loads((VECTORS / "cctv_ed25519_accepted.json").read_text())["accepted"]
     accepted = []
     for case in cases:
@@ -158,7 +158,7 @@ def test_cctv_accepted_set_is_pinned() -> None:
 
 
 def test_keyring_refuses_every_weak_cctv_key() -> None:
-    cases = json.loads((SHARED_VECTORS / "cctv_ed25519vectors.json").read_text())
+    cases = json.loads((VECTORS / "cctv_ed25519vectors.json").read_text())
     weak_flags = {"low_order_A", "non_canonical_A", "low_order_component_A"}
     weak = {case["key"] for case in cases if weak_flags & set(case["flags"] or ())}
     assert len(weak) > 20
