@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from issuer.store.credentials import Credential, authenticate
+from issuer.store.credentials import Credential, authenticate, disabled_count
 from issuer.store.registry import Registry
 
 CREDENTIAL_TTL = 30
@@ -19,6 +19,15 @@ class CredentialCache:
         self.registry = registry
         self._credentials: dict[str, tuple[Credential, int]] = {}
         self._lookups: dict[str, asyncio.Future[Credential | None]] = {}
+        self._disabled: int | None = None
+
+    async def follow(self) -> None:
+        """Drop every cached credential when one was disabled on any node since the last
+        call (one cheap count): a disabled key is refused on every node within a poll."""
+        disabled = await disabled_count(self.registry)
+        if disabled != self._disabled:
+            self.forget()
+            self._disabled = disabled
 
     def forget(self) -> None:
         """Drop every cached credential (one may have been disabled)."""

@@ -33,8 +33,8 @@ from issuer.store.revocations import Revocation, load_mirror, revocations_after
 log = logging.getLogger("checkpoint")
 
 KEYRING_POLL = 0.25
-"""Seconds between reads of the keyring's version: a key revoked on any node is refused on
-every node within a second."""
+"""Seconds between reads of the keyring's version and the count of disabled credentials: a
+key revoked or a credential disabled on any node is refused on every node within a second."""
 SYNC_INTERVAL = 1.0
 """Seconds between background confirmations that the mirror is complete."""
 AUDIT_FLUSH_INTERVAL = 0.25
@@ -123,6 +123,7 @@ class Services:
         loops = self.loops
         loops.start(self._sync_step, SYNC_INTERVAL, "revocation-sync")
         loops.start(self.refresh_keys, KEYRING_POLL, "keyring-sync")
+        loops.start(self.credentials.follow, KEYRING_POLL, "credentials-sync")
         loops.start(self.flush_audit, AUDIT_FLUSH_INTERVAL, "audit-flush")
         if self.redis is not None:
             # Not ready (/ready 503, decisions INDETERMINATE) until Redis's bitmaps are in,

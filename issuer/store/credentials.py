@@ -125,6 +125,14 @@ async def disable_credential(registry: Registry, credential_id: str, *, at: int)
             raise CredentialNotFound(credential_id)
 
 
+async def disabled_count(registry: Registry) -> int:
+    """How many credentials are disabled: a disabling is never undone, so this number moves
+    exactly when one more is; nodes poll it to drop their cached credentials."""
+    query = select(func.count()).where(credentials.c.disabled_at.is_not(None))
+    async with registry.read() as conn:
+        return int(await conn.scalar(query) or 0)
+
+
 def _credential(row: RowMapping) -> Credential:
     fields = dict(row) | {"channels": tuple(msgspec.json.decode(row["channels"], type=list[str]))}
     del fields["key_sha256"]

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from checkpoint.signing import InProcessKey, Keyring, key_entry
 from issuer.store.keys import add_key, load_keyring
 from issuer.store.registry import Registry
-from tests.api.test_serve_e2e import PERMIT, POLICY, Server, _api_key, _auth, _verify
+from tests.api.test_serve_e2e import PERMIT, POLICY, Server, _api_key, _auth, _cli, _verify
 from tests.postgres import throwaway_database_sync
 from tests.softhsm import USER_PIN, softhsm_tokens
 
@@ -417,3 +417,40 @@ def _issued_total(base: str, admin: str) -> float:
     page = httpx.get(f"{base}/metrics", headers=_auth(admin), timeout=10).text
     line = next(x for x in page.splitlines() if x.startswith("checkpoint_permits_issued_total"))
     return float(line.split()[-1])
+
+
+def test_a_credential_disabled_on_one_node_is_refused_on_every_node_within_a_second(
+    tmp_path: Path, policy: Path, fleet_env: dict[str, str]
+) -> None:
+    """Disabling is a registry change like a revocation: a node with another data directory
+    (no shared change file) stops honouring the key within the bound, not after its 30 s
+    credential cache (a disabled admin key kept working 28-29 s)."""
+    dirs = [tmp_path / "node-a", tmp_path / "node-b"]
+    scanner = _api_key(
+        dirs[0], policy, "--role", "scanner", "--checkpoint", "gate-a", env=fleet_env
+    )
+    listed = _cli(dirs[0], policy, "credentials", "list", env=fleet_env)
+    (credential_id,) = [line.split()[0] for line in listed.splitlines() if "scanner" in line]
+    nodes = [
+        Server(dirs[0], policy, env=fleet_env, args=("--role", "all")),
+        Server(dirs[1], policy, env=fleet_env, args=("--role", "verify")),
+    ]
+    try:
+        for node in nodes:  # each node has looked the key up and cached it
+            assert _verify(node.base, scanner, "CP1:not-a-token") == "bad_encoding"
+        _cli(dirs[0], policy, "credentials", "disable", credential_id, env=fleet_env)
+        disabled = time.monotonic()
+        for node in nodes:
+            while _status(node.base, scanner) != 401:
+                assert time.monotonic() - disabled < KEY_REVOCATION_BOUND, node.base
+                time.sleep(POLL)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _status(base: str, key: str) -> int:
+    response = httpx.post(
+        f"{base}/v1/verify", json={"token": "CP1:not-a-token"}, headers=_auth(key), timeout=10
+    )
+    return response.status_code
