@@ -35,8 +35,14 @@ from api.schemas import (
 from checkpoint.model import Decision
 from checkpoint.statuslist import StatusList
 
-SCAN_MEDIA_TYPES = frozenset({"image/jpeg", "image/png"})
-MAX_IMAGE_PIXELS = 16_000_000
+SCAN_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+"""The only decoders a camera frame may reach, by the media type it is sent as."""
+MAX_FRAME_PIXELS = 4_000_000
+"""A frame's pixels at most (the scanner page sends 960 px wide frames; a 2560x1440 photo
+fits): checked from the header, before anything is decoded."""
+MAX_FRAME_SIDE = 4096
+FRAME_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"})
+"""Pixel modes of ordinary PNG and JPEG frames; 16- and 32-bit modes cost more per pixel."""
 
 
 async def _decide(
@@ -81,14 +87,20 @@ async def verify_batch(
     return VerifyBatchResponse(await _decide(services, request, data.tokens))
 
 
-def read_qr(image_bytes: bytes) -> str | None:
-    """The text of the first QR code in a JPEG or PNG, or None; ValueError if not an image."""
+def read_qr(image_bytes: bytes, image_format: str) -> str | None:
+    """The text of the first QR code in a frame of `image_format` (PNG or JPEG), or None;
+    ValueError if it is not such an image, or its header announces more pixels than a
+    camera frame has: refused before a byte of pixel data is decoded."""
     import zxingcpp  # noqa: PLC0415 - a heavy native import, only this route needs it
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with Image.open(io.BytesIO(image_bytes)) as image:
+        with Image.open(io.BytesIO(image_bytes), formats=[image_format]) as image:
+            width, height = image.size
+            if max(width, height) > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
+                raise ValueError(f"{width}x{height} is larger than a camera frame")
+            if image.mode not in FRAME_MODES:
+                raise ValueError(f"pixel mode {image.mode} is not a camera frame's")
             image.load()
             results = zxingcpp.read_barcodes(image)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as err:
@@ -100,13 +112,14 @@ def read_qr(image_bytes: bytes) -> str | None:
 async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> ScanResponse:
     """Read the QR code in a camera frame (JPEG or PNG body), then verify it."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in SCAN_MEDIA_TYPES:
+    image_format = SCAN_FORMATS.get(media_type)
+    if image_format is None:
         raise ClientException(
             "send the frame as image/jpeg or image/png", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE
         )
     body = await request.body()
     try:
-        text = await asyncio.to_thread(read_qr, body)
+        text = await asyncio.to_thread(read_qr, body, image_format)
     except ValueError as err:
         raise ClientException(
             f"the body is not a readable {media_type} image", status_code=422

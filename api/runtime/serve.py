@@ -21,7 +21,7 @@ def prepare(settings: Settings) -> str:
     """First-run set-up, done once before any worker starts: data directory, registry
     schema, and on a node that signs the fleet's first signing key (an earlier release's
     keyring.json is imported first). Returns a line saying what was found or created."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return asyncio.run(_prepare(settings))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -49,7 +50,7 @@ class Registry:
         parsed = make_url(url)
         sqlite = parsed.get_backend_name() == "sqlite"
         if sqlite and parsed.database not in (None, "", ":memory:") and "uri" not in parsed.query:
-            Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(str(parsed.database)))
         engine = create_async_engine(parsed)
         if sqlite:
             _configure_sqlite(engine, busy_timeout_ms)
@@ -85,6 +86,14 @@ class Registry:
                 yield conn
         except OperationalError as exc:
             raise RegistryUnavailable(str(exc.orig)) from exc
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file owner-only (0600, in a 0700 directory when this makes it): it
+    holds every permit's bearer token and holder id. SQLite gives its -wal and -shm files
+    the database file's permissions."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 async def serialize(conn: AsyncConnection, key: int) -> None:

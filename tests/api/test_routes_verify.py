@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from PIL import Image
@@ -199,3 +200,46 @@ def test_scan_decision_is_audited_when_refused(app: Api, scanner_key: str) -> No
     assert response.json()["code"] == "unknown_prefix"
     decisions = app.audit_entries("decision")
     assert [d.code for d in decisions] == ["unknown_prefix"]
+
+
+@pytest.mark.parametrize("image_format", ["BMP", "TIFF", "GIF", "WEBP", "PPM", "TGA", "PCX"])
+def test_scan_decodes_only_the_format_it_is_sent_as(
+    app: Api, scanner_key: str, image_format: str
+) -> None:
+    """Any Pillow format labelled image/png used to be decoded; only PNG is, and only JPEG
+    as image/jpeg."""
+    frame = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(frame, format=image_format)
+    for media_type in ("image/png", "image/jpeg"):
+        assert_problem(_scan(app, scanner_key, frame.getvalue(), media_type), 422, "invalid_body")
+
+
+def test_scan_a_png_sent_as_jpeg_is_refused(
+    app: Api, scanner_key: str, issuer_key: str, permit: dict[str, Any]
+) -> None:
+    png = _qr_png(app, issuer_key, permit["permit_id"])
+    assert_problem(_scan(app, scanner_key, png, "image/jpeg"), 422, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    ("size", "mode"),
+    [((20_000, 20_000), "1"), ((4097, 16), "L"), ((2001, 2000), "L"), ((64, 64), "I;16")],
+    ids=["400-megapixel bomb", "one side too long", "just over 4 Mpx", "16-bit pixels"],
+)
+def test_scan_refuses_a_frame_no_camera_sends_before_decoding_it(
+    app: Api, scanner_key: str, size: tuple[int, int], mode: str
+) -> None:
+    """The header is checked right after opening: a 240 KB PNG announcing 20,000 x 20,000
+    pixels used to cost about 350 MB to decode."""
+    frame = io.BytesIO()
+    Image.new(mode, size).save(frame, format="PNG", optimize=True)
+    assert len(frame.getvalue()) < 2 * 1024 * 1024  # small on the wire: the header decides
+    assert_problem(_scan(app, scanner_key, frame.getvalue(), "image/png"), 422, "invalid_body")
+
+
+def test_scan_the_largest_frame_accepted(app: Api, scanner_key: str) -> None:
+    frame = io.BytesIO()
+    Image.new("L", (2000, 2000), 255).save(frame, format="PNG")
+    response = _scan(app, scanner_key, frame.getvalue(), "image/png")
+    assert response.status_code == 200, response.text
+    assert response.json()["code"] == "no_qr_found"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from api.runtime.serve import prepare
 from api.runtime.settings import RedisAddress, Settings, settings_from_env
 from checkpoint.errors import PolicyError
 from checkpoint.policy_file import default_policy
@@ -186,3 +188,15 @@ def test_a_redis_url_and_sentinels_together_are_refused() -> None:
     env = {"CHECKPOINT_REDIS_URL": "redis://x:6379/0", "CHECKPOINT_REDIS_SENTINELS": "s:26379"}
     with pytest.raises(msgspec.ValidationError, match="CHECKPOINT_REDIS_URL and CHECKPOINT_REDIS"):
         settings_from_env(env)
+
+
+def test_first_run_set_up_keeps_the_data_directory_owner_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    line = prepare(Settings(data_dir=data))
+    assert line.startswith("created signing key")
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "registry.sqlite3").stat().st_mode) == 0o600
+    (pem,) = (data / "keys").glob("*.pem")
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    assert stat.S_IMODE(pem.parent.stat().st_mode) == 0o700
+    assert prepare(Settings(data_dir=data)).startswith("using signing key")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import stat
 from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
@@ -444,3 +445,14 @@ async def test_two_registries_on_one_file_never_collide(db: Path) -> None:
         assert [r.seq for r in await revocations_after(b, 0, limit=1000)] == list(range(1, 101))
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_the_registry_file_is_owner_only(registry: Registry, db: Path) -> None:
+    """Every permit's bearer token and holder id are in it: 0600 in a 0700 directory (it
+    was 0644 in a 0755 one), its WAL file too."""
+    await issue(registry)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    wal = db.with_name(db.name + "-wal")
+    assert wal.exists()
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o600
