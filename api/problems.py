@@ -27,14 +27,18 @@ from checkpoint.errors import (
     UnknownCheckpoint,
 )
 from issuer.errors import (
+    BlockChoiceRequired,
     CredentialNotFound,
+    CrossingTooEarly,
     EstablishmentExists,
+    EstablishmentNotFound,
     HsmUnavailable,
     IdempotencyConflict,
     InvalidDraft,
     IssueRefused,
     LastSigningKey,
     NotArrived,
+    NotBlocked,
     PermitNotActive,
     PermitNotFound,
     RegistryUnavailable,
@@ -45,6 +49,10 @@ PROBLEM_JSON = "application/problem+json"
 
 _STATUS: list[tuple[type[CheckpointError], int]] = [
     (IssueRefused, HTTP_422_UNPROCESSABLE_ENTITY),
+    (CrossingTooEarly, HTTP_422_UNPROCESSABLE_ENTITY),
+    (BlockChoiceRequired, HTTP_422_UNPROCESSABLE_ENTITY),
+    (NotBlocked, HTTP_409_CONFLICT),
+    (EstablishmentNotFound, HTTP_404_NOT_FOUND),
     (InvalidDraft, HTTP_422_UNPROCESSABLE_ENTITY),
     (UnknownCheckpoint, HTTP_422_UNPROCESSABLE_ENTITY),
     (IdempotencyConflict, HTTP_409_CONFLICT),

@@ -7,18 +7,19 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from checkpoint.model import Decision, HolderId
+from checkpoint.model import PERMIT_ID_PATTERN, Decision, HolderId
 from checkpoint.signing import KeyEntry
 from checkpoint.statuslist import TokenStatusList
 from issuer.eligibility import EstablishmentId, IssueRequest
 from issuer.store.audit import AuditEntry
+from issuer.store.blocks import Block
 from issuer.store.permits import PermitRecord
 from issuer.store.revocations import Revocation
 
 MAX_BATCH_PERMITS = 1000
 MAX_BATCH_TOKENS = 500
 TokenText = Annotated[str, Meta(min_length=1, max_length=1024, description="token text, CP1:...")]
-PermitIdText = Annotated[str, Meta(pattern=r"^[0-9]{1,5}\.[0-9]{1,10}$", examples=["0.42"])]
+PermitIdText = Annotated[str, Meta(pattern=PERMIT_ID_PATTERN, examples=["0.42"])]
 Reason = Annotated[str, Meta(min_length=3, max_length=500, description="why, for the audit log")]
 
 
@@ -99,6 +100,10 @@ class RevokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     permit_id: PermitIdText | None = None
     holder: HolderId | None = None
     establishment: EstablishmentId | None = None
+    block: bool | None = None
+    """With `holder` or `establishment`, required: true also blocks the holder or suspends
+    the establishment in the same transaction (no new permit until lifted), false only
+    withdraws. So revoking for fraud cannot forget the block by omission."""
 
 
 class RevocationView(msgspec.Struct, frozen=True):
@@ -119,9 +124,11 @@ class RevocationView(msgspec.Struct, frozen=True):
         )
 
 
-class RevocationList(msgspec.Struct, frozen=True):
+class RevocationList(msgspec.Struct, frozen=True, omit_defaults=True):
     revocations: list[RevocationView]
     last_seq: int
+    block: Block | None = None
+    """The block or suspension a revocation with `block: true` put (or found) in place."""
 
 
 class KeyRevokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

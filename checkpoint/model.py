@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated
 
 import msgspec
@@ -15,7 +16,7 @@ HolderId = Annotated[
     Meta(
         min_length=4,
         max_length=20,
-        pattern=r"^[0-9A-Z]+$",
+        pattern=r"^[0-9A-Z]+$(?!\n)",
         description="national ID, iqama or passport number (digits and capital letters)",
     ),
 ]
@@ -143,12 +144,20 @@ def format_permit_id(list_id: int, index: int) -> str:
     return f"{list_id}.{index}"
 
 
+PERMIT_ID_PATTERN = r"^(0|[1-9][0-9]{0,4})\.(0|[1-9][0-9]{0,9})$(?!\n)"
+"""A permit id exactly as `format_permit_id` writes it: ASCII digits, no leading zeros, no
+trailing newline (Python's `$` alone matches before one). Valid in JSON Schema too."""
+_PERMIT_ID = re.compile(PERMIT_ID_PATTERN)
+
+
 def parse_permit_id(text: str) -> tuple[int, int]:
-    """`3.42` -> `(3, 42)`; ValueError for anything else."""
-    list_part, sep, index_part = text.partition(".")
-    if not sep or not list_part.isdigit() or not index_part.isdigit():
+    """`3.42` -> `(3, 42)`; ValueError for anything else, including other spellings of the
+    same numbers (`03.42`, Arabic-Indic or full-width digits, a trailing newline): every
+    permit has exactly one id."""
+    match = _PERMIT_ID.search(text)
+    if match is None:
         raise ValueError(f"permit id must look like LIST.INDEX, got {text!r}")
-    list_id, index = int(list_part), int(index_part)
+    list_id, index = int(match[1]), int(match[2])
     if list_id > 0xFFFF or index > 0xFFFF_FFFF:
         raise ValueError(f"permit id out of range: {text!r}")
     return list_id, index

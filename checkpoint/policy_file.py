@@ -103,7 +103,7 @@ class GateEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     entry_point: EntryPointBit
     categories: list[str]
     hours: HoursText = ALWAYS_OPEN
-    zone: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$")] | None = None
+    zone: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$(?!\n)")] | None = None
     """Checkpoints into the same place share a zone (anti-passback); default: the code."""
     # Values are checked in _hours: msgspec's error path would not name the key.
     category_hours: dict[str, str] = {}

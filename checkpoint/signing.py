@@ -40,7 +40,7 @@ from checkpoint.token import (
 )
 
 PUBLIC_KEY_LENGTH = 32
-KidHex = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}$", description="key id, 4 bytes as hex")]
+KidHex = Annotated[str, Meta(pattern=r"^[0-9a-f]{8}$(?!\n)", description="key id, 4 bytes as hex")]
 
 
 def kid_for(public_key: bytes) -> bytes:

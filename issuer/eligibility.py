@@ -8,19 +8,28 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from checkpoint.model import CHANNEL_CATEGORIES, Category, Channel, HolderId
+from checkpoint.model import (
+    CHANNEL_CATEGORIES,
+    PERMIT_ID_PATTERN,
+    Category,
+    Channel,
+    HolderId,
+)
 from checkpoint.policy import Policy
+from issuer.bounds import check_birth_date
 from issuer.errors import (
     BirthDateRequired,
     CategoryNotInChannel,
     CategoryNotInSeason,
     DocumentReferenceRequired,
     EntryPointNotAdmitting,
+    EstablishmentRequired,
     InvalidIqama,
     InvalidNationalId,
     InvalidSponsor,
     InvalidWindow,
     SeasonNotFound,
+    SponsorIsHolder,
     SponsorRequired,
     UnaccompaniedMinor,
     WindowOutsideSeason,
@@ -41,10 +50,14 @@ CategorySlug = Literal[
     "rawdah",
 ]
 AwareTime = Annotated[dt.datetime, Meta(tz=True, description="RFC 3339 time with an offset")]
-CheckpointCode = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
-Reference = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z/_.-]+$")]
-EstablishmentId = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z-]+$")]
-PermitRef = Annotated[str, Meta(pattern=r"^[0-9]{1,5}\.[0-9]{1,10}$", description="LIST.INDEX")]
+# Every pattern ends in `$(?!\n)`: msgspec searches with Python's `re`, whose `$` also matches
+# before a trailing newline, and `\Z` is not valid in the JSON Schema of the API docs.
+CheckpointCode = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$(?!\n)")]
+Reference = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z/_.-]+$(?!\n)")]
+EstablishmentId = Annotated[
+    str, Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z-]+$(?!\n)")
+]
+PermitRef = Annotated[str, Meta(pattern=PERMIT_ID_PATTERN, description="LIST.INDEX")]
 
 NATIONAL_ID_CATEGORIES = frozenset({Category.CITIZEN})
 IQAMA_CATEGORIES = frozenset(
@@ -184,8 +197,15 @@ def check_references(request: IssueRequest, category: Category, policy: Policy, 
             raise SponsorRequired(category.slug)
         if not any(saudi_id_valid(request.sponsor, leading) for leading in "12"):
             raise InvalidSponsor(request.sponsor)
+        if request.sponsor == request.holder:
+            raise SponsorIsHolder(request.sponsor)
     if category in DOCUMENT_CATEGORIES and not request.document_reference:
         raise DocumentReferenceRequired(f"{category.slug} needs {DOCUMENT_CATEGORIES[category]}")
+    if category in Channel.MUQEEM.categories and request.establishment is None:
+        # Every Muqeem permit is an establishment's: a seasonal worker's too (issue #13).
+        raise EstablishmentRequired(category.slug)
+    if request.birth_date is not None:
+        check_birth_date(request.birth_date, now, policy.utc_offset)
     if category in Channel.NUSUK.categories:
         if request.birth_date is None:
             raise BirthDateRequired(category.slug)

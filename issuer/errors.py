@@ -230,3 +230,60 @@ class HsmLoginFailed(HsmUnavailable):
     code = "hsm_login_failed"
     message_en = "The hardware security module refused the configured PIN."
     message_ar = "رفضت وحدة أمان الأجهزة رمز PIN المضبوط."
+
+
+# --- Holder blocks, establishment suspensions and strict input (issue #13). ---
+
+
+class HolderBlocked(IssueRefused):
+    code = "holder_blocked"
+    message_en = "This holder is blocked: no permit is issued to them until an admin lifts it."
+    message_ar = "صاحب هذا الرقم محظور: لا تصدر له تصاريح حتى يرفع المشرف الحظر."
+
+
+class EstablishmentSuspended(IssueRefused):
+    code = "establishment_suspended"
+    message_en = "This establishment or Umrah company is suspended: no permit is issued for it."
+    message_ar = "هذه المنشأة أو شركة العمرة موقوفة: لا تصدر لها تصاريح."
+
+
+class SponsorIsHolder(IssueRefused):
+    code = "sponsor_is_holder"
+    message_en = "The sponsor must be another person than the permit's holder."
+    message_ar = "يجب أن يكون الكفيل شخصًا غير صاحب التصريح."
+
+
+class BirthDateInFuture(IssueRefused):
+    code = "birth_date_in_future"
+    message_en = "The date of birth is after today."
+    message_ar = "تاريخ الميلاد بعد تاريخ اليوم."
+
+
+class BirthDateTooOld(IssueRefused):
+    code = "birth_date_too_old"
+    message_en = "The date of birth is more than 130 years ago."
+    message_ar = "تاريخ الميلاد قبل أكثر من 130 سنة."
+
+
+class CrossingTooEarly(CheckpointError):
+    code = "crossing_too_early"
+    message_en = "The reported border crossing is dated before the earliest date accepted."
+    message_ar = "تاريخ عبور الحدود المُبلّغ عنه سابق لأقدم تاريخ مقبول."
+
+
+class BlockChoiceRequired(CheckpointError):
+    code = "block_choice_required"
+    message_en = "Revoking every permit of a holder or establishment needs `block`: true or false."
+    message_ar = "إلغاء جميع تصاريح صاحب رقم أو منشأة يتطلب تحديد `block`: نعم أو لا."
+
+
+class NotBlocked(CheckpointError):
+    code = "not_blocked"
+    message_en = "This holder is not blocked, or this establishment is not suspended."
+    message_ar = "صاحب هذا الرقم غير محظور، أو هذه المنشأة غير موقوفة."
+
+
+class EstablishmentNotFound(CheckpointError):
+    code = "establishment_not_found"
+    message_en = "No establishment or Umrah company is registered with this id."
+    message_ar = "لا توجد منشأة أو شركة عمرة مسجلة بهذا المعرّف."

@@ -13,6 +13,7 @@ from checkpoint.model import Category, Channel, Permit, format_permit_id
 from checkpoint.policy import Policy
 from checkpoint.signing import KeyEntry, Signer, sign_permit
 from issuer.admission import Admission
+from issuer.blocking import refuse_blocked
 from issuer.eligibility import IssueRequest, channel_of, check_eligibility
 from issuer.errors import (
     AmendMismatch,
@@ -119,6 +120,7 @@ class Issuer:
                 earlier = await idempotency.replay(conn, idempotency_claim)
                 if earlier is not None:
                     return earlier
+            await refuse_blocked(conn, drafts, batch=batch)
             admission = Admission(conn, self.policy, now)
             for position, draft in enumerate(drafts):
                 with item(position if batch else None):
@@ -151,6 +153,7 @@ class Issuer:
                 raise AmendMismatch(f"{old.permit_id} is another holder's permit")
             if old.state != "active":
                 raise PermitNotActive(f"{old.permit_id} is {old.state}")
+            await refuse_blocked(conn, [draft], batch=False)
             await Admission(conn, self.policy, now, new_pilgrims=False).check(draft)
             (revocation,) = await withdraw(
                 conn,

@@ -9,12 +9,34 @@ from pathlib import Path
 
 import msgspec
 
-from api.cli import credentials, demo, establishments, issue, keys, policy, serve, verify
+from api.cli import (
+    blocks,
+    credentials,
+    demo,
+    establishments,
+    issue,
+    keys,
+    permits,
+    policy,
+    serve,
+    verify,
+)
 from api.cli.shared import EXIT_USAGE, Handler, UserError
 from api.runtime.settings import settings_from_env
 from checkpoint.errors import CheckpointError
 
-COMMAND_GROUPS = [keys, issue, verify, policy, demo, serve, credentials, establishments]
+COMMAND_GROUPS = [
+    keys,
+    issue,
+    permits,
+    verify,
+    policy,
+    demo,
+    serve,
+    credentials,
+    establishments,
+    blocks,
+]
 """The command modules, in the order `checkpoint --help` lists their commands."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from api.cli import shared
+from api.cli import blocks, shared
 from api.cli.shared import Commands, UserError, actor, at_or_now, open_registry, show_time
 from api.runtime.changes import CHANGES_FILE, ChangeSignal
 from api.runtime.settings import Settings
@@ -77,6 +77,7 @@ def add_commands(commands: Commands) -> None:
         "--class", dest="company_class", choices=["A", "B", "C"], help="Umrah companies only"
     )
     add.set_defaults(handler=cmd_establishments_add)
+    blocks.add_establishment_actions(actions)
     text = "cancel Umrah/Rawdah slot permits whose holder's entry is not recorded in time"
     sweep_parser = commands.add_parser("sweep", help=text, description=text)
     sweep_parser.add_argument("--at", help="sweep as of this time instead of now")

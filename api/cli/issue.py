@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import hashlib
 import io
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from api.cli import shared
+from api.cli.permits import write_permits
 from api.cli.shared import (
     Commands,
     UserError,
@@ -20,14 +22,13 @@ from api.cli.shared import (
     add_command,
     open_registry,
     parse_time,
-    progress,
-    write_qr,
 )
 from api.runtime.settings import Settings
 from checkpoint.model import Category
 from issuer.eligibility import IssueRequest
 from issuer.errors import IssueRefused
 from issuer.issuing import Issuer
+from issuer.store.idempotency import IdempotencyClaim
 from issuer.store.permits import PermitRecord
 
 
@@ -148,13 +149,20 @@ def _requests_from_csv(path: Path) -> list[IssueRequest]:
     return requests
 
 
-async def issue_permits(settings: Settings, requests: Sequence[IssueRequest]) -> list[PermitRecord]:
+async def issue_permits(
+    settings: Settings,
+    requests: Sequence[IssueRequest],
+    claim: IdempotencyClaim | None = None,
+) -> list[PermitRecord]:
     """Issue every row or none, in one transaction; rows keep their order. A first signing key
-    is created only once every row passed every check."""
+    is created only once every row passed every check. A repeated `claim` answers the permits
+    its first run issued."""
     registry = await open_registry(settings)
     try:
         issuer = Issuer(registry, settings.private_keys(), settings.load_policy(), first_run=True)
-        records = await issuer.issue(requests, actor=actor(), now=shared.clock_now())
+        records = await issuer.issue(
+            requests, actor=actor(), now=shared.clock_now(), idempotency_claim=claim
+        )
     finally:
         await registry.close()
     if issuer.created_key is not None:
@@ -164,15 +172,24 @@ async def issue_permits(settings: Settings, requests: Sequence[IssueRequest]) ->
     return records
 
 
+def csv_claim(path: Path) -> IdempotencyClaim:
+    """The batch of a CSV file: its SHA-256 under this operator. Running the same file again
+    answers the permits of its first run instead of issuing them twice."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return IdempotencyClaim(actor(), f"csv:{digest}", digest)
+
+
 def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
+    claim = None
     if args.csv is not None:
         if args.output is None:
             raise UserError("--csv needs --output DIR for the tokens and QR images")
         requests = _requests_from_csv(args.csv)
+        claim = csv_claim(args.csv)
     else:
         requests = [_request_from_flags(args)]
     try:
-        records = asyncio.run(issue_permits(settings, requests))
+        records = asyncio.run(issue_permits(settings, requests, claim))
     except IssueRefused as refusal:
         if args.csv is not None and refusal.item is not None:
             raise UserError(
@@ -185,18 +202,13 @@ def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
         print(f"issued permit {record.permit_id}")
         print(record.token)
         return 0
-    args.output.mkdir(parents=True, exist_ok=True)
-    index_path = args.output / "permits.csv"
-    with index_path.open("w", newline="", encoding="utf-8") as index:
-        writer = csv.writer(index)
-        writer.writerow(["permit_id", "holder", "category", "token", "qr"])
-        for i in progress(records, sys.stderr, "writing QR images"):
-            record = records[i]
-            qr_path = args.output / f"permit-{record.permit_id}.png"
-            write_qr(record.token, qr_path)
-            writer.writerow(
-                [record.permit_id, record.holder, record.category.slug, record.token, qr_path.name]
-            )
+    if claim is not None:
+        print(
+            f"batch {claim.key}: {len(records)} permit(s) issued; if writing stops, run this "
+            f"file again or `checkpoint permits export --batch {claim.key} -o DIR`",
+            file=sys.stderr,
+        )
+    index_path = write_permits(records, args.output, force=args.force)
     print(f"issued {len(records)} permit(s); tokens in {index_path}, QR images beside it")
     return 0
 
@@ -231,3 +243,6 @@ def add_commands(commands: Commands) -> None:
     issue.add_argument("--companion", help="pilgrims under 18: the companion's permit id")
     issue.add_argument("--csv", type=Path, help="issue one permit per row of this file")
     issue.add_argument("-o", "--output", type=Path, help="write tokens and QR PNGs here")
+    issue.add_argument(
+        "--force", action="store_true", help="replace files in --output that hold other content"
+    )

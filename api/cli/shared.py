@@ -11,9 +11,23 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO, TypeAlias, TypeVar
 
+import msgspec
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
 from api.runtime.settings import Settings
-from checkpoint.model import CATEGORY_NAMES, Category, Decision, Outcome
+from checkpoint.model import CATEGORY_NAMES, Category, Decision, HolderId, Outcome
 from checkpoint.verify import Verifier
+from issuer.eligibility import EstablishmentId
 from issuer.qr import qr_png, qr_svg
 from issuer.store.keys import load_keyring
 from issuer.store.registry import Registry
@@ -106,17 +120,48 @@ def write_qr(token: str, path: Path) -> None:
     path.write_bytes(qr_png(token) if suffix == ".png" else qr_svg(token))
 
 
-def progress(items: Sequence[object], out: TextIO, label: str) -> Iterator[int]:
-    """Yield indexes while drawing a progress bar on `out` (a terminal or a log)."""
+class _Rate(ProgressColumn):
+    """Items a second, once there is a rate to show."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "", style="progress.data.speed")
+
+
+def progress(items: Sequence[T], out: TextIO, label: str) -> Iterator[T]:
+    """Yield the items while showing progress on `out`: on a terminal a bar (rich) with the
+    count, rate and time left; in a log or a pipe one plain line before and one after."""
+    console = Console(file=out, highlight=False)
     total = len(items)
-    width = 30
-    for done in range(total):
-        yield done
-        filled = width * (done + 1) // total
-        out.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done + 1}/{total}")
-        out.flush()
-    if total:
-        out.write("\n")
+    if not console.is_terminal:
+        console.print(f"{label}: {total}", markup=False)
+        yield from items
+        console.print(f"{label}: {total}/{total} done", markup=False)
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        yield from bar.track(items, total=total, description=label)
+
+
+def holder_arg(text: str) -> str:
+    """argparse type: a holder ID exactly as the API accepts it."""
+    try:
+        return msgspec.convert(text, HolderId)
+    except msgspec.ValidationError as err:
+        raise argparse.ArgumentTypeError(f"not a holder ID: {text!r} ({err})") from None
+
+
+def establishment_arg(text: str) -> str:
+    """argparse type: an establishment id exactly as the API accepts it."""
+    try:
+        return msgspec.convert(text, EstablishmentId)
+    except msgspec.ValidationError as err:
+        raise argparse.ArgumentTypeError(f"not an establishment id: {text!r} ({err})") from None
 
 
 async def open_registry(settings: Settings) -> Registry:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from litestar import Router
 
-from api.routes import admin, border, issuer, ops, scanner
+from api.routes import admin, blocks, border, issuer, ops, scanner
 from api.runtime.settings import NodeRole
 
-ROUTERS: list[Router] = [scanner.router, issuer.router, admin.router, border.router, ops.router]
+ROUTERS: list[Router] = [
+    scanner.router,
+    issuer.router,
+    admin.router,
+    blocks.router,
+    border.router,
+    ops.router,
+]
 """Every route of the service. No router declares `opt`: each handler declares its own
 `roles(...)` or PUBLIC, so a handler that declares nothing stays closed to everyone."""
 ISSUING = issuer.router

@@ -16,8 +16,11 @@ from api.auth import credential_of, roles
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
 from api.schemas import KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
 from checkpoint.policy import CompanyClass
+from issuer.blocking import block_holder, suspend_establishment
 from issuer.eligibility import EstablishmentId
+from issuer.errors import BlockChoiceRequired
 from issuer.registration import register_establishment
+from issuer.store.blocks import Block
 from issuer.store.establishments import Establishment, EstablishmentChannel
 from issuer.store.keys import revoke_key as revoke_signing_key
 from issuer.store.revocations import (
@@ -28,7 +31,7 @@ from issuer.store.revocations import (
     revoke_permit,
 )
 
-City = Annotated[str, Meta(pattern=r"^[a-z][a-z-]{1,39}$", description="e.g. makkah, jeddah")]
+City = Annotated[str, Meta(pattern=r"^[a-z][a-z-]{1,39}$(?!\n)", description="e.g. makkah, jeddah")]
 
 
 class EstablishmentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -49,14 +52,16 @@ async def revoke(
     """Withdraw a permit, all of a holder's, or all of an establishment's (issuers: one
     permit of their own channel). Answers only after the revocation is committed."""
     targets = [t for t in (data.permit_id, data.holder, data.establishment) if t is not None]
-    if len(targets) != 1:
+    if len(targets) != 1 or (data.permit_id is not None and data.block is not None):
         raise ClientException(
-            "name exactly one of permit_id, holder, establishment", status_code=422
+            "name exactly one of permit_id, holder, establishment (`block` goes with the last two)",
+            status_code=422,
         )
     credential = credential_of(request)
     now = services.clock()
     registry = services.registry
     revocations: list[Revocation]
+    block: Block | None = None
     if data.permit_id is not None:
         record = await permit_for(request, services, data.permit_id)
         revocations = [
@@ -71,6 +76,14 @@ async def revoke(
         ]
     elif credential.role != "admin":
         raise PermissionDeniedException("only an admin revokes by holder or establishment")
+    elif data.block is None:
+        raise BlockChoiceRequired("true: also refuse new permits until lifted; false: only revoke")
+    elif data.block:
+        put = block_holder if data.holder is not None else suspend_establishment
+        subject = data.holder or data.establishment
+        assert subject is not None
+        blocked = await put(registry, subject, reason=data.reason, actor=credential.id, at=now)
+        revocations, block = blocked.revocations, blocked.block
     elif data.holder is not None:
         revocations = await revoke_holder(
             registry, data.holder, reason=data.reason, actor=credential.id, at=now
@@ -85,7 +98,7 @@ async def revoke(
     # The revocations' own numbers (an earlier revocation's when nothing new was revoked),
     # not this process's mirror position: that may lag the stream or lead with others'.
     last_seq = max((r.seq for r in revocations), default=0)
-    return RevocationList([RevocationView.of(r) for r in revocations], last_seq)
+    return RevocationList([RevocationView.of(r) for r in revocations], last_seq, block)
 
 
 @get("/revocations", opt=roles("admin"))

@@ -14,6 +14,7 @@ from api.auth import credential_of, roles
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep
 from checkpoint.model import HolderId
 from issuer.border import record_arrival, record_departure
+from issuer.bounds import check_crossing
 from issuer.eligibility import AwareTime, unix
 from issuer.store.stays import Stay
 
@@ -31,7 +32,7 @@ def _crossed(data: BorderReport, now: int) -> int:
         return now
     if unix(data.at) > now:
         raise ClientException("`at` is in the future", status_code=422)
-    return unix(data.at)
+    return check_crossing(unix(data.at))
 
 
 @post("/arrivals", opt=roles("border", "admin"), request_max_body_size=ADMIN_BODY_LIMIT)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from checkpoint.model import parse_permit_id
 from issuer.errors import IdempotencyConflict
 from issuer.store.permits import PermitRecord, find
-from issuer.store.registry import serialize
+from issuer.store.registry import Registry, serialize
 from issuer.store.schema import idempotency_keys
 
 
@@ -60,3 +60,20 @@ async def remember(
     await conn.execute(
         insert(idempotency_keys).values(**msgspec.structs.asdict(claim), result=ids, at=at)
     )
+
+
+async def issued_under(registry: Registry, key: str) -> list[tuple[int, int]]:
+    """The permits every credential's idempotency key `key` issued, in their order (a CSV
+    file's batch: `csv:` and the file's SHA-256)."""
+    query = (
+        select(idempotency_keys.c.result)
+        .where(idempotency_keys.c.key == key)
+        .order_by(idempotency_keys.c.at, idempotency_keys.c.credential_id)
+    )
+    async with registry.read() as conn:
+        results = (await conn.execute(query)).scalars().all()
+    return [
+        parse_permit_id(permit_id)
+        for result in results
+        for permit_id in msgspec.json.decode(result, type=list[str])
+    ]

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, RowMapping, insert, select, update
+from sqlalchemy import ColumnElement, RowMapping, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Category, Channel, Permit, format_permit_id
@@ -86,6 +86,16 @@ def is_permit(list_id: int, index: int) -> ColumnElement[bool]:
     return (permits.c.list_id == list_id) & (permits.c.idx == index)
 
 
+def of_holder(holder: str) -> ColumnElement[bool]:
+    """The WHERE clause of every permit of a holder."""
+    return permits.c.holder == holder
+
+
+def of_establishment(establishment: str) -> ColumnElement[bool]:
+    """The WHERE clause of every permit issued for an establishment or Umrah company."""
+    return permits.c.establishment == establishment
+
+
 async def allocate(conn: AsyncConnection, count: int, capacity: int) -> list[tuple[int, int]]:
     """Take `count` fresh status indexes, opening new lists of `capacity` as old ones fill."""
     refs: list[tuple[int, int]] = []
@@ -138,6 +148,44 @@ async def get_permit(registry: Registry, list_id: int, index: int) -> PermitReco
     """The stored permit, or None."""
     async with registry.read() as conn:
         return await find(conn, list_id, index)
+
+
+async def matching(
+    registry: Registry,
+    *,
+    refs: Sequence[tuple[int, int]] | None = None,
+    holder: str | None = None,
+    establishment: str | None = None,
+    since: int | None = None,
+) -> list[PermitRecord]:
+    """The permits that meet every filter given, in `refs` order, else oldest first."""
+    query = select(permits).order_by(permits.c.issued_at, permits.c.list_id, permits.c.idx)
+    if refs is not None:
+        lists: dict[int, list[int]] = {}
+        for list_id, index in refs:
+            lists.setdefault(list_id, []).append(index)
+        # One IN per status list: an OR per permit would pass SQLite's expression depth.
+        query = query.where(
+            or_(
+                false(),
+                *(
+                    (permits.c.list_id == list_id) & permits.c.idx.in_(indexes)
+                    for list_id, indexes in lists.items()
+                ),
+            )
+        )
+    if holder is not None:
+        query = query.where(of_holder(holder))
+    if establishment is not None:
+        query = query.where(of_establishment(establishment))
+    if since is not None:
+        query = query.where(permits.c.issued_at >= since)
+    async with registry.read() as conn:
+        found = [_record(row) for row in (await conn.execute(query)).mappings()]
+    if refs is not None:
+        position = {ref: n for n, ref in enumerate(refs)}
+        found.sort(key=lambda record: position[record.ref])
+    return found
 
 
 def _row(record: PermitRecord) -> dict[str, Any]:

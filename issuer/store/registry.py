@@ -96,12 +96,18 @@ def _private_file(path: Path) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-async def serialize(conn: AsyncConnection, key: int) -> None:
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_SHARED_LOCK = text("SELECT pg_advisory_xact_lock_shared(:key)")
+
+
+async def serialize(conn: AsyncConnection, key: int, *, shared: bool = False) -> None:
     """Hold `key` until the transaction ends, so writers that take it commit one after the
-    other. PostgreSQL: a transaction-level advisory lock; SQLite's BEGIN IMMEDIATE already
-    lets one writer in at a time."""
+    other (`shared`: many shared holders at once, none while an exclusive one holds it).
+    PostgreSQL: a transaction-level advisory lock; SQLite's BEGIN IMMEDIATE already lets one
+    writer in at a time."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        lock = _SHARED_LOCK if shared else _LOCK
+        await conn.execute(lock, {"key": key})
 
 
 def use_wal(cursor: sqlite3.Cursor, busy_timeout_ms: int) -> None:

@@ -120,6 +120,18 @@ trust_state = Table(
     Column("keyring_version", BigInteger, nullable=False),
 )
 
+# Holder blocks and establishment suspensions (issue #13): a row refuses issuing while it
+# exists; lifting deletes it, and the audit log keeps the history.
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("subject", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+
 Step = Sequence[str | Callable[[Connection], None]]
 """One migration: SQL statements (or callables on the sync connection), run in order."""
 
@@ -245,6 +257,17 @@ MIGRATIONS: list[Step] = [
             id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
             keyring_version BIGINT NOT NULL)""",
         "INSERT INTO trust_state (id, keyring_version) VALUES (1, 0)",
+    ],
+    [
+        # A blocked holder (a forged passport) or a suspended establishment (a suspended
+        # licence) gets no new permit until an admin lifts it.
+        """CREATE TABLE blocks (
+            kind TEXT NOT NULL CHECK (kind IN ('holder', 'establishment')),
+            subject TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (kind, subject))""",
     ],
 ]
 

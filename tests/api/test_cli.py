@@ -20,6 +20,7 @@ from api.cli import shared
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy_file import default_policy
 from checkpoint.signing import Keyring
+from issuer.qr import qr_png
 from issuer.store.keys import load_keyring
 from issuer.store.registry import Registry
 
@@ -717,3 +718,153 @@ def test_sweep_cancels_unarrived_slots_once(run: Runner, monkeypatch: pytest.Mon
     token = issued.out.splitlines()[1]
     verdict = run("verify", token, "--checkpoint", "haram-umrah-gate", "--at", str(slot + 60))
     assert (verdict.code, "revoked" in verdict.out) == (1, True)
+
+
+# --- recoverable CSV runs, export, blocks (issue #13) -----------------------------------
+
+
+CSV_ROWS = [
+    f"{IQAMA},domestic_worker,1,2027-04-10,2027-05-20,,,,{NATIONAL_ID}",
+    f"{NATIONAL_ID},citizen,1,2027-04-10,2027-05-20,,,MOI/1,",
+    f"{IQAMA_2},dependent,1,2027-04-10,2027-05-20,,,,{NATIONAL_ID}",
+    "P1234567,gcc_citizen,1,2027-04-10,2027-05-20,,,GCC/1,",
+]
+
+
+def test_interrupted_write_leaves_whole_files_and_a_rerun_replays(
+    run: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = write_csv(tmp_path / "in.csv", *CSV_ROWS)
+    out = tmp_path / "out"
+    drawn: list[str] = []
+
+    def interrupted(token: str) -> bytes:
+        if len(drawn) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the third image is drawn
+        drawn.append(token)
+        return qr_png(token)
+
+    monkeypatch.setattr("api.cli.permits.qr_png", interrupted)
+    first = run("issue", "--csv", source, "-o", out)
+    assert first.code == 130
+    assert "batch csv:" in first.err
+    assert not (out / "permits.csv").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["permit-0.0.png", "permit-0.1.png"]
+    assert read_qr(out / "permit-0.1.png") == [drawn[1]]
+
+    monkeypatch.setattr("api.cli.permits.qr_png", qr_png)
+    again = run("issue", "--csv", source, "-o", out)
+    assert again.code == 0, again.err
+    rows = read_index(out)
+    assert [r["permit_id"] for r in rows] == ["0.0", "0.1", "0.2", "0.3"]
+    assert [r["token"] for r in rows[:2]] == drawn
+    assert len(list(out.glob("*.png"))) == 4
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert issue_one(run)[0] == "0.4"  # the rerun issued nothing
+
+
+def test_rerunning_a_finished_csv_replays_and_changes_nothing(run: Runner, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", *CSV_ROWS)
+    out = tmp_path / "out"
+    assert run("issue", "--csv", source, "-o", out).code == 0
+    before = (out / "permits.csv").read_bytes()
+    again = run("issue", "--csv", source, "-o", out)
+    assert again.code == 0, again.err
+    assert (out / "permits.csv").read_bytes() == before
+    elsewhere = run("issue", "--csv", source, "-o", tmp_path / "copy")
+    assert (tmp_path / "copy" / "permits.csv").read_bytes() == before
+    assert elsewhere.code == 0
+    assert issue_one(run)[0] == "0.4"
+
+
+def test_export_by_batch_holder_and_since(run: Runner, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", *CSV_ROWS)
+    issued = run("issue", "--csv", source, "-o", tmp_path / "out")
+    batch = issued.err.split("batch ", 1)[1].split(":", 2)
+    key = f"{batch[0]}:{batch[1]}"
+    assert key.startswith("csv:")
+    exported = run("permits", "export", "--batch", key, "-o", tmp_path / "export")
+    assert exported.code == 0, exported.err
+    assert "exported 4 permit(s)" in exported.out
+    assert (tmp_path / "export" / "permits.csv").read_bytes() == (
+        tmp_path / "out" / "permits.csv"
+    ).read_bytes()
+    assert len(list((tmp_path / "export").glob("*.png"))) == 4
+
+    issue_one(run, holder=IQAMA_2)
+    mine = run("permits", "export", "--holder", IQAMA_2, "-o", tmp_path / "holder")
+    assert mine.code == 0, mine.err
+    assert [r["permit_id"] for r in read_index(tmp_path / "holder")] == ["0.2", "0.4"]
+    since = run("permits", "export", "--since", "now", "-o", tmp_path / "since")
+    assert since.code == 0, since.err
+    assert len(read_index(tmp_path / "since")) == 5
+
+
+def test_export_does_not_clobber_other_files(run: Runner, tmp_path: Path) -> None:
+    issue_one(run)
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "permits.csv").write_text("someone else's file\n", encoding="utf-8")
+    refused = run("permits", "export", "--holder", IQAMA, "-o", out)
+    assert refused.code == 2
+    assert "--force" in refused.error_line()
+    assert (out / "permits.csv").read_text(encoding="utf-8") == "someone else's file\n"
+    assert not list(out.glob("*.png"))
+    forced = run("permits", "export", "--holder", IQAMA, "-o", out, "--force")
+    assert forced.code == 0, forced.err
+    assert read_index(out)[0]["state"] == "active"
+
+
+@pytest.mark.parametrize("args", [[], ["--batch", "csv:nothing-like-it"], ["--holder", "NOBODY1"]])
+def test_export_errors_are_one_line(run: Runner, tmp_path: Path, args: list[str]) -> None:
+    issue_one(run)
+    result = run("permits", "export", *args, "-o", tmp_path / "x")
+    assert result.code == 2
+    result.error_line()
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["permits", "export", "--holder", "V7654321\n"],
+        ["permits", "export", "--holder", "V٧٦٥٤٣٢١"],
+        ["holders", "block", "V7654321\n", "--reason", "forged passport"],
+        ["establishments", "suspend", "EST-7\n", "--reason", "licence"],
+    ],
+)
+def test_identifiers_on_the_command_line_are_whole_ascii_strings(
+    run: Runner, tmp_path: Path, argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(*argv, "-o", tmp_path / "x") if argv[0] == "permits" else run(*argv)
+    assert info.value.code == 2
+
+
+def test_block_and_suspend_from_the_command_line(run: Runner, tmp_path: Path) -> None:
+    permit_id, token = issue_one(run)
+    blocked = run("holders", "block", IQAMA, "--reason", "forged passport")
+    assert blocked.code == 0, blocked.err
+    assert f"revoked {permit_id}" in blocked.out
+    assert run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE).code == 1
+    refused = run(
+        "issue", "--holder", IQAMA, "--category", "domestic_worker", "--from", "2027-04-10",
+        "--until", "2027-05-20", "--sponsor", NATIONAL_ID,
+    )  # fmt: skip
+    assert "holder_blocked" in refused.error_line()
+    source = write_csv(tmp_path / "in.csv", CSV_ROWS[2], CSV_ROWS[0])
+    in_csv = run("issue", "--csv", source, "-o", tmp_path / "out")
+    assert f"{source}:3: holder_blocked" in in_csv.error_line()
+    assert run("holders", "unblock", IQAMA, "--reason", "cleared").code == 0
+    assert issue_one(run)[0] == "0.1"
+    assert run("holders", "unblock", IQAMA, "--reason", "cleared").code == 2
+
+    assert run(*ADD_EST_7).code == 0
+    suspended = run("establishments", "suspend", "EST-7", "--reason", "licence", "--keep-permits")
+    assert suspended.code == 0, suspended.err
+    assert "EST-7 suspended; 0 permit(s) revoked" in suspended.out
+    employee = f"{IQAMA_2},establishment_employee,1,2027-04-10,2027-05-20,,EST-7,,"
+    staff = run("issue", "--csv", write_csv(tmp_path / "s.csv", employee), "-o", tmp_path / "s")
+    assert "establishment_suspended" in staff.error_line()
+    assert run("establishments", "reinstate", "EST-7", "--reason", "restored").code == 0
+    assert run("establishments", "suspend", "EST-9", "--reason", "licence").code == 2

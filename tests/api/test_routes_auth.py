@@ -82,6 +82,34 @@ ROUTE_TABLE = [
         {"reason": "test revocation"},
         ADMIN_BODY_LIMIT,
     ),
+    Route(
+        "POST",
+        "/v1/holders/block",
+        frozenset({"admin"}),
+        {"holder": "A1234567", "reason": "forged passport"},
+        ADMIN_BODY_LIMIT,
+    ),
+    Route(
+        "POST",
+        "/v1/holders/unblock",
+        frozenset({"admin"}),
+        {"holder": "A1234567", "reason": "passport verified"},
+        ADMIN_BODY_LIMIT,
+    ),
+    Route(
+        "POST",
+        "/v1/establishments/EST-7/suspend",
+        frozenset({"admin"}),
+        {"reason": "licence suspended"},
+        ADMIN_BODY_LIMIT,
+    ),
+    Route(
+        "POST",
+        "/v1/establishments/EST-7/reinstate",
+        frozenset({"admin"}),
+        {"reason": "licence restored"},
+        ADMIN_BODY_LIMIT,
+    ),
     Route("GET", "/v1/status-lists/0", frozenset({"scanner", "admin"})),
     Route("GET", "/metrics", frozenset({"admin"})),
 ]
@@ -134,7 +162,12 @@ def keys(app: Api) -> dict[str, str]:
 
 def test_the_table_covers_every_route() -> None:
     declared = mounted_routes() - mounted_routes(TESTED_ELSEWHERE)
-    templates = {"/0.0": "/{permit_id:str}", f"/{KID}/": "/{kid:str}/", "/0": "/{list_id:int}"}
+    templates = {
+        "/0.0": "/{permit_id:str}",
+        f"/{KID}/": "/{kid:str}/",
+        "/0": "/{list_id:int}",
+        "/EST-7/": "/{establishment_id:str}/",
+    }
     tested = set()
     for route in ROUTE_TABLE:
         path = route.path

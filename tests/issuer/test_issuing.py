@@ -104,7 +104,7 @@ def references(category: Category) -> dict[str, Any]:
         fields["sponsor"] = NATIONAL_ID
     if category in NUSUK_CATEGORIES:
         fields |= {"birth_date": ADULT, "establishment": "UMRAH-CO"}
-    if category in {Category.ESTABLISHMENT_EMPLOYEE, Category.CONTRACT_WORKER}:
+    if category in Channel.MUQEEM.categories:  # seasonal workers too, since issue #13
         fields["establishment"] = "EST-7"
     return fields
 
