@@ -12,6 +12,7 @@ from tests.api.conftest import (
     CHECKPOINT,
     IQAMA,
     IQAMA_2,
+    IQAMA_3,
     MUQEEM_ESTABLISHMENT,
     OTHER_ESTABLISHMENT,
     Api,
@@ -83,7 +84,7 @@ def test_revoke_unknown_permit(app: Api, admin_key: str) -> None:
 def test_admin_revokes_by_holder(
     app: Api, admin_key: str, issuer_key: str, scanner_key: str
 ) -> None:
-    first, second = app.issue(issuer_key), app.issue(issuer_key)
+    first, second = app.issue(issuer_key), app.issue(issuer_key, category="dependent")
     other = app.issue(issuer_key, holder=IQAMA_2)
     response = _revoke(app, admin_key, holder=IQAMA)
     assert response.status_code == 201, response.text
@@ -140,7 +141,7 @@ def test_revoke_body_validation_names_the_field(app: Api, admin_key: str) -> Non
 
 
 def test_list_revocations_pages_by_seq(app: Api, admin_key: str, issuer_key: str) -> None:
-    permits = [app.issue(issuer_key) for _ in range(3)]
+    permits = [app.issue(issuer_key, holder=h) for h in (IQAMA, IQAMA_2, IQAMA_3)]
     for permit in permits:
         assert _revoke(app, admin_key, permit_id=permit["permit_id"]).status_code == 201
     first = app.client.get("/v1/revocations?limit=2", headers=auth(admin_key)).json()
