@@ -18,6 +18,7 @@ from issuer.store.revocations import Revocation
 
 MAX_BATCH_PERMITS = 1000
 MAX_BATCH_TOKENS = 500
+MAX_PROGRAMME_PERMITS = 100
 TokenText = Annotated[str, Meta(min_length=1, max_length=1024, description="token text, CP1:...")]
 PermitIdText = Annotated[str, Meta(pattern=PERMIT_ID_PATTERN, examples=["0.42"])]
 Reason = Annotated[str, Meta(min_length=3, max_length=500, description="why, for the audit log")]
@@ -47,6 +48,13 @@ class ScanResponse(msgspec.Struct, frozen=True):
 
 class IssueBatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     permits: Annotated[list[IssueRequest], Meta(min_length=1, max_length=MAX_BATCH_PERMITS)]
+
+
+class ProgrammeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A pilgrim's new programme: every Nusuk permit the holder is to hold from now on."""
+
+    holder: HolderId
+    permits: Annotated[list[IssueRequest], Meta(min_length=1, max_length=MAX_PROGRAMME_PERMITS)]
 
 
 class PermitView(msgspec.Struct, frozen=True):

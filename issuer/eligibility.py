@@ -123,6 +123,12 @@ def saudi_id_valid(number: str, leading: str) -> bool:
     return len(number) == 10 and number.isdigit() and number[0] == leading and luhn_valid(number)
 
 
+def lives_in_kingdom(holder: str) -> bool:
+    """A holder identified by a Saudi national ID or iqama number: no border feed reports
+    their entry, so the foreign pilgrims' arrival deadline does not apply to them."""
+    return any(saudi_id_valid(holder, leading) for leading in "12")
+
+
 def channel_of(category: Category) -> Channel:
     """The one channel that issues `category`."""
     return next(channel for channel, cats in CHANNEL_CATEGORIES.items() if category in cats)

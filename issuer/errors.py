@@ -287,3 +287,33 @@ class EstablishmentNotFound(CheckpointError):
     code = "establishment_not_found"
     message_en = "No establishment or Umrah company is registered with this id."
     message_ar = "لا توجد منشأة أو شركة عمرة مسجلة بهذا المعرّف."
+
+
+# --- One programme per pilgrim, and slots that would be cancelled (issue #13). ---
+
+
+class ProgrammeOverlap(IssueRefused):
+    code = "programme_overlap"
+    message_en = (
+        "The pilgrim already holds an active Nusuk permit for an overlapping time: amend it "
+        "or replace the programme."
+    )
+    message_ar = "لدى المعتمر تصريح نسك ساري في وقت متداخل: عدّل التصريح السابق أو استبدل البرنامج."
+
+
+class PermitExists(IssueRefused):
+    code = "permit_exists"
+    message_en = "The holder already has an active permit of this category for this season."
+    message_ar = "لدى صاحب التصريح تصريح ساري من هذه الفئة لهذا الموسم."
+
+
+class ArrivalDeadlinePassed(IssueRefused):
+    code = "arrival_deadline_passed"
+    message_en = (
+        "The slot starts too soon: the pilgrim's entry into the Kingdom is not recorded by "
+        "the deadline before it, so the permit would be cancelled."
+    )
+    message_ar = (
+        "موعد التصريح قريب جدًا: لم يُسجَّل دخول المعتمر إلى المملكة قبل المهلة المحددة، "
+        "فسيُلغى التصريح."
+    )

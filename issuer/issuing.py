@@ -17,6 +17,7 @@ from issuer.blocking import refuse_blocked
 from issuer.eligibility import IssueRequest, channel_of, check_eligibility
 from issuer.errors import (
     AmendMismatch,
+    CategoryNotInChannel,
     ChannelNotAllowed,
     EstablishmentNotAllowed,
     InvalidDraft,
@@ -30,7 +31,7 @@ from issuer.store.idempotency import IdempotencyClaim
 from issuer.store.keys import ensure_key, keyring_in
 from issuer.store.permits import PermitDraft, PermitRecord
 from issuer.store.registry import Registry
-from issuer.store.revocations import Revocation, withdraw
+from issuer.store.revocations import COMPANION_WITHDRAWN, Revocation, withdraw
 
 
 class Grant(msgspec.Struct, frozen=True):
@@ -50,6 +51,8 @@ class Grant(msgspec.Struct, frozen=True):
         return channel
 
 
+PROGRAMME_REPLACED = "programme_replaced"
+"""The reason of the permits a replaced programme supersedes."""
 ANYONE = Grant()
 """The command line's grant: every channel, every establishment."""
 
@@ -120,15 +123,77 @@ class Issuer:
                 earlier = await idempotency.replay(conn, idempotency_claim)
                 if earlier is not None:
                     return earlier
-            await refuse_blocked(conn, drafts, batch=batch)
-            admission = Admission(conn, self.policy, now)
-            for position, draft in enumerate(drafts):
-                with item(position if batch else None):
-                    await admission.check(draft)
-            records = await self._store(conn, drafts, actor, now, action="issue")
+            records = await self._admit_and_store(conn, drafts, actor, now, batch=batch)
             if idempotency_claim is not None:
                 await idempotency.remember(conn, idempotency_claim, records, now)
         return records
+
+    async def replace(
+        self,
+        holder: str,
+        requests: Sequence[IssueRequest],
+        *,
+        actor: str,
+        now: int,
+        grant: Grant = ANYONE,
+        idempotency_claim: IdempotencyClaim | None = None,
+    ) -> tuple[list[Revocation], list[PermitRecord]]:
+        """Replace a pilgrim's programme in one transaction: supersede (reason
+        `programme_replaced`) every active Nusuk permit of `holder` (of the grant's Umrah
+        company only, for a bound grant), then issue `requests`, all Nusuk permits of
+        `holder`, as `issue` does. A repeated idempotency claim answers the permits of the
+        first success and withdraws nothing."""
+        if not requests:
+            raise ValueError("nothing to issue")
+        drafts = []
+        for position, request in enumerate(requests):
+            with item(position):
+                channel = grant.channel_for(request)
+                if channel is not Channel.NUSUK:
+                    raise CategoryNotInChannel("a programme holds Nusuk permits only")
+                if request.holder != holder:
+                    raise AmendMismatch(f"the programme is {holder}'s")
+                drafts.append(check_eligibility(request, channel, self.policy, now))
+        async with self.registry.write() as conn:
+            if idempotency_claim is not None:
+                earlier = await idempotency.replay(conn, idempotency_claim)
+                if earlier is not None:
+                    return [], earlier
+            await permits.lock_holders(conn, [holder])
+            revocations = await withdraw(
+                conn,
+                permits.holders_nusuk(holder, grant.establishment),
+                reason=PROGRAMME_REPLACED,
+                actor=actor,
+                at=now,
+                state="superseded",
+            )
+            # A pilgrim whose programme changes is not new to the departure ratio.
+            records = await self._admit_and_store(
+                conn, drafts, actor, now, batch=True, new_pilgrims=not revocations
+            )
+            if idempotency_claim is not None:
+                await idempotency.remember(conn, idempotency_claim, records, now)
+        return revocations, records
+
+    async def _admit_and_store(
+        self,
+        conn: AsyncConnection,
+        drafts: Sequence[PermitDraft],
+        actor: str,
+        now: int,
+        *,
+        batch: bool,
+        new_pilgrims: bool = True,
+    ) -> list[PermitRecord]:
+        """The registry's checks of every draft, then signing and storing them."""
+        await refuse_blocked(conn, drafts, batch=batch)
+        await permits.lock_holders(conn, (draft.holder for draft in drafts))
+        admission = Admission(conn, self.policy, now, new_pilgrims=new_pilgrims)
+        for position, draft in enumerate(drafts):
+            with item(position if batch else None):
+                await admission.check(draft)
+        return await self._store(conn, drafts, actor, now, action="issue")
 
     async def amend(
         self,
@@ -138,10 +203,12 @@ class Issuer:
         actor: str,
         now: int,
         grant: Grant = ANYONE,
-    ) -> tuple[Revocation, PermitRecord]:
+    ) -> tuple[list[Revocation], PermitRecord]:
         """Cancel a permit and issue `request` in its place in one transaction (`supersedes`
         links them). The holder and portal stay; the departure ratio does not apply: the
-        pilgrim is not new."""
+        pilgrim is not new. Minors naming the old permit as companion name the new one if it
+        still accompanies their slot, and lose theirs (`companion_withdrawn`) if not: the
+        first revocation is the amended permit's, any others the minors'."""
         with item(None):
             grant.channel_for(request)
         async with self.registry.write() as conn:
@@ -154,18 +221,34 @@ class Issuer:
             if old.state != "active":
                 raise PermitNotActive(f"{old.permit_id} is {old.state}")
             await refuse_blocked(conn, [draft], batch=False)
-            await Admission(conn, self.policy, now, new_pilgrims=False).check(draft)
-            (revocation,) = await withdraw(
+            await permits.lock_holders(conn, [draft.holder])
+            # Withdrawn first, so the one-programme rule does not see it beside its successor.
+            revocations = await withdraw(
                 conn,
                 permits.is_permit(*permit_id),
                 reason="amended",
                 actor=actor,
                 at=now,
                 state="superseded",
+                cascade=False,
             )
+            admission = Admission(conn, self.policy, now, new_pilgrims=False)
+            await admission.check(draft)
             draft = msgspec.structs.replace(draft, supersedes=old.permit_id)
             (record,) = await self._store(conn, [draft], actor, now, action="amend")
-        return revocation, record
+            minors = await permits.minors_of(conn, old.permit_id)
+            await permits.relink(
+                conn, [m for m in minors if admission.accompanies(record, m)], record.permit_id
+            )
+            revocations += await withdraw(
+                conn,
+                permits.companion_is(old.permit_id),
+                reason=COMPANION_WITHDRAWN,
+                actor=actor,
+                at=now,
+                state="cancelled",
+            )
+        return revocations, record
 
     async def _store(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from checkpoint.policy import Policy
+from issuer.eligibility import lives_in_kingdom
 from issuer.store.registry import Registry
 from issuer.store.revocations import Revocation, cancel_unarrived
 
@@ -12,6 +13,9 @@ SWEEPER = "sweeper"
 
 async def sweep(registry: Registry, policy: Policy, now: int) -> list[Revocation]:
     """Cancel (reason `no_arrival`) every Nusuk slot permit whose holder's entry is not
-    recorded `arrival_deadline_hours` before the slot starts, once that moment has come."""
+    recorded `arrival_deadline_hours` before the slot starts, once that moment has come.
+    Holders living in the Kingdom (a national ID or iqama number) never arrive: exempt."""
     deadline = policy.rules.arrival_deadline_hours * 3600
-    return await cancel_unarrived(registry, deadline=deadline, now=now, actor=SWEEPER)
+    return await cancel_unarrived(
+        registry, deadline=deadline, now=now, actor=SWEEPER, exempt=lives_in_kingdom
+    )

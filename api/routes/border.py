@@ -39,11 +39,18 @@ def _crossed(data: BorderReport, now: int) -> int:
 async def arrival(
     request: Request[Any, Any, Any], data: JSONBody[BorderReport], services: ServicesDep
 ) -> Stay:
-    """Record an entry into the Kingdom (a repeated report returns the open stay)."""
-    at = _crossed(data, services.clock())
-    return await record_arrival(
-        services.registry, data.holder, actor=credential_of(request).id, at=at
+    """Record an entry into the Kingdom (a repeated report returns the open stay); the
+    holder's slots ending past the longest stay from it are cancelled (`stay_too_long`)."""
+    now = services.clock()
+    stay, withdrawn = await record_arrival(
+        services.registry,
+        data.holder,
+        actor=credential_of(request).id,
+        at=_crossed(data, now),
+        rules=services.policy.rules,
     )
+    await services.announce_change(now, withdrawn)
+    return stay
 
 
 @post(
@@ -55,11 +62,14 @@ async def arrival(
 async def departure(
     request: Request[Any, Any, Any], data: JSONBody[BorderReport], services: ServicesDep
 ) -> Stay:
-    """Record the exit that ends a stay; 409 `not_arrived` if no entry is recorded before it."""
-    at = _crossed(data, services.clock())
-    return await record_departure(
-        services.registry, data.holder, actor=credential_of(request).id, at=at
+    """Record the exit that ends a stay, cancelling the holder's remaining Nusuk permits
+    (`departed`); 409 `not_arrived` if no entry is recorded before it."""
+    now = services.clock()
+    stay, withdrawn = await record_departure(
+        services.registry, data.holder, actor=credential_of(request).id, at=_crossed(data, now)
     )
+    await services.announce_change(now, withdrawn)
+    return stay
 
 
 router = Router(path="/v1", route_handlers=[arrival, departure])

@@ -1,4 +1,4 @@
-"""Issuer routes: issue permits (one or a batch), read them, their QR codes and cards, amend."""
+"""Issuer routes: issue permits (one, a batch, a programme), read them, QR codes, cards, amend."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from api import metrics
 from api.auth import credential_of, roles
 from api.routes.access import (
     BATCH_ISSUE_BODY_LIMIT,
+    DEFAULT_BODY_LIMIT,
     ISSUE_BODY_LIMIT,
     IdempotencyKey,
     ServicesDep,
@@ -21,7 +22,7 @@ from api.routes.access import (
     permit_for,
 )
 from api.runtime.services import Services
-from api.schemas import IssueBatchRequest, PermitList, PermitView
+from api.schemas import IssueBatchRequest, PermitList, PermitView, ProgrammeRequest
 from checkpoint.model import Permit
 from checkpoint.policy import Policy
 from issuer.card import CardUnavailable, card_pdf, card_png
@@ -37,8 +38,15 @@ CARD_FORMATS: dict[str, tuple[Render, str]] = {
     "png": (card_png, "image/png"),
     "pdf": (card_pdf, "application/pdf"),
 }
+PROGRAMME_BODY_LIMIT = DEFAULT_BODY_LIMIT
+"""A programme is a pilgrim's few slots: 64 KiB holds far more than MAX_PROGRAMME_PERMITS."""
 ISSUER_ROLES = roles("issuer", "admin")
 """`opt` of the routes that read or change one permit: its channel's issuers, and admins."""
+
+
+def _claim(credential_id: str, key: str | None, body: object) -> IdempotencyClaim | None:
+    """The request's claim on its Idempotency-Key, if it sent one."""
+    return None if key is None else IdempotencyClaim(credential_id, key, request_hash(body))
 
 
 async def _issue(
@@ -59,11 +67,7 @@ async def _issue(
                 channels.add(grant.channel_for(permit))
         if len(channels) > 1:
             raise ClientException("a batch holds permits of one channel only", status_code=422)
-    claim = (
-        None
-        if idempotency_key is None
-        else IdempotencyClaim(credential.id, idempotency_key, request_hash(body))
-    )
+    claim = _claim(credential.id, idempotency_key, body)
     records = await services.issuer.issue(
         permits,
         actor=credential.id,
@@ -97,6 +101,32 @@ async def issue_batch(
 ) -> PermitList:
     """Issue up to 1000 permits all-or-nothing: a refusal names the item and stores nothing."""
     records = await _issue(request, services, data.permits, idempotency_key, data, batch=True)
+    return PermitList([PermitView.of(r) for r in records])
+
+
+@post("/replace", opt=roles("issuer"), request_max_body_size=PROGRAMME_BODY_LIMIT)
+async def replace_programme(
+    request: Request[Any, Any, Any],
+    data: JSONBody[ProgrammeRequest],
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> PermitList:
+    """Replace a pilgrim's programme (201): supersede every active Nusuk permit of the holder
+    (of the credential's Umrah company, if bound to one) and issue the new set, all or
+    nothing, in one transaction; a retried key answers the same permits."""
+    credential = credential_of(request)
+    claim = _claim(credential.id, idempotency_key, data)
+    now = services.clock()
+    revocations, records = await services.issuer.replace(
+        data.holder,
+        data.permits,
+        actor=credential.id,
+        now=now,
+        grant=grant_of(credential),
+        idempotency_claim=claim,
+    )
+    await services.announce_change(now, revocations)
+    metrics.PERMITS_ISSUED.inc(len(records))
     return PermitList([PermitView.of(r) for r in records])
 
 
@@ -179,10 +209,10 @@ async def amend(
     old = await permit_for(request, services, permit_id)
     credential = credential_of(request)
     now = services.clock()
-    revocation, record = await services.issuer.amend(
+    revocations, record = await services.issuer.amend(
         old.ref, data, actor=credential.id, now=now, grant=grant_of(credential)
     )
-    await services.announce_change(now, [revocation])
+    await services.announce_change(now, revocations)
     metrics.PERMITS_ISSUED.inc()
     return PermitView.of(record)
 
@@ -192,6 +222,7 @@ router = Router(
     route_handlers=[
         issue_permit,
         issue_batch,
+        replace_programme,
         get_permit,
         get_permit_png,
         get_permit_svg,

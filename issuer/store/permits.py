@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, RowMapping, false, insert, or_, select, update
+from sqlalchemy import ColumnElement, RowMapping, false, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Category, Channel, Permit, format_permit_id
@@ -188,6 +188,74 @@ async def matching(
     return found
 
 
+HOLDER_LOCK = 0x43_4B_50_48  # "CKPH"
+
+
+async def lock_holders(conn: AsyncConnection, holders: Iterable[str]) -> None:
+    """Hold each holder's lock to the commit (in one order: no deadlock), so two issuing
+    transactions for one holder check each other's permits. SQLite's BEGIN IMMEDIATE
+    already lets one writer in at a time."""
+    if conn.dialect.name != "postgresql":
+        return
+    for holder in sorted(set(holders)):
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:holder))"),
+            {"space": HOLDER_LOCK, "holder": holder},
+        )
+
+
+def holders_nusuk(holder: str, establishment: str | None = None) -> ColumnElement[bool]:
+    """The WHERE clause of a holder's Nusuk permits (of one Umrah company, if named)."""
+    where = (permits.c.holder == holder) & (permits.c.channel == Channel.NUSUK.value)
+    return where if establishment is None else where & (permits.c.establishment == establishment)
+
+
+async def active_conflict(conn: AsyncConnection, draft: PermitDraft) -> PermitRecord | None:
+    """An active permit the draft may not be issued beside: of a Nusuk draft, the holder's
+    Nusuk permit whose window overlaps it (touching windows do not); of another, the
+    holder's permit of the same category and season."""
+    if draft.channel is Channel.NUSUK:
+        where = holders_nusuk(draft.holder) & (
+            (permits.c.not_before < draft.expires) & (permits.c.expires > draft.not_before)
+        )
+    else:
+        where = (
+            (permits.c.holder == draft.holder)
+            & (permits.c.category == int(draft.category))
+            & (permits.c.season == draft.season)
+        )
+    query = select(permits).where(where, permits.c.state == "active").limit(1)
+    row = (await conn.execute(query.order_by(permits.c.list_id, permits.c.idx))).mappings().first()
+    return None if row is None else _record(row)
+
+
+def ends_after(moment: int) -> ColumnElement[bool]:
+    """The WHERE clause of the permits that expire after `moment`."""
+    return permits.c.expires > moment
+
+
+def companion_is(permit_id: str) -> ColumnElement[bool]:
+    """The WHERE clause of the permits naming `permit_id` as their companion."""
+    return permits.c.companion == permit_id
+
+
+async def minors_of(conn: AsyncConnection, companion: str) -> list[PermitRecord]:
+    """The active permits that name `companion` (a permit id) as their companion."""
+    query = select(permits).where(companion_is(companion), permits.c.state == "active")
+    return [_record(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def relink(conn: AsyncConnection, minors: Sequence[PermitRecord], companion: str) -> None:
+    """Make the minors name `companion` (an amended companion's new permit) instead."""
+    for minor in minors:
+        details = msgspec.json.encode(minor.details | {"companion": companion}).decode()
+        await conn.execute(
+            update(permits)
+            .where(is_permit(*minor.ref))
+            .values(companion=companion, details=details)
+        )
+
+
 def _row(record: PermitRecord) -> dict[str, Any]:
     row = msgspec.structs.asdict(record)
     del row["permit"]
@@ -196,12 +264,14 @@ def _row(record: PermitRecord) -> dict[str, Any]:
         "category": int(record.category),
         "channel": record.channel.value,
         "details": msgspec.json.encode(record.details).decode(),
+        "companion": record.details.get("companion"),
     }
 
 
 def _record(row: RowMapping) -> PermitRecord:
     fields = dict(row)
     fields["index"] = fields.pop("idx")
+    fields.pop("companion", None)
     fields |= {
         "category": Category(row["category"]),
         "channel": Channel(row["channel"]),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, RowMapping, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, RowMapping, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Channel, format_permit_id
@@ -14,10 +15,15 @@ from issuer.errors import PermitNotFound
 from issuer.store import audit
 from issuer.store.permits import PermitState, is_permit
 from issuer.store.registry import Registry, serialize
-from issuer.store.schema import permits, revocations, stays
+from issuer.store.schema import permits, revocations
+from issuer.store.stays import present_at
 
 REVOCATION_LOCK = 0x43_4B_50_52  # "CKPR"
 Withdrawn = Literal["revoked", "superseded", "cancelled"]
+CHUNK = 5000
+"""Permit ids per IN list: well under SQLite's limit of bound parameters."""
+COMPANION_WITHDRAWN = "companion_withdrawn"
+"""The reason of a minor's permit withdrawn with its companion's."""
 _ACTIONS: dict[PermitState, str] = {
     "revoked": "revoke",
     "superseded": "amend",
@@ -74,28 +80,38 @@ async def revoke_establishment(
 
 
 async def cancel_unarrived(
-    registry: Registry, *, deadline: int, now: int, actor: str
+    registry: Registry,
+    *,
+    deadline: int,
+    now: int,
+    actor: str,
+    exempt: Callable[[str], bool] = lambda _holder: False,
 ) -> list[Revocation]:
     """Cancel (reason `no_arrival`) every active, unexpired Nusuk permit whose slot starts
     `deadline` seconds after `now` or earlier, when its holder's entry was not recorded by
-    `deadline` seconds before the slot. One write transaction around a conditional UPDATE:
-    running it again, or in several processes at once, cancels each permit once."""
-    cutoff = permits.c.not_before - deadline
-    arrived = exists().where(
-        stays.c.holder == permits.c.holder,
-        stays.c.entered_at <= cutoff,
-        or_(stays.c.departed_at.is_(None), stays.c.departed_at > cutoff),
-    )
+    `deadline` seconds before the slot, unless `exempt(holder)` (someone living in the
+    Kingdom, whose entry no border feed reports). One write transaction around a
+    conditional UPDATE: running it again, or in several processes at once, cancels each
+    permit once."""
+    arrived = present_at(permits.c.holder, permits.c.not_before - deadline)
     where = (
         (permits.c.channel == Channel.NUSUK.value)
         & (permits.c.not_before <= now + deadline)
         & (permits.c.expires > now)
         & ~arrived
     )
+    due = select(permits.c.list_id, permits.c.idx, permits.c.holder).where(
+        where, permits.c.state == "active"
+    )
     async with registry.write() as conn:
-        return await withdraw(
-            conn, where, reason="no_arrival", actor=actor, at=now, state="cancelled"
-        )
+        refs = [(row.list_id, row.idx) for row in await conn.execute(due) if not exempt(row.holder)]
+        done: list[Revocation] = []
+        for start in range(0, len(refs), CHUNK):
+            chosen = tuple_(permits.c.list_id, permits.c.idx).in_(refs[start : start + CHUNK])
+            done += await withdraw(
+                conn, where & chosen, reason="no_arrival", actor=actor, at=now, state="cancelled"
+            )
+        return done
 
 
 async def withdraw(
@@ -106,13 +122,42 @@ async def withdraw(
     actor: str,
     at: int,
     state: Withdrawn = "revoked",
+    cascade: bool = True,
 ) -> list[Revocation]:
-    """Withdraw the active permits `where` selects, in the caller's transaction.
+    """Withdraw the active permits `where` selects, in the caller's transaction, and (with
+    `cascade`) the minors' permits that name a withdrawn one as companion (cancelled,
+    reason `companion_withdrawn`): a minor never keeps a permit its companion lost.
 
     Sequence numbers are taken under one lock held to the commit, so they commit in order:
     a publisher that pushed number n never learns later of a smaller committed one.
     """
     await serialize(conn, REVOCATION_LOCK)
+    done = await _claim(conn, where, reason=reason, actor=actor, at=at, state=state)
+    named = [r.permit_id for r in done] if cascade else []
+    while named:
+        chunk, named = named[:CHUNK], named[CHUNK:]
+        minors = await _claim(
+            conn,
+            permits.c.companion.in_(chunk),
+            reason=COMPANION_WITHDRAWN,
+            actor=actor,
+            at=at,
+            state="cancelled",
+        )
+        done += minors
+        named += [r.permit_id for r in minors]
+    return done
+
+
+async def _claim(
+    conn: AsyncConnection,
+    where: ColumnElement[bool],
+    *,
+    reason: str,
+    actor: str,
+    at: int,
+    state: Withdrawn,
+) -> list[Revocation]:
     # The conditional UPDATE claims the permits: of two transactions racing for one,
     # only the one whose UPDATE changed it goes on to add its revocation and audit rows.
     claimed = await conn.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, Table, Text, text
@@ -37,6 +38,7 @@ permits = Table(
     Column("supersedes", Text),
     Column("details", Text, nullable=False),
     Column("created_by", Text, nullable=False),
+    Column("companion", Text),
 )
 revocations = Table(
     "revocations",
@@ -134,6 +136,20 @@ blocks = Table(
 
 Step = Sequence[str | Callable[[Connection], None]]
 """One migration: SQL statements (or callables on the sync connection), run in order."""
+
+
+def _companion_backfill(conn: Connection) -> None:
+    """Copy `details.companion` of the permits stored before the column existed."""
+    rows = conn.execute(
+        text("SELECT list_id, idx, details FROM permits WHERE details LIKE '%companion%'")
+    ).all()
+    for list_id, index, details in rows:
+        named = json.loads(details).get("companion")
+        conn.execute(
+            text("UPDATE permits SET companion = :c WHERE list_id = :l AND idx = :i"),
+            {"c": named, "l": list_id, "i": index},
+        )
+
 
 # Append only: a step once released is never edited. Edit the Tables above to match.
 # SQLite's AUTOINCREMENT never reuses a rowid, so revocation sequence numbers stay monotonic.
@@ -268,6 +284,14 @@ MIGRATIONS: list[Step] = [
             actor TEXT NOT NULL,
             at BIGINT NOT NULL,
             PRIMARY KEY (kind, subject))""",
+    ],
+    [
+        # The permit id a minor's Nusuk permit names as its companion, as a column, so
+        # withdrawing or amending the companion's permit finds the minors who name it.
+        "ALTER TABLE permits ADD COLUMN companion TEXT",
+        _companion_backfill,
+        "CREATE INDEX permits_companion ON permits (companion)",
+        "CREATE INDEX permits_holder_channel ON permits (holder, channel, state)",
     ],
 ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import ColumnElement, exists, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Channel
@@ -25,6 +25,22 @@ async def open_entry(conn: AsyncConnection, holder: str) -> int | None:
     )
     entered: int | None = (await conn.execute(query)).scalar()
     return entered
+
+
+def present_at(holder: ColumnElement[str], moment: ColumnElement[int]) -> ColumnElement[bool]:
+    """Whether a stay of `holder` recorded `moment` inside the Kingdom: entered by then and
+    not yet departed (the no-arrival rule's test, at issue and in the sweep)."""
+    return exists().where(
+        stays.c.holder == holder,
+        stays.c.entered_at <= moment,
+        or_(stays.c.departed_at.is_(None), stays.c.departed_at > moment),
+    )
+
+
+async def arrived_by(conn: AsyncConnection, holder: str, moment: int) -> bool:
+    """Whether the holder's entry is recorded at or before `moment`, with no exit since."""
+    found = await conn.scalar(select(present_at(literal(holder), literal(moment))))
+    return bool(found)
 
 
 async def latest(conn: AsyncConnection, holder: str) -> tuple[int, Stay] | None:

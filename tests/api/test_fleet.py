@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from checkpoint.signing import InProcessKey, Keyring, key_entry
+from issuer.eligibility import luhn_valid
 from issuer.store.keys import add_key, load_keyring
 from issuer.store.registry import Registry
 from tests.api.test_serve_e2e import PERMIT, POLICY, Server, _api_key, _auth, _cli, _verify
@@ -300,13 +301,20 @@ def test_concurrent_revocations_on_two_nodes_lose_none(
             node.stop()
 
 
+def _resident(number: int) -> str:
+    """The `number`th valid iqama number: one active permit per holder and category."""
+    base = f"2{number:08d}"
+    return next(base + d for d in "0123456789" if luhn_valid(base + d))
+
+
 def _issue(base: str, issuer: str, count: int) -> dict[str, str]:
     """`count` permits in batches of 1000: permit id -> token."""
     issued: dict[str, str] = {}
     with httpx.Client(base_url=base, headers=_auth(issuer), timeout=120) as client:
         while len(issued) < count:
             batch = min(1000, count - len(issued))
-            response = client.post("/v1/permits/batch", json={"permits": [PERMIT] * batch})
+            permits = [PERMIT | {"holder": _resident(len(issued) + n)} for n in range(batch)]
+            response = client.post("/v1/permits/batch", json={"permits": permits})
             assert response.status_code == 201, response.text
             issued |= {p["permit_id"]: p["token"] for p in response.json()["permits"]}
     return issued
@@ -361,13 +369,13 @@ def test_one_new_idempotency_key_sent_to_two_nodes_at_once(
     nodes.append(Server(dirs[1], policy, env=fleet_env, args=("--role", "issue")))
     try:
 
-        async def race(key: str) -> list[httpx.Response]:
+        async def race(key: str, attempt: int) -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=30) as client:
                 return await asyncio.gather(
                     *[
                         client.post(
                             f"{node.base}/v1/permits",
-                            json=PERMIT,
+                            json=PERMIT | {"holder": _resident(attempt)},
                             headers=_auth(issuer) | {"Idempotency-Key": key},
                         )
                         for node in nodes
@@ -376,7 +384,7 @@ def test_one_new_idempotency_key_sent_to_two_nodes_at_once(
 
         issued: set[str] = set()
         for attempt in range(10):
-            answers = asyncio.run(race(f"booking-race-{attempt:04d}"))
+            answers = asyncio.run(race(f"booking-race-{attempt:04d}", attempt))
             assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
             ids = {a.json()["permit_id"] for a in answers}
             assert len(ids) == 1
@@ -398,9 +406,12 @@ def test_a_second_instance_on_the_same_data_directory_keeps_the_first_one_s_metr
     first = Server(data, policy, workers=2)
     second: Server | None = None
     try:
-        for _ in range(3):
+        for n in range(3):
             response = httpx.post(
-                f"{first.base}/v1/permits", json=PERMIT, headers=_auth(issuer), timeout=10
+                f"{first.base}/v1/permits",
+                json=PERMIT | {"holder": _resident(n)},
+                headers=_auth(issuer),
+                timeout=10,
             )
             assert response.status_code == 201, response.text
         assert _issued_total(first.base, admin) == 3

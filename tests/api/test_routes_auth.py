@@ -18,6 +18,7 @@ from api.routes.access import (
     ISSUE_BODY_LIMIT,
     VERIFY_BODY_LIMIT,
 )
+from api.routes.issuer import PROGRAMME_BODY_LIMIT
 from issuer.store.credentials import Role, disable_credential
 from tests.api.conftest import (
     CHECKPOINT,
@@ -63,6 +64,13 @@ ROUTE_TABLE = [
         frozenset({"issuer"}),
         {"permits": [permit_body()]},
         BATCH_ISSUE_BODY_LIMIT,
+    ),
+    Route(
+        "POST",
+        "/v1/permits/replace",
+        frozenset({"issuer"}),
+        {"holder": "A1234567", "permits": [permit_body()]},
+        PROGRAMME_BODY_LIMIT,
     ),
     Route("GET", "/v1/permits/0.0", frozenset({"issuer", "admin"})),
     Route("GET", "/v1/permits/0.0/qr.png", frozenset({"issuer", "admin"})),

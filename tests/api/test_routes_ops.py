@@ -60,7 +60,7 @@ def test_a_committed_change_confirms_freshness_again(
     app: Api, admin_key: str, issuer_key: str, scanner_key: str
 ) -> None:
     permit = app.issue(issuer_key)
-    other = app.issue(issuer_key)
+    other = app.issue(issuer_key, category="dependent")
     app.clock.advance(STALENESS + 5)
     assert app.client.get("/ready").status_code == 503
     response = app.client.post(

@@ -170,7 +170,8 @@ def test_idempotency_keys_are_per_credential(app: Api, issuer_key: str) -> None:
     other_issuer = app.key("issuer", channels=["absher"])
     key = {"Idempotency-Key": "order-0003"}
     first = app.client.post("/v1/permits", json=permit_body(), headers=auth(issuer_key) | key)
-    second = app.client.post("/v1/permits", json=permit_body(), headers=auth(other_issuer) | key)
+    body = permit_body(holder=IQAMA_2)  # one active permit per holder, category and season
+    second = app.client.post("/v1/permits", json=body, headers=auth(other_issuer) | key)
     assert first.json()["permit_id"] != second.json()["permit_id"]
 
 

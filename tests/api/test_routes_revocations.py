@@ -84,7 +84,7 @@ def test_revoke_unknown_permit(app: Api, admin_key: str) -> None:
 def test_admin_revokes_by_holder(
     app: Api, admin_key: str, issuer_key: str, scanner_key: str
 ) -> None:
-    first, second = app.issue(issuer_key), app.issue(issuer_key)
+    first, second = app.issue(issuer_key), app.issue(issuer_key, category="dependent")
     other = app.issue(issuer_key, holder=IQAMA_2)
     response = _revoke(app, admin_key, holder=IQAMA, block=False)
     assert response.status_code == 201, response.text
@@ -141,7 +141,7 @@ def test_revoke_body_validation_names_the_field(app: Api, admin_key: str) -> Non
 
 
 def test_list_revocations_pages_by_seq(app: Api, admin_key: str, issuer_key: str) -> None:
-    permits = [app.issue(issuer_key) for _ in range(3)]
+    permits = [app.issue(issuer_key, holder=h) for h in (IQAMA, IQAMA_2, IQAMA_3)]
     for permit in permits:
         assert _revoke(app, admin_key, permit_id=permit["permit_id"]).status_code == 201
     first = app.client.get("/v1/revocations?limit=2", headers=auth(admin_key)).json()
@@ -240,7 +240,10 @@ def test_the_answer_names_the_revocations_own_sequence_numbers(
         admin = worker_a.key("admin")
         issuer = worker_a.key("issuer", channels=["absher"])
         first, second = worker_a.issue(issuer), worker_a.issue(issuer, holder=IQAMA_2)
-        both = {worker_a.issue(issuer, holder=IQAMA_3)["permit_id"] for _ in range(2)}
+        both = {
+            worker_a.issue(issuer, holder=IQAMA_3, category=category)["permit_id"]
+            for category in ("domestic_worker", "dependent")
+        }
         assert _revoke(worker_a, admin, permit_id=first["permit_id"]).json()["last_seq"] == 1
         assert _revoke(worker_a, admin, permit_id=second["permit_id"]).json()["last_seq"] == 2
         again = _revoke(worker_b, admin, permit_id=first["permit_id"]).json()

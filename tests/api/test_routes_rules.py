@@ -46,6 +46,13 @@ def slot_body(**fields: Any) -> dict[str, Any]:
     return body | fields
 
 
+def arrive(app: Api, holder: str = PILGRIM) -> None:
+    """Record the holder's entry 8 hours before NOW: a slot today is not cancelled."""
+    entered = {"holder": holder, "at": riyadh(20, hour=4)}
+    response = app.client.post("/v1/arrivals", json=entered, headers=auth(app.key("border")))
+    assert response.status_code == 201, response.text
+
+
 ROUTE_TABLE = [
     Route(
         "POST",
@@ -212,14 +219,16 @@ def test_border_feed_records_arrival_and_departure(app: Api, border_key: str) ->
 def test_refusal_says_how_many_departures_are_missing(
     app: Api, nusuk_key: str, border_key: str
 ) -> None:
+    arrive(app, "B0000001")
     app.issue(nusuk_key, **slot_body(holder="B0000001"))
-    app.client.post("/v1/arrivals", json={"holder": "B0000001"}, headers=auth(border_key))
-    response = app.client.post("/v1/permits", json=slot_body(), headers=auth(nusuk_key))
+    # A new pilgrim's slot in two days: not yet due for the arrival deadline.
+    new = slot_body(not_before=riyadh(22, hour=11), expires=riyadh(22, hour=14))
+    response = app.client.post("/v1/permits", json=new, headers=auth(nusuk_key))
     body = assert_problem(response, 422, "departures_missing")
     assert body["missing_departures"] == 1
     assert body["title_ar"]
     app.client.post("/v1/departures", json={"holder": "B0000001"}, headers=auth(border_key))
-    assert app.client.post("/v1/permits", json=slot_body(), headers=auth(nusuk_key)).is_success
+    assert app.client.post("/v1/permits", json=new, headers=auth(nusuk_key)).is_success
 
 
 def test_minor_without_companion_is_refused(app: Api, nusuk_key: str) -> None:
@@ -231,6 +240,7 @@ def test_minor_without_companion_is_refused(app: Api, nusuk_key: str) -> None:
 def test_amend_rejects_the_old_qr_and_accepts_the_new(
     app: Api, nusuk_key: str, scanner_key: str
 ) -> None:
+    arrive(app)
     old = app.issue(nusuk_key, **slot_body())
     assert app.verify(scanner_key, old["token"])["outcome"] == "VALID"
     changed = slot_body(not_before=riyadh(20, hour=10), expires=riyadh(20, hour=16))
@@ -251,6 +261,7 @@ def test_amend_rejects_the_old_qr_and_accepts_the_new(
 def test_amend_keeps_the_holder_and_the_channel(
     app: Api, nusuk_key: str, issuer_key: str, permit: dict[str, Any]
 ) -> None:
+    arrive(app)
     old = app.issue(nusuk_key, **slot_body())
     path = f"/v1/permits/{old['permit_id']}/amend"
     other = app.client.post(path, json=slot_body(holder="B7654321"), headers=auth(nusuk_key))
@@ -304,6 +315,7 @@ def test_a_bound_issuer_cannot_amend_another_establishments_permit(
 
 def test_a_bound_nusuk_issuer_books_for_its_own_company_only(app: Api, nusuk_key: str) -> None:
     bound = app.key("issuer", channels=["nusuk"], establishment=COMPANY)
+    arrive(app)
     assert app.issue(bound, **slot_body())["establishment"] == COMPANY
     other = app.client.post(
         "/v1/permits", json=slot_body(establishment="OTHER-CO"), headers=auth(bound)
@@ -314,16 +326,16 @@ def test_a_bound_nusuk_issuer_books_for_its_own_company_only(app: Api, nusuk_key
 def test_sweep_cancels_an_unarrived_slot_and_checkpoints_reject_it(
     app: Api, nusuk_key: str, border_key: str, scanner_key: str
 ) -> None:
-    later = slot_body(holder="B0000002", not_before=riyadh(20, hour=18), expires=riyadh(21))
-    arrived = slot_body(holder="B0000003", not_before=riyadh(20, hour=18), expires=riyadh(21))
+    later = slot_body(holder="B0000002", not_before=riyadh(20, hour=19), expires=riyadh(21))
+    arrived = slot_body(holder="B0000003", not_before=riyadh(20, hour=19), expires=riyadh(21))
     unarrived, kept = app.issue(nusuk_key, **later), app.issue(nusuk_key, **arrived)
     app.client.post("/v1/arrivals", json={"holder": "B0000003"}, headers=auth(border_key))
-    app.clock.advance(-1)
-    assert app.run(sweep_once, app.services) == 0  # a second before 6 h ahead of 18:00
+    app.clock.advance(HOUR - 1)
+    assert app.run(sweep_once, app.services) == 0  # a second before 6 h ahead of 19:00
     app.clock.advance(1)
     assert app.run(sweep_once, app.services) == 1
     assert app.run(sweep_once, app.services) == 0
-    app.clock.advance(7 * HOUR)  # 19:00, inside both slots
+    app.clock.advance(7 * HOUR)  # 20:00, inside both slots
     app.run(app.services.announce_change, app.clock.now)  # the mirror is confirmed fresh
     assert app.verify(scanner_key, unarrived["token"])["code"] == "revoked"
     assert app.verify(scanner_key, kept["token"])["outcome"] == "VALID"

@@ -548,21 +548,25 @@ async def test_signing_key_is_cached_and_reloaded_after_rotation(
 
     monkeypatch.setattr(keys, "load", counting_load)
     issuer = Issuer(registry, keys, POLICY)
-    batch = [request(Category.DOMESTIC_WORKER)]
+    # One active permit per holder, category and season: each issue is another worker's.
+    workers = iter(["2000000006", "2000000014", "2000000022", "2000000030"])
 
-    (a,) = await issuer.issue(batch, actor="test", now=NOW)
-    (b,) = await issuer.issue(batch, actor="test", now=NOW + 60)
+    def batch() -> list[IssueRequest]:
+        return [request(Category.DOMESTIC_WORKER, holder=next(workers))]
+
+    (a,) = await issuer.issue(batch(), actor="test", now=NOW)
+    (b,) = await issuer.issue(batch(), actor="test", now=NOW + 60)
     assert a.kid == b.kid == first.kid
     assert loads == [first.kid]  # the private key was read once
 
     rotated_at = NOW + 120
     await retire_key(registry, first.kid, actor="test", at=rotated_at)
     second = await new_key(registry, keys, rotated_at)
-    (c,) = await issuer.issue(batch, actor="test", now=rotated_at)
+    (c,) = await issuer.issue(batch(), actor="test", now=rotated_at)
     assert c.kid == second.kid
     assert loads == [first.kid, second.kid]
 
-    (d,) = await issuer.issue(batch, actor="test", now=rotated_at + 60)
+    (d,) = await issuer.issue(batch(), actor="test", now=rotated_at + 60)
     assert d.kid == second.kid
     assert len(loads) == 2
 

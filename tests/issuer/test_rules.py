@@ -206,7 +206,7 @@ async def test_stay_of_90_days_passes_and_day_91_is_refused(
     issuer: Issuer, registry: Registry
 ) -> None:
     entered = NOW - 80 * DAY + HOUR  # recorded on arrival, 80 days before NOW
-    await record_arrival(registry, PILGRIM, actor="border", at=entered)
+    await record_arrival(registry, PILGRIM, actor="border", at=entered, rules=POLICY.rules)
     last = entered + 90 * DAY
     await issue(issuer, slot(start=last - 2 * HOUR))  # day 90: ends as the stay ends
     refusal = await refused(issuer, slot(start=last, hours=1))  # day 91
@@ -244,7 +244,7 @@ async def arrive_and_leave(
     if holders:
         await issue(issuer, *(slot(h, establishment=company) for h in holders))
     for n, holder in enumerate(holders):
-        await record_arrival(registry, holder, actor="border", at=NOW - DAY)
+        await record_arrival(registry, holder, actor="border", at=NOW - DAY, rules=POLICY.rules)
         if n < departed:
             await record_departure(registry, holder, actor="border", at=NOW - HOUR)
 
@@ -301,7 +301,7 @@ async def test_ratio_and_classes_come_from_the_policy(registry: Registry, keys: 
     await arrive_and_leave(issuer, registry, arrived=4, departed=0)
     await issue(issuer, slot())  # class B, exempt under this policy
     strict = Issuer(registry, keys, with_rules(departure_ratio=0.5))
-    refusal = await refused(strict, slot())
+    refusal = await refused(strict, slot("B0000001"))
     assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", 2)
 
 
@@ -340,7 +340,10 @@ async def test_seasonal_worker_needs_a_visa_not_a_makkah_establishment(
 async def test_batch_refusal_names_the_item(issuer: Issuer, registry: Registry) -> None:
     await register(registry, "MAK-1", channel="muqeem")
     good = hajj("establishment_employee", establishment="MAK-1")
-    refusal = await refused(issuer, good, good, hajj("establishment_employee"))
+    other = hajj("establishment_employee", holder="2000000014", establishment="MAK-1")
+    refusal = await refused(
+        issuer, good, other, hajj("establishment_employee", holder="2000000022")
+    )
     assert (refusal.code, refusal.item) == ("establishment_required", 2)
     assert await get_permit(registry, 0, 0) is None
 
@@ -356,12 +359,21 @@ async def test_establishment_is_registered_once(registry: Registry) -> None:
 
 
 async def test_arrival_and_departure_are_idempotent(registry: Registry) -> None:
-    first = await record_arrival(registry, PILGRIM, actor="border", at=NOW)
-    assert await record_arrival(registry, PILGRIM, actor="border", at=NOW + 60) == first
-    left = await record_departure(registry, PILGRIM, actor="border", at=NOW + DAY)
+    rules = POLICY.rules
+    first, _ = await record_arrival(registry, PILGRIM, actor="border", at=NOW, rules=rules)
+    assert await record_arrival(registry, PILGRIM, actor="border", at=NOW + 60, rules=rules) == (
+        first,
+        [],
+    )
+    left, _ = await record_departure(registry, PILGRIM, actor="border", at=NOW + DAY)
     assert (left.entered_at, left.departed_at) == (NOW, NOW + DAY)
-    assert await record_departure(registry, PILGRIM, actor="border", at=NOW + 2 * DAY) == left
-    again = await record_arrival(registry, PILGRIM, actor="border", at=NOW + 3 * DAY)
+    assert await record_departure(registry, PILGRIM, actor="border", at=NOW + 2 * DAY) == (
+        left,
+        [],
+    )
+    again, _ = await record_arrival(
+        registry, PILGRIM, actor="border", at=NOW + 3 * DAY, rules=rules
+    )
     assert again.entered_at == NOW + 3 * DAY
     actions = [e.action for e in await audit_entries(registry)]
     assert actions == ["arrival", "departure", "arrival"]
@@ -381,7 +393,7 @@ async def test_amend_rejects_the_old_qr_and_accepts_the_new(
 ) -> None:
     (old,) = await issue(issuer, slot())
     await arrive_and_leave(issuer, registry, arrived=1, departed=0, company="UMRAH-CO")
-    revocation, new = await issuer.amend(
+    (revocation,), new = await issuer.amend(
         old.ref, slot(start=NOW + 4 * DAY), actor="portal", now=NOW + 60
     )  # the company is under its ratio, but an amendment brings no new pilgrim
     assert (revocation.permit_id, new.supersedes, new.state) == (
@@ -418,7 +430,7 @@ async def test_amend_keeps_holder_and_applies_the_rules(issuer: Issuer) -> None:
 
 async def test_amend_supersedes_in_one_transaction(issuer: Issuer, registry: Registry) -> None:
     (old,) = await issue(issuer, slot())
-    revocation, new = await issuer.amend(old.ref, slot(), actor="portal", now=NOW + 60)
+    (revocation,), new = await issuer.amend(old.ref, slot(), actor="portal", now=NOW + 60)
     assert (revocation.permit_id, revocation.seq, revocation.at) == (old.permit_id, 1, NOW + 60)
     assert (new.permit_id, new.supersedes, new.state) == ("0.1", old.permit_id, "active")
     assert await revoked_refs(registry) == [old.ref]

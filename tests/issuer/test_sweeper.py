@@ -73,8 +73,12 @@ async def test_at_the_deadline_an_unarrived_slot_is_cancelled_revoked_and_audite
 
 async def test_entry_recorded_exactly_6_hours_before_keeps_the_slot(issuer: Issuer) -> None:
     on_time, late = await book(issuer, slot("A0000001", start=SLOT), slot("A0000002", start=SLOT))
-    await record_arrival(issuer.registry, "A0000001", actor="border", at=DEADLINE)
-    await record_arrival(issuer.registry, "A0000002", actor="border", at=DEADLINE + 1)
+    await record_arrival(
+        issuer.registry, "A0000001", actor="border", at=DEADLINE, rules=POLICY.rules
+    )
+    await record_arrival(
+        issuer.registry, "A0000002", actor="border", at=DEADLINE + 1, rules=POLICY.rules
+    )
     cancelled = await sweep(issuer.registry, POLICY, DEADLINE + 1)
     assert [r.permit_id for r in cancelled] == [late.permit_id]
     assert await sweep(issuer.registry, POLICY, SLOT) == []
@@ -84,12 +88,12 @@ async def test_entry_recorded_exactly_6_hours_before_keeps_the_slot(issuer: Issu
 async def test_a_pilgrim_who_left_again_before_the_deadline_is_not_arrived(
     issuer: Issuer,
 ) -> None:
+    """The departure itself cancels the slot (`departed`); the sweep has nothing left."""
     (permit,) = await book(issuer, slot(start=SLOT))
-    await record_arrival(issuer.registry, PILGRIM, actor="border", at=NOW - DAY)
-    await record_departure(issuer.registry, PILGRIM, actor="border", at=DEADLINE - 1)
-    assert [r.permit_id for r in await sweep(issuer.registry, POLICY, DEADLINE)] == [
-        permit.permit_id
-    ]
+    await record_arrival(issuer.registry, PILGRIM, actor="border", at=NOW - DAY, rules=POLICY.rules)
+    _, withdrawn = await record_departure(issuer.registry, PILGRIM, actor="border", at=DEADLINE - 1)
+    assert [(r.permit_id, r.reason) for r in withdrawn] == [(permit.permit_id, "departed")]
+    assert await sweep(issuer.registry, POLICY, DEADLINE) == []
 
 
 async def test_sweeping_again_changes_nothing(issuer: Issuer) -> None:
@@ -102,8 +106,11 @@ async def test_sweeping_again_changes_nothing(issuer: Issuer) -> None:
 
 
 async def test_only_live_nusuk_slots_are_swept(issuer: Issuer, registry: Registry) -> None:
-    ended, later = await book(
-        issuer, slot("A0000001", start=NOW, hours=1), slot("A0000002", start=SLOT + 7 * HOUR)
+    # Booked before its own deadline (a slot due sooner is refused at issue).
+    ended, later = await issuer.issue(
+        [slot("A0000001", start=NOW, hours=1), slot("A0000002", start=SLOT + 7 * HOUR)],
+        actor="portal",
+        now=NOW - 7 * HOUR,
     )
     await register(registry, "EST-7", channel="muqeem")
     hajj = POLICY.seasons[1]
