@@ -230,3 +230,18 @@ class HsmLoginFailed(HsmUnavailable):
     code = "hsm_login_failed"
     message_en = "The hardware security module refused the configured PIN."
     message_ar = "رفضت وحدة أمان الأجهزة رمز PIN المضبوط."
+
+
+# --- Umrah company classes. ---
+
+
+class EstablishmentNotFound(CheckpointError):
+    code = "establishment_not_found"
+    message_en = "No establishment or Umrah company with this id is registered."
+    message_ar = "لا توجد منشأة أو شركة عمرة مسجلة بهذا المعرّف."
+
+
+class NotAnUmrahCompany(CheckpointError):
+    code = "not_an_umrah_company"
+    message_en = "Only an Umrah company (registered for Nusuk) has a class."
+    message_ar = "التصنيف خاص بشركات العمرة المسجلة في نسك فقط."

@@ -138,8 +138,8 @@ class Issuer:
         grant: Grant = ANYONE,
     ) -> tuple[Revocation, PermitRecord]:
         """Cancel a permit and issue `request` in its place in one transaction (`supersedes`
-        links them). The holder and portal stay; the departure ratio does not apply: the
-        pilgrim is not new."""
+        links them). The holder and portal stay; the departure gate applies when the permit
+        moves the pilgrim to another company (within one company the pilgrim is not new)."""
         with item(None):
             grant.channel_for(request)
         async with self.registry.write() as conn:
@@ -151,7 +151,7 @@ class Issuer:
                 raise AmendMismatch(f"{old.permit_id} is another holder's permit")
             if old.state != "active":
                 raise PermitNotActive(f"{old.permit_id} is {old.state}")
-            await Admission(conn, self.policy, now, new_pilgrims=False).check(draft)
+            await Admission(conn, self.policy, now).check(draft)
             (revocation,) = await withdraw(
                 conn,
                 permits.is_permit(*permit_id),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, Table, Text, text
+from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, Text, text
 
 from issuer.errors import SchemaTooNew
 
@@ -92,6 +92,7 @@ establishments = Table(
     Column("company_class", Text),
     Column("registered_at", BigInteger, nullable=False),
     Column("registered_by", Text, nullable=False),
+    Column("newly_licensed", Boolean, nullable=False, default=False),
 )
 stays = Table(
     "stays",
@@ -245,6 +246,11 @@ MIGRATIONS: list[Step] = [
             id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
             keyring_version BIGINT NOT NULL)""",
         "INSERT INTO trust_state (id, keyring_version) VALUES (1, 0)",
+    ],
+    [
+        # An Umrah company licensed for the first time (registered without a class): its
+        # first operating period runs from its registration. Earlier rows were not marked.
+        "ALTER TABLE establishments ADD COLUMN newly_licensed BOOLEAN NOT NULL DEFAULT FALSE",
     ],
 ]
 
