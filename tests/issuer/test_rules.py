@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -385,6 +386,25 @@ async def test_amend_within_the_company_brings_no_new_pilgrim(
     await record_arrival(registry, PILGRIM, actor="border", at=NOW)
     later = slot(start=NOW + 4 * DAY, establishment="COC")
     await issuer.amend(permit.ref, later, actor="portal", now=NOW + 60)
+
+
+async def test_two_nodes_booking_for_one_company_admit_one_new_pilgrim(
+    issuer: Issuer, registry: Registry, keys: FileKeys, database_url: str
+) -> None:
+    """Each node counts the intake under the gate's lock: not both the intake of 0."""
+    await register(registry, "COC", company_class="C")
+    other = await Registry.open(database_url)
+    try:
+        nodes = [issuer, Issuer(other, keys, POLICY)]
+        bookings = [
+            issue(node, slot(holder, establishment="COC"))
+            for node, holder in zip(nodes, ["B0000001", "B0000002"], strict=True)
+        ]
+        results = await asyncio.gather(*bookings, return_exceptions=True)
+    finally:
+        await other.close()
+    codes = sorted(getattr(r, "code", "issued") for r in results)
+    assert codes == ["departures_missing", "issued"], results
 
 
 # --- Umrah companies: set numbers, the first operating period, classes -------------------
