@@ -37,6 +37,7 @@ from issuer.errors import (
     InvalidDraft,
     IssueRefused,
     LastSigningKey,
+    NotAnUmrahCompany,
     NotArrived,
     NotBlocked,
     PermitNotActive,
@@ -55,6 +56,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (EstablishmentNotFound, HTTP_404_NOT_FOUND),
     (InvalidDraft, HTTP_422_UNPROCESSABLE_ENTITY),
     (UnknownCheckpoint, HTTP_422_UNPROCESSABLE_ENTITY),
+    (NotAnUmrahCompany, HTTP_422_UNPROCESSABLE_ENTITY),
     (IdempotencyConflict, HTTP_409_CONFLICT),
     (PermitNotActive, HTTP_409_CONFLICT),
     (EstablishmentExists, HTTP_409_CONFLICT),
@@ -63,6 +65,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (PermitNotFound, HTTP_404_NOT_FOUND),
     (CredentialNotFound, HTTP_404_NOT_FOUND),
     (KeyNotFound, HTTP_404_NOT_FOUND),
+    (EstablishmentNotFound, HTTP_404_NOT_FOUND),
     (RegistryUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
     # The service's own signing key: a fault of the deployment, never of the request.
     (KeyCannotSign, HTTP_503_SERVICE_UNAVAILABLE),

@@ -20,6 +20,16 @@ TIMEZONE = "Asia/Riyadh"
 """The zone season days and checkpoint hours are written in (Makkah and Madinah alike)."""
 
 CompanyClass = Literal["A", "B", "C"]
+SetNumber = Annotated[int, Meta(ge=1, le=10_000_000)]
+
+
+class SetNumbers(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One `[[rules.set_numbers]]` table: the pilgrims a class B or C company must bring in
+    during one season; a company that reached its class's number is not held to departures."""
+
+    season: Annotated[int, Meta(ge=1, le=0xFFFF)]
+    class_b: SetNumber | None = msgspec.field(default=None, name="B")
+    class_c: SetNumber | None = msgspec.field(default=None, name="C")
 
 
 class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -35,6 +45,18 @@ class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     departure_ratio: Annotated[float, Meta(ge=0, le=1)] = 0.75
     exempt_company_classes: tuple[CompanyClass, ...] = ("A",)
     new_company_class: CompanyClass = "C"
+    first_period_days: Annotated[int, Meta(ge=0, le=3650)] = 90
+    """A newly licensed company's first operating period, from its registration: it is not
+    yet held to a set number (it is establishing the numbers it may move up by)."""
+    set_numbers: tuple[SetNumbers, ...] = ()
+    """By season; a class without a number in a season is held to departures throughout."""
+
+    def set_number(self, season: int, company_class: CompanyClass) -> int | None:
+        """The pilgrims a company of this class must bring in during the season, if set."""
+        for entry in self.set_numbers:
+            if entry.season == season:
+                return {"A": None, "B": entry.class_b, "C": entry.class_c}[company_class]
+        return None
 
 
 class DuplicateMode(enum.StrEnum):

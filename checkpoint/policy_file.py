@@ -166,6 +166,8 @@ def _build(raw: PolicyFile) -> Policy:
         seasons[entry.id] = _season(entry, path, zone, offset)
         season_codes.add(entry.code)
 
+    _set_numbers(raw.rules, seasons)
+
     gates: dict[str, Gate] = {}
     bits: dict[int, str] = {}
     for i, gate_entry in enumerate(raw.checkpoints):
@@ -192,6 +194,17 @@ def _build(raw: PolicyFile) -> Policy:
         timezone=TIMEZONE,
         utc_offset=offset,
     )
+
+
+def _set_numbers(rules: Rules, seasons: dict[int, Season]) -> None:
+    named: set[int] = set()
+    for i, entry in enumerate(rules.set_numbers):
+        path = f"$.rules.set_numbers[{i}].season"
+        if entry.season not in seasons:
+            raise PolicyError(f"set numbers for unknown season {entry.season} - at `{path}`")
+        if entry.season in named:
+            raise PolicyError(f"set numbers for season {entry.season} given twice - at `{path}`")
+        named.add(entry.season)
 
 
 def _zone() -> ZoneInfo:

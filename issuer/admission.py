@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
-from fractions import Fraction
+from collections.abc import Iterable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,7 +13,6 @@ from issuer.eligibility import age_at, lives_in_kingdom
 from issuer.errors import (
     ArrivalDeadlinePassed,
     CompanionNotValid,
-    DeparturesMissing,
     EstablishmentNotInMakkah,
     EstablishmentNotRegistered,
     EstablishmentRequired,
@@ -22,6 +20,7 @@ from issuer.errors import (
     ProgrammeOverlap,
     StayTooLong,
 )
+from issuer.intake import IntakeGate
 from issuer.store import establishments, permits, stays
 from issuer.store.establishments import Establishment
 from issuer.store.permits import PermitDraft, PermitRecord
@@ -45,23 +44,26 @@ def conflicts(one: PermitDraft, other: PermitDraft) -> bool:
 
 
 class Admission:
-    """One issuing transaction's view of the registry; a batch reads each fact once.
-
-    `new_pilgrims=False` (an amendment) skips the departure ratio: the pilgrim is not new.
-    """
+    """One issuing transaction's view of the registry; a batch reads each fact once."""
 
     def __init__(
-        self, conn: AsyncConnection, policy: Policy, now: int, *, new_pilgrims: bool = True
+        self,
+        conn: AsyncConnection,
+        policy: Policy,
+        now: int,
+        *,
+        continuing: Iterable[PermitRecord] = (),
     ) -> None:
+        """`continuing`: permits this transaction withdrew for a successor (an amended
+        permit, a replaced programme): their holders stay their company's pilgrims."""
         self.conn = conn
         self.policy = policy
         self.rules = policy.rules
         self.now = now
-        self.new_pilgrims = new_pilgrims
         self.places: dict[str, Establishment | None] = {}
         self.checked: list[PermitDraft] = []
         """The drafts of this transaction checked so far: a batch must not overlap itself."""
-        self.missing: dict[str, int] = {}
+        self.intake = IntakeGate(conn, policy.rules, now, continuing)
 
     async def check(self, draft: PermitDraft) -> None:
         """Refuse the draft (an IssueRefused) if the registry's facts forbid it."""
@@ -88,14 +90,7 @@ class Admission:
         start = draft.not_before if entered is None else entered
         if draft.expires > start + self.rules.max_stay_days * DAY:
             raise StayTooLong(f"the stay ends {self.rules.max_stay_days} days after {start}")
-        exempt = place.company_class in self.rules.exempt_company_classes
-        if self.new_pilgrims and entered is None and not exempt:
-            if place.id not in self.missing:
-                self.missing[place.id] = await self.missing_departures(place.id)
-            if missing := self.missing[place.id]:
-                refusal = DeparturesMissing(f"{missing} more departures of {place.id}")
-                refusal.missing = missing
-                raise refusal
+        await self.intake.admit(draft, place)
 
     async def place(self, draft: PermitDraft) -> Establishment | None:
         """The draft's registered establishment or company (None if it names none)."""
@@ -176,11 +171,3 @@ class Admission:
         # ids, which of another company's permits exist, are active or held by adults.
         if companion is None or not self.accompanies(companion, draft):
             raise CompanionNotValid(f"{reference} does not accompany this slot")
-
-    async def missing_departures(self, company: str) -> int:
-        """Departures the company still needs: the ratio of its pilgrims who arrived, rounded
-        up, less those who left."""
-        arrived, departed = await stays.company_stays(self.conn, company)
-        # Fraction(str(0.75)) is exactly 3/4: no binary rounding at the boundary.
-        ratio = Fraction(str(self.rules.departure_ratio))
-        return max(math.ceil(ratio * arrived) - departed, 0)

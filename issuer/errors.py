@@ -317,3 +317,9 @@ class ArrivalDeadlinePassed(IssueRefused):
         "موعد التصريح قريب جدًا: لم يُسجَّل دخول المعتمر إلى المملكة قبل المهلة المحددة، "
         "فسيُلغى التصريح."
     )
+
+
+class NotAnUmrahCompany(CheckpointError):
+    code = "not_an_umrah_company"
+    message_en = "Only an Umrah company (registered for Nusuk) has a class."
+    message_ar = "التصنيف خاص بشركات العمرة المسجلة في نسك فقط."

@@ -168,9 +168,15 @@ class Issuer:
                 at=now,
                 state="superseded",
             )
-            # A pilgrim whose programme changes is not new to the departure ratio.
+            # A pilgrim whose programme changes is not new to the company it stays with.
+            replaced = [await permits.find(conn, r.list_id, r.index) for r in revocations]
             records = await self._admit_and_store(
-                conn, drafts, actor, now, batch=True, new_pilgrims=not revocations
+                conn,
+                drafts,
+                actor,
+                now,
+                batch=True,
+                continuing=[record for record in replaced if record is not None],
             )
             if idempotency_claim is not None:
                 await idempotency.remember(conn, idempotency_claim, records, now)
@@ -184,12 +190,12 @@ class Issuer:
         now: int,
         *,
         batch: bool,
-        new_pilgrims: bool = True,
+        continuing: Sequence[PermitRecord] = (),
     ) -> list[PermitRecord]:
         """The registry's checks of every draft, then signing and storing them."""
         await refuse_blocked(conn, drafts, batch=batch)
         await permits.lock_holders(conn, (draft.holder for draft in drafts))
-        admission = Admission(conn, self.policy, now, new_pilgrims=new_pilgrims)
+        admission = Admission(conn, self.policy, now, continuing=continuing)
         for position, draft in enumerate(drafts):
             with item(position if batch else None):
                 await admission.check(draft)
@@ -205,10 +211,11 @@ class Issuer:
         grant: Grant = ANYONE,
     ) -> tuple[list[Revocation], PermitRecord]:
         """Cancel a permit and issue `request` in its place in one transaction (`supersedes`
-        links them). The holder and portal stay; the departure ratio does not apply: the
-        pilgrim is not new. Minors naming the old permit as companion name the new one if it
-        still accompanies their slot, and lose theirs (`companion_withdrawn`) if not: the
-        first revocation is the amended permit's, any others the minors'."""
+        links them). The holder and portal stay; the departure gate applies when the permit
+        moves the pilgrim to another company (within one company the pilgrim is not new).
+        Minors naming the old permit as companion name the new one if it still accompanies
+        their slot, and lose theirs (`companion_withdrawn`) if not: the first revocation is
+        the amended permit's, any others the minors'."""
         with item(None):
             grant.channel_for(request)
         async with self.registry.write() as conn:
@@ -232,7 +239,7 @@ class Issuer:
                 state="superseded",
                 cascade=False,
             )
-            admission = Admission(conn, self.policy, now, new_pilgrims=False)
+            admission = Admission(conn, self.policy, now, continuing=[old])
             await admission.check(draft)
             draft = msgspec.structs.replace(draft, supersedes=old.permit_id)
             (record,) = await self._store(conn, [draft], actor, now, action="amend")

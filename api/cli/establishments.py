@@ -1,4 +1,4 @@
-"""`checkpoint establishments add` and `checkpoint sweep`: the article rules' records."""
+"""`checkpoint establishments add|set-class` and `checkpoint sweep`: the article rules' records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from api.cli import blocks, shared
 from api.cli.shared import Commands, UserError, actor, at_or_now, open_registry, show_time
 from api.runtime.changes import CHANGES_FILE, ChangeSignal
 from api.runtime.settings import Settings
-from issuer.registration import register_establishment
+from issuer.registration import register_establishment, set_company_class
 from issuer.store.establishments import Establishment
 from issuer.store.revocations import Revocation
 from issuer.sweep import sweep
@@ -42,6 +42,25 @@ def cmd_establishments_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_establishments_set_class(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> Establishment:
+        registry = await open_registry(settings)
+        try:
+            return await set_company_class(
+                registry,
+                args.establishment_id,
+                args.company_class,
+                actor=actor(),
+                at=shared.clock_now(),
+            )
+        finally:
+            await registry.close()
+
+    found = asyncio.run(run())
+    print(f"{found.id} is now an Umrah company of class {found.company_class}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     """Cancel the slot permits whose holder's arrival is not recorded in time (run it often)."""
     now = at_or_now(args.at)
@@ -63,7 +82,7 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(commands: Commands) -> None:
-    """`establishments add` and `sweep`."""
+    """`establishments add`, `establishments set-class` and `sweep`."""
     places = commands.add_parser("establishments", help="register establishments and companies")
     actions = places.add_subparsers(dest="establishments_command", metavar="ACTION", required=True)
     add = actions.add_parser(
@@ -78,6 +97,10 @@ def add_commands(commands: Commands) -> None:
     )
     add.set_defaults(handler=cmd_establishments_add)
     blocks.add_establishment_actions(actions)
+    classed = actions.add_parser("set-class", help="move an Umrah company to another class")
+    classed.add_argument("establishment_id", help="the Umrah company's id")
+    classed.add_argument("--class", dest="company_class", required=True, choices=["A", "B", "C"])
+    classed.set_defaults(handler=cmd_establishments_set_class)
     text = "cancel Umrah/Rawdah slot permits whose holder's entry is not recorded in time"
     sweep_parser = commands.add_parser("sweep", help=text, description=text)
     sweep_parser.add_argument("--at", help="sweep as of this time instead of now")

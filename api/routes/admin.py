@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Router, get, post
+from litestar import Request, Router, get, patch, post
 from litestar.exceptions import ClientException, PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK
@@ -19,7 +19,7 @@ from checkpoint.policy import CompanyClass
 from issuer.blocking import block_holder, suspend_establishment
 from issuer.eligibility import EstablishmentId
 from issuer.errors import BlockChoiceRequired
-from issuer.registration import register_establishment
+from issuer.registration import register_establishment, set_company_class
 from issuer.store.blocks import Block
 from issuer.store.establishments import Establishment, EstablishmentChannel
 from issuer.store.keys import revoke_key as revoke_signing_key
@@ -43,6 +43,12 @@ class EstablishmentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     city: City
     company_class: CompanyClass | None = None
     """Umrah companies only; a newly licensed company starts in the policy's class (C)."""
+
+
+class ClassChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An Umrah company's new class, decided by an admin on its numbers."""
+
+    company_class: CompanyClass
 
 
 @post("/revocations", opt=roles("admin", "issuer"), request_max_body_size=ADMIN_BODY_LIMIT)
@@ -160,5 +166,29 @@ async def register(
     )
 
 
-router = Router(path="/v1", route_handlers=[revoke, list_revocations, revoke_key, register])
+@patch(
+    "/establishments/{establishment_id:str}",
+    opt=roles("admin"),
+    request_max_body_size=ADMIN_BODY_LIMIT,
+)
+async def set_class(
+    request: Request[Any, Any, Any],
+    establishment_id: FromPath[str],
+    data: JSONBody[ClassChange],
+    services: ServicesDep,
+) -> Establishment:
+    """Move an Umrah company to another class (404 for an unknown id, 422 for a Muqeem
+    establishment); audited."""
+    return await set_company_class(
+        services.registry,
+        establishment_id,
+        data.company_class,
+        actor=credential_of(request).id,
+        at=services.clock(),
+    )
+
+
+router = Router(
+    path="/v1", route_handlers=[revoke, list_revocations, revoke_key, register, set_class]
+)
 """The admins' routes; each handler declares its own roles (the router declares none)."""

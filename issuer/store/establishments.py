@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.policy import CompanyClass
@@ -24,6 +24,9 @@ class Establishment(msgspec.Struct, frozen=True, kw_only=True):
     company_class: CompanyClass | None
     registered_at: int
     registered_by: str
+    newly_licensed: bool = False
+    """An Umrah company licensed for the first time: its first operating period runs from
+    `registered_at`."""
 
 
 async def find(conn: AsyncConnection, establishment_id: str) -> Establishment | None:
@@ -36,3 +39,11 @@ async def find(conn: AsyncConnection, establishment_id: str) -> Establishment | 
 async def add(conn: AsyncConnection, establishment: Establishment) -> None:
     """Store a new establishment (the caller checked that its id is free)."""
     await conn.execute(insert(establishments).values(msgspec.structs.asdict(establishment)))
+
+
+async def set_class(
+    conn: AsyncConnection, establishment_id: str, company_class: CompanyClass
+) -> None:
+    """Change an Umrah company's class (the caller checked that it is one)."""
+    query = update(establishments).where(establishments.c.id == establishment_id)
+    await conn.execute(query.values(company_class=company_class))

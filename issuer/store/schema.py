@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, Table, Text, text
+from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, Text, text
 
 from issuer.errors import SchemaTooNew
 
@@ -94,6 +94,7 @@ establishments = Table(
     Column("company_class", Text),
     Column("registered_at", BigInteger, nullable=False),
     Column("registered_by", Text, nullable=False),
+    Column("newly_licensed", Boolean, nullable=False, default=False),
 )
 stays = Table(
     "stays",
@@ -292,6 +293,11 @@ MIGRATIONS: list[Step] = [
         _companion_backfill,
         "CREATE INDEX permits_companion ON permits (companion)",
         "CREATE INDEX permits_holder_channel ON permits (holder, channel, state)",
+    ],
+    [
+        # An Umrah company licensed for the first time (registered without a class): its
+        # first operating period runs from its registration. Earlier rows were not marked.
+        "ALTER TABLE establishments ADD COLUMN newly_licensed BOOLEAN NOT NULL DEFAULT FALSE",
     ],
 ]
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import ColumnElement, exists, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, exists, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from checkpoint.model import Channel
-from issuer.store.schema import permits, stays
+from issuer.store.schema import stays
 
 
 class Stay(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,15 +64,3 @@ async def add_entry(conn: AsyncConnection, holder: str, at: int) -> None:
 async def close(conn: AsyncConnection, stay_id: int, at: int) -> None:
     """Record the exit that ends a stay."""
     await conn.execute(update(stays).where(stays.c.id == stay_id).values(departed_at=at))
-
-
-async def company_stays(conn: AsyncConnection, company: str) -> tuple[int, int]:
-    """How many stays of the company's Nusuk pilgrims are recorded, and how many ended."""
-    its_pilgrim = exists().where(
-        permits.c.holder == stays.c.holder,
-        permits.c.channel == Channel.NUSUK.value,
-        permits.c.establishment == company,
-    )
-    query = select(func.count(), func.count(stays.c.departed_at)).where(its_pilgrim)
-    arrived, departed = (await conn.execute(query)).one()
-    return int(arrived), int(departed)

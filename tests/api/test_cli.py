@@ -146,6 +146,7 @@ def read_qr(path: Path) -> list[str]:
         ["credentials", "disable"],
         ["establishments"],
         ["establishments", "add"],
+        ["establishments", "set-class"],
         ["sweep"],
     ],
     ids=lambda c: " ".join(c) or "checkpoint",
@@ -670,6 +671,26 @@ def test_establishments_add(run: Runner) -> None:
     )
     assert classed.code == 2
     classed.error_line()
+
+
+def test_establishments_set_class(run: Runner) -> None:
+    add = ["establishments", "add", "CO-1", "--channel", "nusuk", "--city", "makkah"]
+    assert run(*add, "--name", "Umrah Co").code == 0
+    moved = run("establishments", "set-class", "CO-1", "--class", "B")
+    assert moved.code == 0, moved.err
+    assert "CO-1 is now an Umrah company of class B" in moved.out
+    unknown = run("establishments", "set-class", "NOBODY", "--class", "B")
+    assert unknown.code == 2
+    assert "establishment_not_found" in unknown.error_line()
+    muqeem = ["establishments", "add", "EST-1", "--channel", "muqeem", "--city", "makkah"]
+    assert run(*muqeem, "--name", "X").code == 0
+    refused = run("establishments", "set-class", "EST-1", "--class", "A")
+    assert refused.code == 2
+    assert "not_an_umrah_company" in refused.error_line()
+    for usage in (["--class", "D"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["establishments", "set-class", "CO-1", *usage])
+        assert exit_info.value.code == 2
 
 
 def test_sweep_cancels_unarrived_slots_once(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,6 +124,7 @@ ROUTE_TABLE = [
 TESTED_ELSEWHERE = [
     # test_routes_rules: establishments, the border feed, amendments
     admin.register,
+    admin.set_class,
     border.arrival,
     border.departure,
     issuer_routes.amend,

@@ -62,6 +62,13 @@ ROUTE_TABLE = [
         ADMIN_BODY_LIMIT,
     ),
     Route(
+        "PATCH",
+        f"/v1/establishments/{COMPANY}",
+        frozenset({"admin"}),
+        {"company_class": "B"},
+        ADMIN_BODY_LIMIT,
+    ),
+    Route(
         "POST",
         "/v1/arrivals",
         frozenset({"border", "admin"}),
@@ -113,9 +120,21 @@ def keys(shared: Api) -> dict[str, str]:
 
 
 def test_the_table_covers_every_rule_route() -> None:
-    rule_handlers = [admin.register, border.arrival, border.departure, issuer_routes.amend]
+    rule_handlers = [
+        admin.register,
+        admin.set_class,
+        border.arrival,
+        border.departure,
+        issuer_routes.amend,
+    ]
     declared = mounted_routes(rule_handlers)
-    tested = {(r.method, r.path.replace("0.0", "{permit_id:str}")) for r in ROUTE_TABLE}
+    templates = {"0.0": "{permit_id:str}", COMPANY: "{establishment_id:str}"}
+    tested = set()
+    for route in ROUTE_TABLE:
+        path = route.path
+        for concrete, template in templates.items():
+            path = path.replace(concrete, template)
+        tested.add((route.method, path))
     assert declared == tested
 
 
@@ -172,6 +191,31 @@ def border_key(app: Api) -> str:
     return app.key("border")
 
 
+def set_class(app: Api, key: str, establishment: str, body: object) -> Any:
+    return app.client.patch(f"/v1/establishments/{establishment}", json=body, headers=auth(key))
+
+
+def test_an_admin_moves_a_company_to_another_class(
+    app: Api, admin_key: str, nusuk_key: str
+) -> None:
+    moved = set_class(app, admin_key, COMPANY, {"company_class": "B"})
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["id"], moved.json()["company_class"]) == (COMPANY, "B")
+    (event,) = app.audit_entries("set_class")
+    assert event.detail == {"establishment": COMPANY, "from": "C", "to": "B"}
+    assert_problem(
+        set_class(app, admin_key, "NOBODY", {"company_class": "B"}),
+        404,
+        ("establishment_not_found"),
+    )
+    app.register_establishment("JED-1", city="jeddah")
+    muqeem = set_class(app, admin_key, "JED-1", {"company_class": "B"})
+    assert_problem(muqeem, 422, "not_an_umrah_company")
+    for body in ({"company_class": "D"}, {"company_class": None}, {"class": "B"}):
+        assert_problem(set_class(app, admin_key, COMPANY, body), 422, "invalid_body")
+    assert len(app.audit_entries("set_class")) == 1
+
+
 def test_establishment_is_registered_once_and_only_companies_have_a_class(
     app: Api, admin_key: str
 ) -> None:
@@ -217,18 +261,28 @@ def test_border_feed_records_arrival_and_departure(app: Api, border_key: str) ->
 
 
 def test_refusal_says_how_many_departures_are_missing(
-    app: Api, nusuk_key: str, border_key: str
+    app: Api, admin_key: str, border_key: str
 ) -> None:
+    # A company registered with its class (not newly licensed): no first operating period.
+    company = {"id": "OLD-CO", "channel": "nusuk", "name": "Old", "city": "makkah"}
+    registered = app.client.post(
+        "/v1/establishments", json=company | {"company_class": "C"}, headers=auth(admin_key)
+    )
+    assert registered.status_code == 201, registered.text
+    key = app.key("issuer", channels=["nusuk"])
     arrive(app, "B0000001")
-    app.issue(nusuk_key, **slot_body(holder="B0000001"))
+    app.issue(key, **slot_body(holder="B0000001", establishment="OLD-CO"))
     # A new pilgrim's slot in two days: not yet due for the arrival deadline.
-    new = slot_body(not_before=riyadh(22, hour=11), expires=riyadh(22, hour=14))
-    response = app.client.post("/v1/permits", json=new, headers=auth(nusuk_key))
+    booking = slot_body(
+        establishment="OLD-CO", not_before=riyadh(22, hour=11), expires=riyadh(22, hour=14)
+    )
+    response = app.client.post("/v1/permits", json=booking, headers=auth(key))
     body = assert_problem(response, 422, "departures_missing")
     assert body["missing_departures"] == 1
     assert body["title_ar"]
+    app.clock.advance(60)
     app.client.post("/v1/departures", json={"holder": "B0000001"}, headers=auth(border_key))
-    assert app.client.post("/v1/permits", json=new, headers=auth(nusuk_key)).is_success
+    assert app.client.post("/v1/permits", json=booking, headers=auth(key)).is_success
 
 
 def test_minor_without_companion_is_refused(app: Api, nusuk_key: str) -> None:

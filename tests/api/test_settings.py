@@ -141,9 +141,9 @@ def test_load_policy_default() -> None:
 
 def test_load_policy_from_a_file(tmp_path: Path) -> None:
     text = DEFAULT_POLICY_FILE.read_text(encoding="utf-8")
-    assert 'version = "1448.1"' in text
+    assert 'version = "1448.2"' in text
     custom = tmp_path / "policy.toml"
-    custom.write_text(text.replace('version = "1448.1"', 'version = "test-7"'), encoding="utf-8")
+    custom.write_text(text.replace('version = "1448.2"', 'version = "test-7"'), encoding="utf-8")
     policy = settings_from_env({"CHECKPOINT_POLICY": str(custom)}).load_policy()
     assert policy.version == "test-7"
     assert policy.version != default_policy().version

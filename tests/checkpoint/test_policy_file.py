@@ -100,7 +100,7 @@ def without(fields: dict[str, Any], key: str) -> dict[str, Any]:
 
 def test_default_policy_loads() -> None:
     policy = default_policy()
-    assert policy.version == "1448.1"
+    assert policy.version == "1448.2"
     assert policy.leeway == 120
     assert policy.revocation_staleness == 30
     assert policy.utc_offset == 3 * HOUR
@@ -372,7 +372,7 @@ def test_load_policy_reports_fields_too(tmp_path: Path) -> None:
 def test_describe_policy() -> None:
     policy = default_policy()
     text = describe_policy(policy)
-    assert "1448.1" in text
+    assert "1448.2" in text
     for s in policy.seasons.values():
         assert s.code in text
         assert s.start.isoformat() in text
@@ -390,3 +390,33 @@ def test_describe_policy() -> None:
         assert cp.name_ar in text
         assert f"entry-point bit {cp.entry_point}" in text
     assert "04:00-23:00" in text
+
+
+# --- Set numbers of the Umrah company classes.
+
+
+def with_set_numbers(*entries: str) -> str:
+    tables = "".join(f"[[rules.set_numbers]]\n{entry}\n" for entry in entries)
+    return policy_text() + "[rules]\n" + tables
+
+
+def test_set_numbers_are_read_per_season_and_class() -> None:
+    policy = parse_policy(with_set_numbers("season = 1\nB = 40\nC = 12"))
+    assert (policy.rules.set_number(1, "B"), policy.rules.set_number(1, "C")) == (40, 12)
+    assert policy.rules.set_number(1, "A") is None
+    assert policy.rules.set_number(2, "C") is None
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["season = 9\nC = 1"], "unknown season 9"),
+        (["season = 1\nC = 1", "season = 1\nB = 2"], "given twice"),
+        (["season = 1\nC = 0"], "`$.rules.set_numbers[0].C`"),
+        (["season = 1\nA = 5"], "A"),
+    ],
+)
+def test_invalid_set_numbers_name_the_field(entries: list[str], message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(with_set_numbers(*entries))
+    assert message in str(caught.value)

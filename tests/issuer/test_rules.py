@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -10,12 +11,13 @@ import pytest
 
 from checkpoint.errors import CheckpointError
 from checkpoint.model import Channel, Outcome
-from checkpoint.policy import Policy, Rules
+from checkpoint.policy import Policy, Rules, SetNumbers
 from issuer.border import record_arrival, record_departure
 from issuer.eligibility import IssueRequest, check_eligibility
 from issuer.errors import IssueRefused
 from issuer.issuing import Issuer
 from issuer.keystore import FileKeys
+from issuer.registration import set_company_class
 from issuer.store import establishments
 from issuer.store.audit import audit_entries
 from issuer.store.permits import PermitRecord, get_permit
@@ -233,16 +235,24 @@ def test_slot_may_end_on_the_last_umrah_date_and_not_a_second_later() -> None:
     assert code_of(late, Channel.NUSUK) == "window_outside_season"
 
 
-# --- Umrah companies: the departure ratio ----------------------------------------------
+# --- Umrah companies: the departure gate ---------------------------------------------
+
+
+def lenient(issuer: Issuer) -> Issuer:
+    """The same registry and keys, every class exempt: books a scenario's earlier pilgrims."""
+    exempt = with_rules(exempt_company_classes=("A", "B", "C"))
+    return Issuer(issuer.registry, issuer.keys, exempt)
 
 
 async def arrive_and_leave(
     issuer: Issuer, registry: Registry, arrived: int, departed: int, company: str = COMPANY
 ) -> None:
-    """Book `arrived` pilgrims of `company`, record their entry and `departed` exits."""
+    """Book `arrived` pilgrims of `company` (past the gate), record their entry and
+    `departed` exits."""
     holders = [f"{company[:3]}{n:05d}" for n in range(arrived)]
     if holders:
-        await issue(issuer, *(slot(h, establishment=company) for h in holders))
+        booked = [slot(h, establishment=company) for h in holders]
+        await issue(lenient(issuer), *booked, now=NOW - DAY)
     for n, holder in enumerate(holders):
         await record_arrival(registry, holder, actor="border", at=NOW - DAY, rules=POLICY.rules)
         if n < departed:
@@ -250,12 +260,17 @@ async def arrive_and_leave(
 
 
 @pytest.mark.parametrize("company_class", ["B", "C"])
-async def test_exactly_75_percent_departed_admits_new_pilgrims(
-    issuer: Issuer, registry: Registry, company_class: Any
+@pytest.mark.parametrize(("departed", "missing"), [(3, 0), (2, 1)], ids=["75%", "50%"])
+async def test_exactly_75_percent_departed_admits_and_one_fewer_does_not(
+    issuer: Issuer, registry: Registry, company_class: Any, departed: int, missing: int
 ) -> None:
     await register(registry, "COB", company_class=company_class)
-    await arrive_and_leave(issuer, registry, arrived=4, departed=3, company="COB")
-    await issue(issuer, slot(establishment="COB"))
+    await arrive_and_leave(issuer, registry, arrived=4, departed=departed, company="COB")
+    if not missing:
+        await issue(issuer, slot(establishment="COB"))
+        return
+    refusal = await refused(issuer, slot(establishment="COB"))
+    assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", missing)
 
 
 @pytest.mark.parametrize("company_class", ["B", "C"])
@@ -275,34 +290,231 @@ async def test_class_a_is_exempt(issuer: Issuer, registry: Registry) -> None:
     await issue(issuer, slot(establishment="COA"))
 
 
-async def test_new_company_starts_in_class_c_and_is_bound(
+async def test_pilgrim_already_booked_with_the_company_is_not_new(
     issuer: Issuer, registry: Registry
+) -> None:
+    await register(registry, "COC", company_class="C")
+    await arrive_and_leave(issuer, registry, arrived=2, departed=0, company="COC")
+    # inside: a Rawdah visit, say
+    await issue(issuer, slot("COC00001", start=NOW + 3 * DAY, establishment="COC"))
+
+
+async def bypass_batch(issuer: Issuer, registry: Registry) -> Any:
+    """(a) Fifty pilgrims booked in one batch before any of them arrives."""
+    batch = [slot(f"BAT{n:05d}", establishment="COC") for n in range(50)]
+    return await issue(issuer, *batch)
+
+
+async def bypass_entered_first(issuer: Issuer, registry: Registry) -> Any:
+    """(b) A refused pilgrim is recorded as entered, then booked again."""
+    await arrive_and_leave(issuer, registry, arrived=1, departed=0, company="COC")
+    assert (await refused(issuer, slot(establishment="COC"))).code == "departures_missing"
+    await record_arrival(registry, PILGRIM, actor="border", at=NOW, rules=POLICY.rules)
+    return await issue(issuer, slot(establishment="COC"))
+
+
+async def bypass_amend_in(issuer: Issuer, registry: Registry) -> Any:
+    """(c) Issued under a class A company, then amended into a blocked class C company."""
+    await arrive_and_leave(issuer, registry, arrived=1, departed=0, company="COC")
+    await register(registry, "COA", company_class="A")
+    (permit,) = await issue(issuer, slot(establishment="COA"))
+    return await issuer.amend(permit.ref, slot(establishment="COC"), actor="portal", now=NOW)
+
+
+async def bypass_earlier_visitors(issuer: Issuer, registry: Registry) -> Any:
+    """(d) Holders who visited in an earlier season pad the company's departures."""
+    await register(registry, "CTL", company_class="C")  # the control company: no padding
+    for company in ("COC", "CTL"):
+        await arrive_and_leave(issuer, registry, arrived=1, departed=0, company=company)
+    visitors = [f"OLD{n:05d}" for n in range(3)]
+    for holder in visitors:
+        await record_arrival(
+            registry, holder, actor="border", at=NOW - 300 * DAY, rules=POLICY.rules
+        )
+        await record_departure(registry, holder, actor="border", at=NOW - 290 * DAY)
+    await issue(lenient(issuer), *(slot(h, establishment="COC") for h in visitors))
+    control = await refused(issuer, slot("B0000001", establishment="CTL"))
+    assert control.code == "departures_missing"
+    return await issue(issuer, slot(establishment="COC"))
+
+
+@pytest.mark.parametrize(
+    "bypass",
+    [bypass_batch, bypass_entered_first, bypass_amend_in, bypass_earlier_visitors],
+    ids=["a-batch-before-arrival", "b-entered-then-booked", "c-amend-in", "d-padding"],
+)
+async def test_departure_gate_bypasses_are_closed(
+    issuer: Issuer, registry: Registry, bypass: Any
+) -> None:
+    await register(registry, "COC", company_class="C")
+    with pytest.raises(IssueRefused) as info:
+        await bypass(issuer, registry)
+    assert info.value.code == "departures_missing"
+
+
+async def test_gate_counts_this_season_and_this_company_only(
+    issuer: Issuer, registry: Registry
+) -> None:
+    """Another company's pilgrims, and a departure before the booking, are not this
+    company's; a revoked booking of a pilgrim who never arrived is no longer counted."""
+    await register(registry, "COC", company_class="C")
+    await register(registry, "OTH", company_class="C")
+    await arrive_and_leave(issuer, registry, arrived=3, departed=0, company="OTH")
+    (first,) = await issue(issuer, slot("B0000001", establishment="COC"))  # intake 0: admitted
+    assert (await refused(issuer, slot(establishment="COC"))).code == "departures_missing"
+    await revoke_permit(registry, first.list_id, first.index, reason="x", actor="a", at=NOW)
+    await issue(issuer, slot(establishment="COC"))
+
+
+async def test_a_pilgrim_who_arrived_stays_the_companys_until_departure(
+    issuer: Issuer, registry: Registry
+) -> None:
+    """Revoking or amending away the permit of a pilgrim in the Kingdom frees no place."""
+    await register(registry, "COC", company_class="C")
+    await register(registry, "COA", company_class="A")
+    (first,) = await issue(issuer, slot("B0000001", establishment="COC"))
+    await record_arrival(registry, "B0000001", actor="border", at=NOW, rules=POLICY.rules)
+    await revoke_permit(registry, first.list_id, first.index, reason="x", actor="a", at=NOW)
+    assert (await refused(issuer, slot(establishment="COC"))).code == "departures_missing"
+    await record_departure(registry, "B0000001", actor="border", at=NOW + 60)
+    await issue(issuer, slot(establishment="COC"), now=NOW + 120)
+
+
+async def test_amend_within_the_company_brings_no_new_pilgrim(
+    issuer: Issuer, registry: Registry
+) -> None:
+    await register(registry, "COC", company_class="C")
+    (permit,) = await issue(issuer, slot(establishment="COC"))
+    await record_arrival(registry, PILGRIM, actor="border", at=NOW, rules=POLICY.rules)
+    later = slot(start=NOW + 4 * DAY, establishment="COC")
+    await issuer.amend(permit.ref, later, actor="portal", now=NOW + 60)
+
+
+async def test_two_nodes_booking_for_one_company_admit_one_new_pilgrim(
+    issuer: Issuer, registry: Registry, keys: FileKeys, database_url: str
+) -> None:
+    """Each node counts the intake under the gate's lock: not both the intake of 0."""
+    await register(registry, "COC", company_class="C")
+    other = await Registry.open(database_url)
+    try:
+        nodes = [issuer, Issuer(other, keys, POLICY)]
+        bookings = [
+            issue(node, slot(holder, establishment="COC"))
+            for node, holder in zip(nodes, ["B0000001", "B0000002"], strict=True)
+        ]
+        results = await asyncio.gather(*bookings, return_exceptions=True)
+    finally:
+        await other.close()
+    codes = sorted(getattr(r, "code", "issued") for r in results)
+    assert codes == ["departures_missing", "issued"], results
+
+
+# --- Umrah companies: set numbers, the first operating period, classes -------------------
+
+
+def set_numbers(**numbers: int) -> Policy:
+    classes = {f"class_{k.lower()}": v for k, v in numbers.items()}
+    return with_rules(set_numbers=(SetNumbers(season=UMRAH.id, **classes),))
+
+
+@pytest.mark.parametrize(("present", "admitted"), [(3, True), (2, False)], ids=["at", "below"])
+async def test_a_company_at_its_set_number_is_not_held(
+    issuer: Issuer, registry: Registry, keys: FileKeys, present: int, admitted: bool
+) -> None:
+    await register(registry, "COC", company_class="C")
+    await arrive_and_leave(issuer, registry, arrived=present, departed=0, company="COC")
+    numbered = Issuer(registry, keys, set_numbers(B=10, C=3))
+    if admitted:
+        await issue(numbered, slot(establishment="COC"))
+    else:
+        assert (await refused(numbered, slot(establishment="COC"))).code == "departures_missing"
+
+
+async def test_set_numbers_are_per_class_and_season(
+    issuer: Issuer, registry: Registry, keys: FileKeys
+) -> None:
+    await register(registry, "COB", company_class="B")
+    await arrive_and_leave(issuer, registry, arrived=3, departed=0, company="COB")
+    numbered = Issuer(registry, keys, set_numbers(B=10, C=3))  # C's number is not B's
+    assert (await refused(numbered, slot(establishment="COB"))).code == "departures_missing"
+    other_season = with_rules(set_numbers=(SetNumbers(season=1, class_b=1),))
+    assert (
+        await refused(Issuer(registry, keys, other_season), slot(establishment="COB"))
+    ).code == ("departures_missing")
+
+
+@pytest.mark.parametrize(
+    ("since", "admitted"),
+    [(90 * DAY - 1, True), (90 * DAY, False)],
+    ids=["last-second-of-day-90", "first-second-of-day-91"],
+)
+async def test_a_new_company_is_not_held_in_its_first_90_days(
+    issuer: Issuer, registry: Registry, since: int, admitted: bool
 ) -> None:
     async with registry.read() as conn:
         company = await establishments.find(conn, COMPANY)
     assert company is not None
-    assert company.company_class == "C"
+    assert (company.company_class, company.newly_licensed) == ("C", True)
     await arrive_and_leave(issuer, registry, arrived=1, departed=0)
-    refusal = await refused(issuer, slot())
-    assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", 1)
+    now = company.registered_at + since
+    request = slot(start=now + 2 * DAY)
+    if admitted:
+        await issue(issuer, request, now=now)
+    else:
+        refusal = await refused(issuer, request, now=now)
+        assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", 1)
 
 
-async def test_pilgrim_already_in_the_kingdom_is_not_new(
+async def test_first_period_length_comes_from_the_policy(
+    issuer: Issuer, registry: Registry, keys: FileKeys
+) -> None:
+    await arrive_and_leave(issuer, registry, arrived=1, departed=0)
+    short = Issuer(registry, keys, with_rules(first_period_days=0))
+    assert (await refused(short, slot())).code == "departures_missing"
+
+
+async def test_a_company_with_a_class_has_no_first_period(registry: Registry) -> None:
+    await register(registry, "COC", company_class="C")
+    async with registry.read() as conn:
+        company = await establishments.find(conn, "COC")
+    assert company is not None
+    assert not company.newly_licensed
+
+
+async def test_an_admin_moves_a_company_to_another_class(
     issuer: Issuer, registry: Registry
 ) -> None:
-    await arrive_and_leave(issuer, registry, arrived=2, departed=0)
-    await issue(issuer, slot("UMR00001", start=NOW + 3 * DAY))  # inside: a Rawdah visit, say
+    await register(registry, "COC", company_class="C")
+    await arrive_and_leave(issuer, registry, arrived=1, departed=0, company="COC")
+    assert (await refused(issuer, slot(establishment="COC"))).code == "departures_missing"
+    moved = await set_company_class(registry, "COC", "A", actor="admin", at=NOW)
+    assert moved.company_class == "A"
+    await issue(issuer, slot(establishment="COC"))
+    (event,) = await audit_entries(registry, action="set_class")
+    assert (event.actor, event.detail) == (
+        "admin",
+        {"establishment": "COC", "from": "C", "to": "A"},
+    )
+
+
+async def test_only_a_registered_umrah_company_has_a_class(registry: Registry) -> None:
+    await register(registry, "MAK-1", channel="muqeem")
+    for place, code in [("NOBODY", "establishment_not_found"), ("MAK-1", "not_an_umrah_company")]:
+        with pytest.raises(CheckpointError) as info:
+            await set_company_class(registry, place, "B", actor="admin", at=NOW)
+        assert info.value.code == code
+    assert await audit_entries(registry, action="set_class") == []
 
 
 async def test_ratio_and_classes_come_from_the_policy(registry: Registry, keys: FileKeys) -> None:
-    lenient = with_rules(departure_ratio=0.5, exempt_company_classes=("A", "B"))
-    issuer = Issuer(registry, keys, lenient)
+    lenient_rules = with_rules(departure_ratio=0.5, exempt_company_classes=("A", "B"))
+    issuer = Issuer(registry, keys, lenient_rules)
     await register(registry, policy=with_rules(new_company_class="B"))
     await arrive_and_leave(issuer, registry, arrived=4, departed=0)
     await issue(issuer, slot())  # class B, exempt under this policy
-    strict = Issuer(registry, keys, with_rules(departure_ratio=0.5))
+    strict = Issuer(registry, keys, with_rules(departure_ratio=0.5, first_period_days=0))
     refusal = await refused(strict, slot("B0000001"))
-    assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", 2)
+    assert (refusal.code, getattr(refusal, "missing", None)) == ("departures_missing", 3)
 
 
 # --- Muqeem: establishments ------------------------------------------------------------
@@ -452,4 +664,6 @@ def test_rules_table_defaults_are_the_articles_numbers() -> None:
         departure_ratio=0.75,
         exempt_company_classes=("A",),
         new_company_class="C",
+        first_period_days=90,
+        set_numbers=(SetNumbers(season=UMRAH.id, class_b=5000, class_c=1500),),
     )
