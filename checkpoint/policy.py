@@ -127,9 +127,10 @@ class Season(msgspec.Struct, frozen=True, kw_only=True):
     """Unix seconds: 24:00 Asia/Riyadh of `last_day` (exclusive)."""
     categories: frozenset[Category]
 
-    def is_open(self, now: int) -> bool:
-        """True if `now` (Unix seconds) falls inside the season."""
-        return self.opens <= now < self.closes
+    def is_open(self, now: int, leeway: int = 0) -> bool:
+        """True if `now` (Unix seconds) falls inside the season, give or take `leeway` seconds
+        of scanner clock skew, as a permit's own window is."""
+        return self.opens <= now + leeway and now - leeway < self.closes
 
 
 class GateRule(msgspec.Struct, frozen=True):

@@ -118,7 +118,7 @@ class Verifier:
         season = policy.seasons.get(permit.season)
         if season is None:
             raise UnknownSeason(str(permit.season))
-        if not season.is_open(now):
+        if not season.is_open(now, policy.leeway):
             raise SeasonClosed(season.code)
         category = permit.category
         if not gate.admits(category):

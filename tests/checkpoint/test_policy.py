@@ -28,6 +28,11 @@ def test_season_is_open_boundaries() -> None:
     assert hajj.is_open(hajj.opens)
     assert hajj.is_open(hajj.closes - 1)
     assert not hajj.is_open(hajj.closes)
+    # Scanner clock skew: the leeway widens both ends, as it does a permit's window.
+    assert hajj.is_open(hajj.opens - 120, leeway=120)
+    assert not hajj.is_open(hajj.opens - 121, leeway=120)
+    assert hajj.is_open(hajj.closes + 119, leeway=120)
+    assert not hajj.is_open(hajj.closes + 120, leeway=120)
 
 
 def test_one_day_season() -> None:

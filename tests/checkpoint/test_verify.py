@@ -180,7 +180,7 @@ REJECTIONS: list[Case] = [
         lambda: verifier().verify(
             sign_permit(SIGNER, permit(not_before=HAJJ.closes - 10, expires=HAJJ.closes + 86_400)),
             "shumaisi",
-            HAJJ.closes,
+            HAJJ.closes + POLICY.leeway,  # the first instant past the season and its leeway
         ),
     ),
     (
@@ -394,3 +394,20 @@ def test_valid_only_inside_window_season_and_admitted_checkpoint(
         assert category in checkpoint.rules
         assert mask == 0 or mask & (1 << checkpoint.entry_point)
         assert checkpoint.rules[category].is_open_at(_local_second(now))
+
+
+@pytest.mark.parametrize(
+    ("skew", "code"),
+    [(-POLICY.leeway, "valid"), (-POLICY.leeway - 1, "season_closed")],
+    ids=["clock behind by the leeway", "one second more"],
+)
+def test_the_leeway_applies_at_the_season_s_opening_too(skew: int, code: str) -> None:
+    """A scanner whose clock runs behind by up to the leeway still sees the season open:
+    the leeway applied to a permit's not-before but not to the season's opening."""
+    # A window from a day before the season, so the season alone decides at its opening.
+    opening = permit(not_before=HAJJ.opens - 86_400, expires=HAJJ.opens + 86_400)
+    now = HAJJ.opens + skew
+    mirror = StatusMirror()
+    mirror.confirm(now)
+    token = sign_permit(SIGNER, opening)
+    assert verifier(mirror=mirror).verify(token, "shumaisi", now).code == code
