@@ -91,7 +91,8 @@ class IntakeGate:
         counts = self.counts[key]
         held = below_set_number(company, draft.season, counts, self.rules)
         if held and (missing := missing_departures(counts, self.rules)):
-            refusal = DeparturesMissing(f"{missing} more departures of {company.id}")
+            noun = "departure" if missing == 1 else "departures"
+            refusal = DeparturesMissing(f"{missing} more {noun} of {company.id}")
             refusal.missing = missing
             raise refusal
         self.counts[key] = counts.admit(standing)
