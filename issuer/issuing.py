@@ -159,6 +159,9 @@ class Issuer:
                 earlier = await idempotency.replay(conn, idempotency_claim)
                 if earlier is not None:
                     return [], earlier
+            # Locks in the one order every transaction takes them (blocks, holders,
+            # revocations, intake), so a replacement and a block at once cannot deadlock.
+            await refuse_blocked(conn, drafts, batch=True)
             await permits.lock_holders(conn, [holder])
             revocations = await withdraw(
                 conn,
