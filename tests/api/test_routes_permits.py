@@ -222,7 +222,7 @@ def test_batch_of_two_channels_is_refused(app: Api) -> None:
     response = app.client.post(
         "/v1/permits/batch", json={"permits": [permit_body(), muqeem_body()]}, headers=auth(both)
     )
-    assert_problem(response, 422, "invalid_body")
+    assert_problem(response, 422, "mixed_channels")
 
 
 def test_batch_of_1001_is_refused_by_the_size_limit(app: Api, issuer_key: str) -> None:

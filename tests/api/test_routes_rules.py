@@ -226,7 +226,7 @@ def test_establishment_is_registered_once_and_only_companies_have_a_class(
     assert_problem(again, 409, "establishment_exists")
     classed = body | {"id": "JED-2", "company_class": "A"}
     refused = app.client.post("/v1/establishments", json=classed, headers=auth(admin_key))
-    assert_problem(refused, 422, "invalid_body")
+    assert_problem(refused, 422, "class_not_applicable")
 
 
 def test_muqeem_employee_of_a_jeddah_establishment_is_refused(
@@ -406,4 +406,4 @@ def test_border_feed_may_report_a_crossing_late_but_not_early(app: Api, border_k
     assert_problem(app.client.post("/v1/departures", json=before, headers=key), 409, "not_arrived")
     future = {"holder": PILGRIM, "at": riyadh(20, hour=13)}
     for path in ("/v1/arrivals", "/v1/departures"):
-        assert_problem(app.client.post(path, json=future, headers=key), 422, "invalid_body")
+        assert_problem(app.client.post(path, json=future, headers=key), 422, "crossing_in_future")
