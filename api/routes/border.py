@@ -13,12 +13,12 @@ from api.auth import credential_of, roles
 from api.errors import CrossingInFuture
 from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep
+from api.schemas import StayView
 from checkpoint.model import HolderId
 from issuer.border import record_arrival, record_departure
 from issuer.bounds import check_crossing
 from issuer.eligibility import AwareTime, unix
 from issuer.errors import CrossingTooEarly, NotArrived
-from issuer.store.stays import Stay
 
 BORDER = roles("border", "admin") | raises(CrossingInFuture, CrossingTooEarly)
 """`opt` of the border feed's routes: the feed, and admins."""
@@ -48,7 +48,7 @@ def _crossed(data: BorderReport, now: int) -> int:
 )
 async def arrival(
     request: Request[Any, Any, Any], data: JSONBody[BorderReport], services: ServicesDep
-) -> Stay:
+) -> StayView:
     """Record an entry into the Kingdom (a repeated report returns the open stay); the
     holder's slots ending past the longest stay from it are cancelled (`stay_too_long`)."""
     now = services.clock()
@@ -60,7 +60,7 @@ async def arrival(
         rules=services.policy.rules,
     )
     await services.announce_change(now, withdrawn)
-    return stay
+    return StayView.of(stay)
 
 
 @post(
@@ -72,7 +72,7 @@ async def arrival(
 )
 async def departure(
     request: Request[Any, Any, Any], data: JSONBody[BorderReport], services: ServicesDep
-) -> Stay:
+) -> StayView:
     """Record the exit that ends a stay, cancelling the holder's remaining Nusuk permits
     (`departed`); 409 `not_arrived` if no entry is recorded before it."""
     now = services.clock()
@@ -80,7 +80,7 @@ async def departure(
         services.registry, data.holder, actor=credential_of(request).id, at=_crossed(data, now)
     )
     await services.announce_change(now, withdrawn)
-    return stay
+    return StayView.of(stay)
 
 
 router = Router(path="/v1", route_handlers=document("border", [arrival, departure]))
