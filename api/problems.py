@@ -79,29 +79,17 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
 ]
 
 _HTTP_PROBLEMS: dict[int, tuple[str, str, str]] = {
-    HTTP_400_BAD_REQUEST: (
-        "bad_request",
-        "The request could not be read.",
-        "تعذّرت قراءة الطلب.",
-    ),
+    400: ("bad_request", "The request could not be read.", "تعذّرت قراءة الطلب."),
     401: ("unauthorized", "An API key is required.", "مفتاح الواجهة البرمجية مطلوب."),
     403: ("forbidden", "This credential may not do this.", "لا تملك هذه الصلاحية."),
-    HTTP_404_NOT_FOUND: ("not_found", "Not found.", "غير موجود."),
+    404: ("not_found", "Not found.", "غير موجود."),
     405: ("method_not_allowed", "Method not allowed.", "الطريقة غير مسموح بها."),
     413: ("body_too_large", "The request body is too large.", "حجم الطلب أكبر من المسموح."),
     415: ("unsupported_media_type", "Unsupported media type.", "نوع المحتوى غير مدعوم."),
-    HTTP_422_UNPROCESSABLE_ENTITY: (
-        "invalid_body",
-        "The request body is not valid.",
-        "محتوى الطلب غير صالح.",
-    ),
+    422: ("invalid_body", "The request body is not valid.", "محتوى الطلب غير صالح."),
     429: ("rate_limited", "Too many requests.", "طلبات كثيرة جدًا."),
-    HTTP_500_INTERNAL_SERVER_ERROR: ("internal_error", "Internal error.", "خطأ داخلي."),
-    HTTP_503_SERVICE_UNAVAILABLE: (
-        "unavailable",
-        "The service is unavailable.",
-        "الخدمة غير متاحة.",
-    ),
+    500: ("internal_error", "Internal error.", "خطأ داخلي."),
+    503: ("unavailable", "The service is unavailable.", "الخدمة غير متاحة."),
 }
 """The problem type of each HTTP status the framework or a handler answers by itself:
 (code, English title, Arabic title); the specifics go in `detail`."""
