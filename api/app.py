@@ -14,7 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from api.auth import PUBLIC, authorize
 from api.problems import EXCEPTION_HANDLERS
 from api.routes import routers_for
-from api.routes.access import DEFAULT_BODY_LIMIT, services_of
+from api.routes.access import DEFAULT_BODY_LIMIT, require_json, services_of
 from api.runtime.clock import Clock, wall_clock
 from api.runtime.services import Services
 from api.runtime.settings import Settings, settings_from_env
@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
         route_handlers=routers_for(settings.role),
         lifespan=[lifespan],
         guards=[authorize],
+        before_request=require_json,
         dependencies={"services": Provide(services_of, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=DEFAULT_BODY_LIMIT,
@@ -49,8 +50,13 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
             description="Signed QR entry permits for Makkah: issuing portals, checkpoint "
             "scanners and revocation admins. Send 'Authorization: Bearer <API key>'.",
             path="/schema",
+            # Each operation's description is its handler's docstring.
+            use_handler_docstrings=True,
             # The API's description is public; every data route still needs a key.
-            openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC),
+            # The documentation's own pages are not operations of the API.
+            openapi_router=Router(
+                path="/schema", route_handlers=[], opt=PUBLIC, include_in_schema=False
+            ),
             security=[{"apiKey": []}],
             components=Components(
                 security_schemes={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -46,7 +47,11 @@ async def authorize(
     if credential.role not in allowed:
         raise PermissionDeniedException(f"a {credential.role} credential may not call this")
     if not services.limiter.allow(credential.id, time.monotonic()):
-        raise TooManyRequestsException("rate limit reached for this credential")
+        # A token comes back every 1/rate seconds: the earliest a retry can succeed.
+        retry_after = max(1, math.ceil(1 / services.limiter.rate))
+        raise TooManyRequestsException(
+            "rate limit reached for this credential", headers={"Retry-After": str(retry_after)}
+        )
     connection.scope["user"] = credential
 
 

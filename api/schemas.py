@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 import msgspec
@@ -15,6 +16,7 @@ from issuer.store.audit import AuditEntry
 from issuer.store.blocks import Block
 from issuer.store.permits import PermitRecord
 from issuer.store.revocations import Revocation
+from issuer.store.stays import Stay
 
 MAX_BATCH_PERMITS = 1000
 MAX_BATCH_TOKENS = 500
@@ -22,6 +24,11 @@ MAX_PROGRAMME_PERMITS = 100
 TokenText = Annotated[str, Meta(min_length=1, max_length=1024, description="token text, CP1:...")]
 PermitIdText = Annotated[str, Meta(pattern=PERMIT_ID_PATTERN, examples=["0.42"])]
 Reason = Annotated[str, Meta(min_length=3, max_length=500, description="why, for the audit log")]
+
+
+def rfc3339(at: int) -> dt.datetime:
+    """A Unix time as the API answers it where its requests take RFC 3339: UTC, `Z`."""
+    return dt.datetime.fromtimestamp(at, dt.UTC)
 
 
 class VerifyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -66,9 +73,9 @@ class PermitView(msgspec.Struct, frozen=True):
     category: str
     channel: str
     season: int
-    not_before: int
-    expires: int
-    issued_at: int
+    not_before: dt.datetime
+    expires: dt.datetime
+    issued_at: dt.datetime
     entry_points: int
     establishment: str | None
     supersedes: str | None
@@ -85,9 +92,9 @@ class PermitView(msgspec.Struct, frozen=True):
             category=record.category.slug,
             channel=str(record.channel),
             season=record.season,
-            not_before=record.not_before,
-            expires=record.expires,
-            issued_at=record.issued_at,
+            not_before=rfc3339(record.not_before),
+            expires=rfc3339(record.expires),
+            issued_at=rfc3339(record.issued_at),
             entry_points=record.entry_points,
             establishment=record.establishment,
             supersedes=record.supersedes,
@@ -95,6 +102,19 @@ class PermitView(msgspec.Struct, frozen=True):
             token=record.token,
             details=dict(record.details),
         )
+
+
+class StayView(msgspec.Struct, frozen=True):
+    """One entry into the Kingdom and, once recorded, the exit."""
+
+    holder: str
+    entered_at: dt.datetime
+    departed_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, stay: Stay) -> StayView:
+        departed = None if stay.departed_at is None else rfc3339(stay.departed_at)
+        return cls(holder=stay.holder, entered_at=rfc3339(stay.entered_at), departed_at=departed)
 
 
 class PermitList(msgspec.Struct, frozen=True):

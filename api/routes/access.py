@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
 from litestar.params import HeaderParameter
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from api.auth import credential_of
 from api.runtime.services import Services
@@ -44,6 +45,19 @@ def services_of(state: State) -> Services:
     """Dependency: this process's Services."""
     services: Services = state.services
     return services
+
+
+def require_json(request: Request[Any, Any, Any]) -> None:
+    """`before_request` of the app: a route that takes a JSON body answers 415 to a body sent
+    as anything else, or with no content type (after the guard, before the body is read)."""
+    if "data" not in request.route_handler.parsed_fn_signature.parameters:
+        return
+    media_type = request.content_type[0].lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ClientException(
+            f"send the body as application/json, not {media_type or 'no content type'}",
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        )
 
 
 def scanner_checkpoint(credential: Credential) -> str:

@@ -6,19 +6,29 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, get, patch, post
-from litestar.exceptions import ClientException, PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK
 from msgspec import Meta
 
 from api import metrics
 from api.auth import credential_of, roles
+from api.errors import ClassNotApplicable, RevocationTargetRequired
+from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
 from api.schemas import KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
+from checkpoint.errors import KeyNotFound
 from checkpoint.policy import CompanyClass
 from issuer.blocking import block_holder, suspend_establishment
 from issuer.eligibility import EstablishmentId
-from issuer.errors import BlockChoiceRequired
+from issuer.errors import (
+    BlockChoiceRequired,
+    EstablishmentExists,
+    EstablishmentNotFound,
+    LastSigningKey,
+    NotAnUmrahCompany,
+    PermitNotFound,
+)
 from issuer.registration import register_establishment, set_company_class
 from issuer.store.blocks import Block
 from issuer.store.establishments import Establishment, EstablishmentChannel
@@ -51,7 +61,13 @@ class ClassChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     company_class: CompanyClass
 
 
-@post("/revocations", opt=roles("admin", "issuer"), request_max_body_size=ADMIN_BODY_LIMIT)
+@post(
+    "/revocations",
+    opt=roles("admin", "issuer")
+    | raises(RevocationTargetRequired, BlockChoiceRequired, PermitNotFound, EstablishmentNotFound),
+    operation_id="revoke",
+    request_max_body_size=ADMIN_BODY_LIMIT,
+)
 async def revoke(
     request: Request[Any, Any, Any], data: JSONBody[RevokeRequest], services: ServicesDep
 ) -> RevocationList:
@@ -59,10 +75,7 @@ async def revoke(
     permit of their own channel). Answers only after the revocation is committed."""
     targets = [t for t in (data.permit_id, data.holder, data.establishment) if t is not None]
     if len(targets) != 1 or (data.permit_id is not None and data.block is not None):
-        raise ClientException(
-            "name exactly one of permit_id, holder, establishment (`block` goes with the last two)",
-            status_code=422,
-        )
+        raise RevocationTargetRequired("`block` goes with holder or establishment")
     credential = credential_of(request)
     now = services.clock()
     registry = services.registry
@@ -107,7 +120,7 @@ async def revoke(
     return RevocationList([RevocationView.of(r) for r in revocations], last_seq, block)
 
 
-@get("/revocations", opt=roles("admin"))
+@get("/revocations", opt=roles("admin"), operation_id="listRevocations")
 async def list_revocations(
     services: ServicesDep,
     after_seq: Annotated[int, Parameter(ge=0, description="only revocations after this seq")] = 0,
@@ -121,7 +134,8 @@ async def list_revocations(
 
 @post(
     "/keys/{kid:str}/revoke",
-    opt=roles("admin"),
+    opt=roles("admin") | raises(KeyNotFound, LastSigningKey),
+    operation_id="revokeKey",
     status_code=HTTP_200_OK,
     request_max_body_size=ADMIN_BODY_LIMIT,
 )
@@ -146,13 +160,18 @@ async def revoke_key(
     return {"kid": entry.kid, "status": str(entry.status)}
 
 
-@post("/establishments", opt=roles("admin"), request_max_body_size=ADMIN_BODY_LIMIT)
+@post(
+    "/establishments",
+    opt=roles("admin") | raises(EstablishmentExists, ClassNotApplicable),
+    operation_id="registerEstablishment",
+    request_max_body_size=ADMIN_BODY_LIMIT,
+)
 async def register(
     request: Request[Any, Any, Any], data: JSONBody[EstablishmentRequest], services: ServicesDep
 ) -> Establishment:
     """Register an establishment with its city, or an Umrah company with its class."""
     if data.channel != "nusuk" and data.company_class is not None:
-        raise ClientException("only an Umrah company (channel nusuk) has a class", status_code=422)
+        raise ClassNotApplicable(f"channel {data.channel}")
     return await register_establishment(
         services.registry,
         establishment_id=data.id,
@@ -168,7 +187,8 @@ async def register(
 
 @patch(
     "/establishments/{establishment_id:str}",
-    opt=roles("admin"),
+    opt=roles("admin") | raises(EstablishmentNotFound, NotAnUmrahCompany),
+    operation_id="setCompanyClass",
     request_max_body_size=ADMIN_BODY_LIMIT,
 )
 async def set_class(
@@ -189,6 +209,7 @@ async def set_class(
 
 
 router = Router(
-    path="/v1", route_handlers=[revoke, list_revocations, revoke_key, register, set_class]
+    path="/v1",
+    route_handlers=document("admin", [revoke, list_revocations, revoke_key, register, set_class]),
 )
 """The admins' routes; each handler declares its own roles (the router declares none)."""

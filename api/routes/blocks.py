@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from api import metrics
 from api.auth import credential_of, roles
+from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep
 from api.runtime.services import Services
 from api.schemas import Reason, RevocationView
@@ -22,6 +23,7 @@ from issuer.blocking import (
     suspend_establishment,
     unblock_holder,
 )
+from issuer.errors import EstablishmentNotFound, NotBlocked
 from issuer.store.blocks import Block
 
 ADMIN = roles("admin")
@@ -69,7 +71,13 @@ async def _placed(services: Services, now: int, blocked: Blocked) -> BlockView:
     return BlockView(blocked.block, True, views, services.mirror.seq)
 
 
-@post("/holders/block", opt=ADMIN, status_code=HTTP_200_OK, request_max_body_size=ADMIN_BODY_LIMIT)
+@post(
+    "/holders/block",
+    opt=ADMIN,
+    operation_id="blockHolder",
+    status_code=HTTP_200_OK,
+    request_max_body_size=ADMIN_BODY_LIMIT,
+)
 async def block(
     request: Request[Any, Any, Any], data: JSONBody[HolderBlockRequest], services: ServicesDep
 ) -> BlockView:
@@ -89,7 +97,11 @@ async def block(
 
 
 @post(
-    "/holders/unblock", opt=ADMIN, status_code=HTTP_200_OK, request_max_body_size=ADMIN_BODY_LIMIT
+    "/holders/unblock",
+    opt=ADMIN | raises(NotBlocked),
+    operation_id="unblockHolder",
+    status_code=HTTP_200_OK,
+    request_max_body_size=ADMIN_BODY_LIMIT,
 )
 async def unblock(
     request: Request[Any, Any, Any], data: JSONBody[HolderUnblockRequest], services: ServicesDep
@@ -107,7 +119,8 @@ async def unblock(
 
 @post(
     "/establishments/{establishment_id:str}/suspend",
-    opt=ADMIN,
+    opt=ADMIN | raises(EstablishmentNotFound),
+    operation_id="suspendEstablishment",
     status_code=HTTP_200_OK,
     request_max_body_size=ADMIN_BODY_LIMIT,
 )
@@ -134,7 +147,8 @@ async def suspend(
 
 @post(
     "/establishments/{establishment_id:str}/reinstate",
-    opt=ADMIN,
+    opt=ADMIN | raises(EstablishmentNotFound, NotBlocked),
+    operation_id="reinstateEstablishment",
     status_code=HTTP_200_OK,
     request_max_body_size=ADMIN_BODY_LIMIT,
 )
@@ -155,5 +169,5 @@ async def reinstate(
     return BlockView(lifted, False, [], services.mirror.seq)
 
 
-router = Router(path="/v1", route_handlers=[block, unblock, suspend, reinstate])
+router = Router(path="/v1", route_handlers=document("admin", [block, unblock, suspend, reinstate]))
 """Holder blocks and suspensions; each handler declares its own roles (the router none)."""

@@ -7,11 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response, Router, get, post
-from litestar.exceptions import ClientException, ServiceUnavailableException
+from litestar.exceptions import ServiceUnavailableException
 from litestar.params import FromPath, JSONBody
 
 from api import metrics
 from api.auth import credential_of, roles
+from api.errors import MixedChannels
+from api.openapi import document, raises
 from api.routes.access import (
     BATCH_ISSUE_BODY_LIMIT,
     DEFAULT_BODY_LIMIT,
@@ -27,7 +29,7 @@ from checkpoint.model import Permit
 from checkpoint.policy import Policy
 from issuer.card import CardUnavailable, card_pdf, card_png
 from issuer.eligibility import IssueRequest
-from issuer.errors import PermitNotActive
+from issuer.errors import IdempotencyConflict, IssueRefused, PermitNotActive, PermitNotFound
 from issuer.issuing import item
 from issuer.qr import qr_png, qr_svg
 from issuer.store.idempotency import IdempotencyClaim, request_hash
@@ -42,6 +44,8 @@ PROGRAMME_BODY_LIMIT = DEFAULT_BODY_LIMIT
 """A programme is a pilgrim's few slots: 64 KiB holds far more than MAX_PROGRAMME_PERMITS."""
 ISSUER_ROLES = roles("issuer", "admin")
 """`opt` of the routes that read or change one permit: its channel's issuers, and admins."""
+PERMIT_READ = ISSUER_ROLES | raises(PermitNotFound)
+PERMIT_CARD = ISSUER_ROLES | raises(PermitNotFound, PermitNotActive)
 
 
 def _claim(credential_id: str, key: str | None, body: object) -> IdempotencyClaim | None:
@@ -66,7 +70,7 @@ async def _issue(
             with item(position):
                 channels.add(grant.channel_for(permit))
         if len(channels) > 1:
-            raise ClientException("a batch holds permits of one channel only", status_code=422)
+            raise MixedChannels(", ".join(sorted(channels)))
     claim = _claim(credential.id, idempotency_key, body)
     records = await services.issuer.issue(
         permits,
@@ -80,7 +84,12 @@ async def _issue(
     return records
 
 
-@post("/", opt=roles("issuer"), request_max_body_size=ISSUE_BODY_LIMIT)
+@post(
+    "/",
+    opt=roles("issuer") | raises(IssueRefused, IdempotencyConflict),
+    operation_id="issuePermit",
+    request_max_body_size=ISSUE_BODY_LIMIT,
+)
 async def issue_permit(
     request: Request[Any, Any, Any],
     data: JSONBody[IssueRequest],
@@ -92,7 +101,12 @@ async def issue_permit(
     return PermitView.of(record)
 
 
-@post("/batch", opt=roles("issuer"), request_max_body_size=BATCH_ISSUE_BODY_LIMIT)
+@post(
+    "/batch",
+    opt=roles("issuer") | raises(IssueRefused, IdempotencyConflict, MixedChannels),
+    operation_id="issuePermits",
+    request_max_body_size=BATCH_ISSUE_BODY_LIMIT,
+)
 async def issue_batch(
     request: Request[Any, Any, Any],
     data: JSONBody[IssueBatchRequest],
@@ -104,7 +118,12 @@ async def issue_batch(
     return PermitList([PermitView.of(r) for r in records])
 
 
-@post("/replace", opt=roles("issuer"), request_max_body_size=PROGRAMME_BODY_LIMIT)
+@post(
+    "/replace",
+    opt=roles("issuer") | raises(IssueRefused, IdempotencyConflict),
+    operation_id="replaceProgramme",
+    request_max_body_size=PROGRAMME_BODY_LIMIT,
+)
 async def replace_programme(
     request: Request[Any, Any, Any],
     data: JSONBody[ProgrammeRequest],
@@ -130,7 +149,7 @@ async def replace_programme(
     return PermitList([PermitView.of(r) for r in records])
 
 
-@get("/{permit_id:str}", opt=ISSUER_ROLES)
+@get("/{permit_id:str}", opt=PERMIT_READ, operation_id="getPermit")
 async def get_permit(
     request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> PermitView:
@@ -138,7 +157,12 @@ async def get_permit(
     return PermitView.of(await permit_for(request, services, permit_id))
 
 
-@get("/{permit_id:str}/qr.png", opt=ISSUER_ROLES, media_type="image/png")
+@get(
+    "/{permit_id:str}/qr.png",
+    opt=PERMIT_READ,
+    operation_id="getPermitQrPng",
+    media_type="image/png",
+)
 async def get_permit_png(
     request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> bytes:
@@ -146,7 +170,12 @@ async def get_permit_png(
     return qr_png((await permit_for(request, services, permit_id)).token)
 
 
-@get("/{permit_id:str}/qr.svg", opt=ISSUER_ROLES, media_type="image/svg+xml")
+@get(
+    "/{permit_id:str}/qr.svg",
+    opt=PERMIT_READ,
+    operation_id="getPermitQrSvg",
+    media_type="image/svg+xml",
+)
 async def get_permit_svg(
     request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> bytes:
@@ -181,7 +210,12 @@ async def _card(
     )
 
 
-@get("/{permit_id:str}/card.png", opt=ISSUER_ROLES, media_type="image/png")
+@get(
+    "/{permit_id:str}/card.png",
+    opt=PERMIT_CARD,
+    operation_id="getPermitCardPng",
+    media_type="image/png",
+)
 async def get_permit_card_png(
     request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> Response[bytes]:
@@ -189,7 +223,12 @@ async def get_permit_card_png(
     return await _card(request, services, permit_id, "png")
 
 
-@get("/{permit_id:str}/card.pdf", opt=ISSUER_ROLES, media_type="application/pdf")
+@get(
+    "/{permit_id:str}/card.pdf",
+    opt=PERMIT_CARD,
+    operation_id="getPermitCardPdf",
+    media_type="application/pdf",
+)
 async def get_permit_card_pdf(
     request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
 ) -> Response[bytes]:
@@ -197,7 +236,12 @@ async def get_permit_card_pdf(
     return await _card(request, services, permit_id, "pdf")
 
 
-@post("/{permit_id:str}/amend", opt=ISSUER_ROLES, request_max_body_size=ISSUE_BODY_LIMIT)
+@post(
+    "/{permit_id:str}/amend",
+    opt=ISSUER_ROLES | raises(PermitNotFound, PermitNotActive, IssueRefused),
+    operation_id="amendPermit",
+    request_max_body_size=ISSUE_BODY_LIMIT,
+)
 async def amend(
     request: Request[Any, Any, Any],
     permit_id: FromPath[str],
@@ -219,16 +263,19 @@ async def amend(
 
 router = Router(
     path="/v1/permits",
-    route_handlers=[
-        issue_permit,
-        issue_batch,
-        replace_programme,
-        get_permit,
-        get_permit_png,
-        get_permit_svg,
-        get_permit_card_png,
-        get_permit_card_pdf,
-        amend,
-    ],
+    route_handlers=document(
+        "issuer",
+        [
+            issue_permit,
+            issue_batch,
+            replace_programme,
+            get_permit,
+            get_permit_png,
+            get_permit_svg,
+            get_permit_card_png,
+            get_permit_card_pdf,
+            amend,
+        ],
+    ),
 )
 """The issuing portals' routes; each handler declares its own roles (the router declares none)."""

@@ -8,10 +8,12 @@ from importlib import resources
 import msgspec
 from litestar import Response, Router, get
 from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from api import metrics
 from api.auth import PUBLIC, roles
+from api.openapi import document
 from api.routes.access import ServicesDep
 from api.schemas import Health, TrustBundle
 from checkpoint.model import CATEGORY_NAMES
@@ -64,14 +66,14 @@ def page_labels(policy: Policy) -> bytes:
     return msgspec.json.encode(labels).replace(b"<", b"\\u003c")
 
 
-@get("/scan", opt=PUBLIC, include_in_schema=False)
+@get("/scan", opt=PUBLIC, operation_id="scanPage")
 async def scan_page(services: ServicesDep) -> Response[bytes]:
     """The scanner page; loading it needs no key, every scan it sends does."""
     html = _static("scan.html").replace(LABELS_PLACEHOLDER, page_labels(services.policy))
     return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
-@get("/static/{name:str}", opt=PUBLIC, include_in_schema=False)
+@get("/static/{name:str}", opt=PUBLIC, operation_id="staticFile")
 async def static_file(name: FromPath[str]) -> Response[bytes]:
     """The scanner page's script and style sheet (and nothing else from the package)."""
     media_type = STATIC_TYPES.get(name)
@@ -80,7 +82,7 @@ async def static_file(name: FromPath[str]) -> Response[bytes]:
     return Response(_static(name), media_type=media_type, headers=PAGE_HEADERS)
 
 
-@get("/v1/trust", opt=PUBLIC)
+@get("/v1/trust", opt=PUBLIC, operation_id="getTrust")
 async def trust(services: ServicesDep) -> TrustBundle:
     """Public keys with status and signing windows, and the policy, for offline scanners."""
     policy = services.policy
@@ -92,13 +94,18 @@ async def trust(services: ServicesDep) -> TrustBundle:
     )
 
 
-@get("/health", opt=PUBLIC)
+@get("/health", opt=PUBLIC, operation_id="health")
 async def health() -> Health:
     """The process is alive."""
     return Health("ok")
 
 
-@get("/ready", opt=PUBLIC)
+@get(
+    "/ready",
+    opt=PUBLIC,
+    operation_id="ready",
+    responses={503: ResponseSpec(Health, description="Not ready: `status` and `detail` say why")},
+)
 async def ready(services: ServicesDep) -> Response[Health]:
     """Keys and revocations loaded and fresh, and on a node that issues a key that can sign:
     200; otherwise 503 with the reason."""
@@ -122,7 +129,12 @@ async def ready(services: ServicesDep) -> Response[Health]:
     return Response(Health("ready", detail))
 
 
-@get("/metrics", opt=roles("admin"), media_type="text/plain; version=0.0.4")
+@get(
+    "/metrics",
+    opt=roles("admin"),
+    operation_id="getMetrics",
+    media_type="text/plain; version=0.0.4",
+)
 async def metrics_endpoint(services: ServicesDep) -> bytes:
     """Prometheus metrics: decisions by outcome and code, verify latency, revocation seq."""
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
@@ -131,6 +143,8 @@ async def metrics_endpoint(services: ServicesDep) -> bytes:
 
 router = Router(
     path="/",
-    route_handlers=[trust, health, ready, metrics_endpoint, scan_page, static_file],
+    route_handlers=document(
+        "admin", [trust, health, ready, metrics_endpoint, scan_page, static_file]
+    ),
 )
 """Routes anyone may call, and the admins' metrics; each handler declares its own `opt`."""

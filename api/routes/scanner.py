@@ -17,6 +17,8 @@ from litestar.status_codes import (
 
 from api import metrics
 from api.auth import credential_of, roles
+from api.errors import UnreadableImage
+from api.openapi import FrameUpload, document, raises
 from api.routes.access import (
     BATCH_VERIFY_BODY_LIMIT,
     SCAN_BODY_LIMIT,
@@ -63,6 +65,7 @@ async def _decide(
 @post(
     "/verify",
     opt=roles("scanner"),
+    operation_id="verifyToken",
     status_code=HTTP_200_OK,
     request_max_body_size=VERIFY_BODY_LIMIT,
 )
@@ -77,6 +80,7 @@ async def verify_token(
 @post(
     "/verify/batch",
     opt=roles("scanner"),
+    operation_id="verifyTokens",
     status_code=HTTP_200_OK,
     request_max_body_size=BATCH_VERIFY_BODY_LIMIT,
 )
@@ -108,7 +112,14 @@ def read_qr(image_bytes: bytes, image_format: str) -> str | None:
     return results[0].text if results else None
 
 
-@post("/scan", opt=roles("scanner"), status_code=HTTP_200_OK, request_max_body_size=SCAN_BODY_LIMIT)
+@post(
+    "/scan",
+    opt=roles("scanner") | raises(UnreadableImage, 413, 415),
+    operation_id="scanFrame",
+    operation_class=FrameUpload,
+    status_code=HTTP_200_OK,
+    request_max_body_size=SCAN_BODY_LIMIT,
+)
 async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> ScanResponse:
     """Read the QR code in a camera frame (JPEG or PNG body), then verify it."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -121,9 +132,7 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
     try:
         text = await asyncio.to_thread(read_qr, body, image_format)
     except ValueError as err:
-        raise ClientException(
-            f"the body is not a readable {media_type} image", status_code=422
-        ) from err
+        raise UnreadableImage(media_type) from err
     if text is None:
         return ScanResponse(
             found=False,
@@ -141,7 +150,7 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
     )
 
 
-@get("/status-lists/{list_id:int}", opt=roles("scanner", "admin"))
+@get("/status-lists/{list_id:int}", opt=roles("scanner", "admin"), operation_id="getStatusList")
 async def status_list(
     request: Request[Any, Any, Any],
     list_id: Annotated[int, PathParameter(ge=0, le=0xFFFF)],
@@ -158,5 +167,8 @@ async def status_list(
     return Response(StatusListBundle(list_id, seq, status.export()), headers=headers)
 
 
-router = Router(path="/v1", route_handlers=[verify_token, verify_batch, scan_image, status_list])
+router = Router(
+    path="/v1",
+    route_handlers=document("scanner", [verify_token, verify_batch, scan_image, status_list]),
+)
 """The scanner's routes; each handler declares its own roles (the router declares none)."""

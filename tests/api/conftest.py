@@ -153,6 +153,11 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def utc(at: int) -> str:
+    """A Unix time as the API answers it where requests take RFC 3339: `...Z`."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def riyadh(day: int, month: int = 4, hour: int = 0) -> str:
     """An RFC 3339 time in 2027, Riyadh time."""
     return dt.datetime(2027, month, day, hour, tzinfo=RIYADH).isoformat()

@@ -135,7 +135,9 @@ def test_block_goes_with_holder_or_establishment_only(
     app: Api, admin_key: str, permit: dict[str, Any]
 ) -> None:
     body = {"permit_id": permit["permit_id"], "reason": FRAUD, "block": True}
-    assert_problem(_post(app, admin_key, "/v1/revocations", body), 422, "invalid_body")
+    assert_problem(
+        _post(app, admin_key, "/v1/revocations", body), 422, "revocation_target_required"
+    )
 
 
 def test_block_with_a_trailing_newline_is_refused(app: Api, admin_key: str) -> None:

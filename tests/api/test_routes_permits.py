@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from tests.api.conftest import (
     muqeem_body,
     permit_body,
     riyadh,
+    utc,
 )
 
 
@@ -48,7 +50,14 @@ def test_issue_returns_201_with_a_token_that_verifies(
     assert view["state"] == "active"
     assert view["holder"] == IQAMA
     assert view["channel"] == "absher"
-    assert view["issued_at"] == app.clock.now
+    assert view["issued_at"] == utc(app.clock.now)
+    # The request's times come back as the same instants, in UTC.
+    body = permit_body()
+    assert dt.datetime.fromisoformat(view["not_before"]) == dt.datetime.fromisoformat(
+        body["not_before"]
+    )
+    assert dt.datetime.fromisoformat(view["expires"]) == dt.datetime.fromisoformat(body["expires"])
+    assert view["expires"].endswith("Z")
     assert view["token"].startswith("CP1:")
     assert app.verify(scanner_key, view["token"])["outcome"] == "VALID"
 
@@ -222,7 +231,7 @@ def test_batch_of_two_channels_is_refused(app: Api) -> None:
     response = app.client.post(
         "/v1/permits/batch", json={"permits": [permit_body(), muqeem_body()]}, headers=auth(both)
     )
-    assert_problem(response, 422, "invalid_body")
+    assert_problem(response, 422, "mixed_channels")
 
 
 def test_batch_of_1001_is_refused_by_the_size_limit(app: Api, issuer_key: str) -> None:

@@ -120,9 +120,9 @@ def test_issuer_cannot_revoke_by_holder_or_establishment(
 
 
 def test_exactly_one_target(app: Api, admin_key: str, permit: dict[str, Any]) -> None:
-    assert_problem(_revoke(app, admin_key), 422, "invalid_body")
+    assert_problem(_revoke(app, admin_key), 422, "revocation_target_required")
     both = _revoke(app, admin_key, permit_id=permit["permit_id"], holder=IQAMA)
-    assert_problem(both, 422, "invalid_body")
+    assert_problem(both, 422, "revocation_target_required")
 
 
 def test_revoke_body_validation_names_the_field(app: Api, admin_key: str) -> None:

@@ -178,7 +178,7 @@ def test_scan_image_without_qr(app: Api, scanner_key: str) -> None:
 
 def test_scan_garbage_image_is_422(app: Api, scanner_key: str) -> None:
     response = _scan(app, scanner_key, b"\x89PNG\r\n\x1a\n not really a png", "image/png")
-    assert_problem(response, 422, "invalid_body")
+    assert_problem(response, 422, "unreadable_image")
 
 
 def test_scan_other_media_type_is_415(app: Api, scanner_key: str) -> None:
@@ -211,14 +211,16 @@ def test_scan_decodes_only_the_format_it_is_sent_as(
     frame = io.BytesIO()
     Image.new("RGB", (64, 64), "white").save(frame, format=image_format)
     for media_type in ("image/png", "image/jpeg"):
-        assert_problem(_scan(app, scanner_key, frame.getvalue(), media_type), 422, "invalid_body")
+        assert_problem(
+            _scan(app, scanner_key, frame.getvalue(), media_type), 422, "unreadable_image"
+        )
 
 
 def test_scan_a_png_sent_as_jpeg_is_refused(
     app: Api, scanner_key: str, issuer_key: str, permit: dict[str, Any]
 ) -> None:
     png = _qr_png(app, issuer_key, permit["permit_id"])
-    assert_problem(_scan(app, scanner_key, png, "image/jpeg"), 422, "invalid_body")
+    assert_problem(_scan(app, scanner_key, png, "image/jpeg"), 422, "unreadable_image")
 
 
 @pytest.mark.parametrize(
@@ -234,7 +236,7 @@ def test_scan_refuses_a_frame_no_camera_sends_before_decoding_it(
     frame = io.BytesIO()
     Image.new(mode, size).save(frame, format="PNG", optimize=True)
     assert len(frame.getvalue()) < 2 * 1024 * 1024  # small on the wire: the header decides
-    assert_problem(_scan(app, scanner_key, frame.getvalue(), "image/png"), 422, "invalid_body")
+    assert_problem(_scan(app, scanner_key, frame.getvalue(), "image/png"), 422, "unreadable_image")
 
 
 def test_scan_the_largest_frame_accepted(app: Api, scanner_key: str) -> None:
