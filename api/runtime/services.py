@@ -230,12 +230,17 @@ class Services:
         the registry: with it away, the loops retry and the mirror's staleness bound holds."""
         if self.changes.changed():
             self.credentials.forget()
-            try:
-                await self.refresh_keys()
-                if self.redis is None:
-                    await self.catch_up(now)
-            except RegistryUnavailable as err:
-                log.warning("change not taken up yet (the sync loops retry): %s", err)
+            await self._take_up(now, "change not taken up yet")
+
+    async def _take_up(self, now: int, failure: str) -> None:
+        """Read the keyring and (without Redis) new revocations now; with the registry away,
+        log `failure` and leave it to the keyring and revocation-sync loops."""
+        try:
+            await self.refresh_keys()
+            if self.redis is None:
+                await self.catch_up(now)
+        except RegistryUnavailable as err:
+            log.warning("%s (the sync loops retry): %s", failure, err)
 
     async def announce_change(self, now: int, revoked: Sequence[Revocation] = ()) -> None:
         """After a committed change: update this process at once, then tell the others.
@@ -248,12 +253,7 @@ class Services:
         # stream, so no other process's revocation is skipped.
         for revocation in revoked:
             self.mirror.revoke(revocation.list_id, revocation.index)
-        try:
-            await self.refresh_keys()
-            if self.redis is None:
-                await self.catch_up(now)
-        except RegistryUnavailable as err:
-            log.warning("change committed, not read back yet (the sync loops retry): %s", err)
+        await self._take_up(now, "change committed, not read back yet")
         if self.redis is not None:
             # Wait a little for Redis to take it, but never cancel the publish half-way:
             # a slow one finishes on its own, a failed one is retried by the outbox loop.

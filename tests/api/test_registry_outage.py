@@ -19,7 +19,7 @@ import api.runtime.services
 from api.runtime.changes import ChangeSignal
 from api.runtime.credential_cache import CREDENTIAL_TTL
 from api.runtime.settings import Settings
-from checkpoint.model import Decision, Outcome
+from checkpoint.model import Outcome
 from issuer.errors import RegistryUnavailable
 from issuer.store.credentials import disable_credential
 from issuer.store.registry import REGISTRY_TIMEOUT, Registry
@@ -29,6 +29,7 @@ from tests.api.conftest import (
     Api,
     FakeClock,
     auth,
+    decision,
     permit_body,
     running,
 )
@@ -49,24 +50,18 @@ def until(condition: Callable[[], bool], deadline: float = RECOVERY_DEADLINE) ->
         time.sleep(0.05)
 
 
-def _decision(outcome: Outcome, code: str, now: int) -> Decision:
-    return Decision(
-        outcome=outcome,
-        code=code,
-        message_en="",
-        message_ar="",
-        checkpoint=CHECKPOINT,
-        checked_at=now,
-        policy_version="test",
-    )
-
-
 def _assert_unavailable(response: Any) -> dict[str, Any]:
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     body: dict[str, Any] = response.json()
     assert body["code"] == "registry_unavailable"
     return body
+
+
+def _revoke(app: Api, key: str, permit_id: str) -> Any:
+    return app.client.post(
+        "/v1/revocations", json={"permit_id": permit_id, "reason": "test"}, headers=auth(key)
+    )
 
 
 # --- the registry's error mapping -----------------------------------------------------------
@@ -179,10 +174,10 @@ def test_the_audit_queue_is_bounded(
     services = app.services
     with caplog.at_level(logging.WARNING, logger="checkpoint"):
         for _ in range(5):
-            services.audit_decision(_decision(Outcome.INVALID, "expired", app.clock.now), "s")
+            services.audit_decision(decision(Outcome.INVALID, "expired", app.clock.now), "s")
         assert services.audit_dropped == 2
         assert len(app.audit_entries("decision")) == 3
-        services.audit_decision(_decision(Outcome.INVALID, "expired", app.clock.now), "s")
+        services.audit_decision(decision(Outcome.INVALID, "expired", app.clock.now), "s")
         assert services.audit_dropped == 2
     full = [r for r in caplog.records if "audit queue full" in r.getMessage()]
     written = [r for r in caplog.records if "audit queue written" in r.getMessage()]
@@ -195,11 +190,11 @@ def test_a_failed_flush_keeps_the_queue_bounded(app: Api, monkeypatch: pytest.Mo
 
     async def slow_failure(registry: Registry, events: object) -> None:
         for _ in range(3):  # decisions queued while the write hangs
-            services.audit_decision(_decision(Outcome.INVALID, "expired", app.clock.now), "s")
+            services.audit_decision(decision(Outcome.INVALID, "expired", app.clock.now), "s")
         raise RegistryUnavailable("timeout")
 
     for _ in range(2):
-        services.audit_decision(_decision(Outcome.INVALID, "expired", app.clock.now), "s")
+        services.audit_decision(decision(Outcome.INVALID, "expired", app.clock.now), "s")
     monkeypatch.setattr("api.runtime.services.record_events", slow_failure)
     with pytest.raises(RegistryUnavailable):
         app.run(services.flush_audit)
@@ -226,11 +221,7 @@ def test_a_revocation_committed_on_a_full_disk_answers_201(
 
         with monkeypatch.context() as patch:
             patch.setattr(ChangeSignal, "announce", full)
-            revoked = app.client.post(
-                "/v1/revocations",
-                json={"permit_id": permit["permit_id"], "reason": "left the Kingdom"},
-                headers=auth(issuer),
-            )
+            revoked = _revoke(app, issuer, permit["permit_id"])
             assert revoked.status_code == 201, revoked.text
             assert app.verify(scanner, permit["token"])["code"] == "revoked"
             app.services.announce_pending()  # the disk still full: retried later
@@ -253,11 +244,7 @@ def test_a_commit_read_back_failure_answers_201(app: Api, monkeypatch: pytest.Mo
         raise RegistryUnavailable("connection refused")
 
     monkeypatch.setattr(app.services, "refresh_keys", away)
-    revoked = app.client.post(
-        "/v1/revocations",
-        json={"permit_id": permit["permit_id"], "reason": "left the Kingdom"},
-        headers=auth(issuer),
-    )
+    revoked = _revoke(app, issuer, permit["permit_id"])
     assert revoked.status_code == 201, revoked.text
     assert app.verify(scanner, permit["token"])["code"] == "revoked"
 
@@ -280,12 +267,6 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Api, TcpProxy]]:
                     yield app, proxy
                 finally:
                     proxy.set_mode("pass")
-
-
-def _revoke(app: Api, key: str, permit_id: str) -> Any:
-    return app.client.post(
-        "/v1/revocations", json={"permit_id": permit_id, "reason": "test"}, headers=auth(key)
-    )
 
 
 @pytest.mark.parametrize("mode", ["refuse", "reset", "blackhole"])
