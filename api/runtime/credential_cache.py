@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 
@@ -14,6 +15,12 @@ log = logging.getLogger("checkpoint")
 
 CREDENTIAL_TTL = 30
 """Seconds a looked-up credential is trusted before it is read again."""
+LOOKUP_WAIT = 0.05
+"""Seconds a request with a known key waits for the registry to read that key again; past
+it (a black-holed registry) the key is honoured from memory and the lookup goes on alone."""
+AWAY_RETRY = 1
+"""Seconds (of the service clock) after a failed lookup during which known keys are
+honoured from memory without asking the registry again."""
 
 
 class CredentialCache:
@@ -31,6 +38,8 @@ class CredentialCache:
         """Digest: the credential and when it was looked up (None: to be read again)."""
         self._lookups: dict[str, asyncio.Future[Credential | None]] = {}
         self._disabled: int | None = None
+        self._away_until: int | None = None
+        """Until when (service clock) known keys are honoured without asking the registry."""
         self.from_memory = False
         """Whether the last lookup failed and a remembered credential was used instead."""
 
@@ -57,24 +66,46 @@ class CredentialCache:
         cached = self._credentials.get(digest)
         if cached is not None and cached[1] is not None and now - cached[1] < CREDENTIAL_TTL:
             return cached[0]
+        if cached is not None and self._away_until is not None and now < self._away_until:
+            return cached[0]
         pending = self._lookups.get(digest)
         if pending is None:
             pending = asyncio.ensure_future(authenticate(self.registry, api_key))
             self._lookups[digest] = pending
-            pending.add_done_callback(lambda _: self._lookups.pop(digest, None))
-        try:
-            credential = await asyncio.shield(pending)
-        except RegistryUnavailable:
-            if cached is None:
-                raise
+            pending.add_done_callback(functools.partial(self._settle, digest, now))
+        if cached is None:
+            return await asyncio.shield(pending)  # RegistryUnavailable: the guard's 503
+        await asyncio.wait({pending}, timeout=LOOKUP_WAIT)
+        if not pending.done():
+            self._away_until = now + AWAY_RETRY
             self._note(from_memory=True)
             return cached[0]
+        if isinstance(pending.exception(), RegistryUnavailable):
+            return cached[0]
+        return pending.result()
+
+    def _settle(
+        self, digest: str, looked_up: int, lookup: asyncio.Future[Credential | None]
+    ) -> None:
+        """Apply a finished lookup: the registry's word drops or refreshes the credential;
+        a failure leaves it to be honoured from memory for a while."""
+        self._lookups.pop(digest, None)
+        if lookup.cancelled():
+            return
+        error = lookup.exception()
+        if isinstance(error, RegistryUnavailable):
+            self._away_until = looked_up + AWAY_RETRY
+            self._note(from_memory=digest in self._credentials)
+            return
+        if error is not None:
+            return
+        self._away_until = None
         self._note(from_memory=False)
+        credential = lookup.result()
         if credential is None:
             self._credentials.pop(digest, None)
-            return None
-        self._credentials[digest] = (credential, now)
-        return credential
+        else:
+            self._credentials[digest] = (credential, looked_up)
 
     def _note(self, *, from_memory: bool) -> None:
         if from_memory != self.from_memory:

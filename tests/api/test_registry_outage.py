@@ -39,6 +39,9 @@ from tests.tcp_proxy import Mode, TcpProxy
 WRITE_BOUND = 3 * REGISTRY_TIMEOUT + 1
 """Seconds within which a write answers 503 with the registry black-holed: the statement's
 timeout, the rollback's, and slack."""
+VERIFY_BOUND = 1.0
+"""Seconds a scan with a known key may take with the registry black-holed (it waits
+LOOKUP_WAIT for the registry, then decides from memory)."""
 RECOVERY_DEADLINE = 30.0
 
 
@@ -285,7 +288,9 @@ def test_a_registry_outage_on_postgresql(tmp_path: Path, mode: Mode) -> None:
 
         proxy.set_mode(mode)
         app.clock.advance(CREDENTIAL_TTL)  # the cached credentials are due to be read again
+        started = time.monotonic()
         assert app.verify(scanner, valid["token"])["outcome"] == "VALID"
+        assert time.monotonic() - started < VERIFY_BOUND
         assert app.verify(scanner, withdrawn["token"])["code"] == "revoked"
         _assert_unavailable(
             app.client.post("/v1/verify", json={"token": valid["token"]}, headers=auth("cpk_x"))
