@@ -26,6 +26,10 @@ VERIFY_SECONDS = Histogram(
     "Time to verify the tokens of one request (core only, no network)",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
+AUDIT_DROPPED = Counter(
+    "checkpoint_audit_dropped_total",
+    "Decision audit rows dropped because the queue was full (the registry not taking them)",
+)
 PERMITS_ISSUED = Counter("checkpoint_permits_issued_total", "Permits issued")
 REVOCATION_SEQ = Gauge(
     "checkpoint_revocation_seq",

@@ -48,9 +48,16 @@ class SchemaTooNew(CheckpointError):
 
 
 class RegistryUnavailable(CheckpointError):
+    """The registry cannot be reached; `outcome_unknown`: it failed during a write's COMMIT,
+    so the change may or may not have been made (the detail says which)."""
+
     code = "registry_unavailable"
     message_en = "The permit registry is unavailable: try again shortly."
     message_ar = "سجل التصاريح غير متاح حاليًا: حاول مرة أخرى بعد قليل."
+
+    def __init__(self, detail: str | None = None, *, outcome_unknown: bool = False) -> None:
+        super().__init__(detail)
+        self.outcome_unknown = outcome_unknown
 
 
 # --- Refusals to issue: the request is well-formed but the rules say no. ---

@@ -107,8 +107,8 @@ async def health() -> Health:
     responses={503: ResponseSpec(Health, description="Not ready: `status` and `detail` say why")},
 )
 async def ready(services: ServicesDep) -> Response[Health]:
-    """Keys and revocations loaded and fresh, and on a node that issues a key that can sign:
-    200; otherwise 503 with the reason."""
+    """Keys and revocations loaded and fresh, and on a node that issues a key that can sign
+    and the registry reachable: 200; otherwise 503 with the reason."""
     now = services.clock()
     fresh = services.mirror.is_current(now, services.policy.revocation_staleness)
     detail: dict[str, object] = {
@@ -122,9 +122,13 @@ async def ready(services: ServicesDep) -> Response[Health]:
     signing = services.signing_problem(now)
     if signing is not None:
         detail["signing"] = signing
+    registry = None if services.keys is None else await services.registry_problem()
+    if registry is not None:
+        # A node that issues cannot issue or revoke; its verification keeps answering.
+        detail["registry"] = f"unreachable: issuing and revoking answer 503 ({registry})"
     if not services.loaded:
         return Response(Health("starting", detail), status_code=503)
-    if not fresh or not services.verifier.keyring or signing is not None:
+    if not fresh or not services.verifier.keyring or signing is not None or registry is not None:
         return Response(Health("degraded", detail), status_code=503)
     return Response(Health("ready", detail))
 

@@ -1,37 +1,60 @@
-"""The API-key cache: credentials looked up once and trusted for a few seconds."""
+"""The API-key cache: credentials looked up once, trusted briefly, honoured through outages."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import logging
 
+from issuer.errors import RegistryUnavailable
 from issuer.store.credentials import Credential, authenticate, disabled_count
 from issuer.store.registry import Registry
 
+log = logging.getLogger("checkpoint")
+
 CREDENTIAL_TTL = 30
 """Seconds a looked-up credential is trusted before it is read again."""
+LOOKUP_WAIT = 0.05
+"""Seconds a request with a known key waits for the registry to read that key again; past
+it (a black-holed registry) the key is honoured from memory and the lookup goes on alone."""
+AWAY_RETRY = 1
+"""Seconds (of the service clock) after a failed lookup during which known keys are
+honoured from memory without asking the registry again."""
 
 
 class CredentialCache:
-    """Credentials by the SHA-256 of their API key, read from the registry when missing."""
+    """Credentials by the SHA-256 of their API key, read from the registry when missing.
+
+    While the registry cannot be read, a credential looked up before is honoured from memory
+    (however old its lookup), so scanners keep deciding through an outage; an unknown key
+    then raises RegistryUnavailable. A credential is dropped only when the registry says
+    it is disabled or unknown.
+    """
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._credentials: dict[str, tuple[Credential, int]] = {}
+        self._credentials: dict[str, tuple[Credential, int | None]] = {}
+        """Digest: the credential and when it was looked up (None: to be read again)."""
         self._lookups: dict[str, asyncio.Future[Credential | None]] = {}
         self._disabled: int | None = None
+        self._away_until: int | None = None
+        """Until when (service clock) known keys are honoured without asking the registry."""
+        self.from_memory = False
+        """Whether the last lookup failed and a remembered credential was used instead."""
 
     async def follow(self) -> None:
-        """Drop every cached credential when one was disabled on any node since the last
-        call (one cheap count): a disabled key is refused on every node within a poll."""
+        """Re-check every cached credential when one was disabled on any node since the
+        last call (one cheap count): a disabled key is refused on every node within a poll."""
         disabled = await disabled_count(self.registry)
         if disabled != self._disabled:
             self.forget()
             self._disabled = disabled
 
     def forget(self) -> None:
-        """Drop every cached credential (one may have been disabled)."""
-        self._credentials.clear()
+        """Read every cached credential again on its next use (one may have been disabled);
+        each is kept to be honoured should the registry be away by then."""
+        self._credentials = {digest: (c, None) for digest, (c, _) in self._credentials.items()}
 
     async def authenticate(self, api_key: str, now: int) -> Credential | None:
         """The credential for an API key, cached briefly; None if unknown or disabled.
@@ -41,16 +64,53 @@ class CredentialCache:
         """
         digest = hashlib.sha256(api_key.encode()).hexdigest()
         cached = self._credentials.get(digest)
-        if cached is not None and now - cached[1] < CREDENTIAL_TTL:
+        if cached is not None and cached[1] is not None and now - cached[1] < CREDENTIAL_TTL:
+            return cached[0]
+        if cached is not None and self._away_until is not None and now < self._away_until:
             return cached[0]
         pending = self._lookups.get(digest)
         if pending is None:
             pending = asyncio.ensure_future(authenticate(self.registry, api_key))
             self._lookups[digest] = pending
-            pending.add_done_callback(lambda _: self._lookups.pop(digest, None))
-        credential = await asyncio.shield(pending)
+            pending.add_done_callback(functools.partial(self._settle, digest, now))
+        if cached is None:
+            return await asyncio.shield(pending)  # RegistryUnavailable: the guard's 503
+        await asyncio.wait({pending}, timeout=LOOKUP_WAIT)
+        if not pending.done():
+            self._away_until = now + AWAY_RETRY
+            self._note(from_memory=True)
+            return cached[0]
+        if isinstance(pending.exception(), RegistryUnavailable):
+            return cached[0]
+        return pending.result()
+
+    def _settle(
+        self, digest: str, looked_up: int, lookup: asyncio.Future[Credential | None]
+    ) -> None:
+        """Apply a finished lookup: the registry's word drops or refreshes the credential;
+        a failure leaves it to be honoured from memory for a while."""
+        self._lookups.pop(digest, None)
+        if lookup.cancelled():
+            return
+        error = lookup.exception()
+        if isinstance(error, RegistryUnavailable):
+            self._away_until = looked_up + AWAY_RETRY
+            self._note(from_memory=digest in self._credentials)
+            return
+        if error is not None:
+            return
+        self._away_until = None
+        self._note(from_memory=False)
+        credential = lookup.result()
         if credential is None:
             self._credentials.pop(digest, None)
-            return None
-        self._credentials[digest] = (credential, now)
-        return credential
+        else:
+            self._credentials[digest] = (credential, looked_up)
+
+    def _note(self, *, from_memory: bool) -> None:
+        if from_memory != self.from_memory:
+            self.from_memory = from_memory
+            if from_memory:
+                log.warning("registry unreachable: honouring API keys looked up before")
+            else:
+                log.warning("registry reachable again: API keys are looked up again")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from api import metrics
 from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog
 from api.runtime.changes import CHANGES_FILE, ChangeSignal
 from api.runtime.clock import Clock, wall_clock
@@ -38,6 +39,9 @@ key revoked or a credential disabled on any node is refused on every node within
 SYNC_INTERVAL = 1.0
 """Seconds between background confirmations that the mirror is complete."""
 AUDIT_FLUSH_INTERVAL = 0.25
+AUDIT_QUEUE_MAX = 50_000
+"""Decision rows held for the registry at most (a registry outage of minutes at full scan
+rate); past it rows are dropped and counted (`audit_dropped`), never blocking a scan."""
 PUBLISH_NOW_TIMEOUT = 0.5
 """Seconds a revoke call waits for Redis to take the change before answering anyway."""
 REGISTRY_FALLBACK_AFTER = 2
@@ -75,6 +79,10 @@ class Services:
         self.limiter = TokenBucket(settings.rate_limit, settings.rate_burst)
         self.credentials = CredentialCache(registry)
         self._audit: list[AuditEvent] = []
+        self.audit_dropped = 0
+        """Decision rows dropped because the queue was full (the registry not taking them)."""
+        self._audit_full = False
+        self._announce_pending = False
         self.loops = Loops()
         self._publishing: asyncio.Task[bool] | None = None
         self.loaded = False
@@ -161,7 +169,10 @@ class Services:
         await self.loops.stop()
         if self._publishing is not None:
             await asyncio.wait({self._publishing}, timeout=STOP_GRACE)
-        await self.flush_audit()
+        try:
+            await self.flush_audit()
+        except RegistryUnavailable as err:
+            log.warning("%d audit rows not written at shutdown: %s", len(self._audit), err)
         if self.redis is not None:
             await self.redis.close()
         await self.registry.close()
@@ -215,40 +226,69 @@ class Services:
     async def refresh_if_changed(self, now: int) -> None:
         """On the request path: one `stat`; a database read only when another process
         announced a change, so the very next verification after a revoke sees it.
-        With Redis, revocations arrive through its stream instead."""
+        With Redis, revocations arrive through its stream instead. A scan never fails on
+        the registry: with it away, the loops retry and the mirror's staleness bound holds."""
         if self.changes.changed():
             self.credentials.forget()
-            try:
-                await self.refresh_keys()
-            except RegistryUnavailable as err:
-                # A scan never waits on the registry for keys: the keyring loop retries.
-                log.warning("keyring not refreshed: %s", err)
+            await self._take_up(now, "change not taken up yet")
+
+    async def _take_up(self, now: int, failure: str) -> None:
+        """Read the keyring and (without Redis) new revocations now; with the registry away,
+        log `failure` and leave it to the keyring and revocation-sync loops."""
+        try:
+            await self.refresh_keys()
             if self.redis is None:
                 await self.catch_up(now)
+        except RegistryUnavailable as err:
+            log.warning("%s (the sync loops retry): %s", failure, err)
 
     async def announce_change(self, now: int, revoked: Sequence[Revocation] = ()) -> None:
-        """After a committed change: update this process at once, then tell the others."""
+        """After a committed change: update this process at once, then tell the others.
+
+        Never raises: the change is committed, so the caller must hear it succeeded. What
+        fails here (reading the registry back, the change file, Redis) is logged and
+        retried by the loops."""
         self.credentials.forget()
-        await self.refresh_keys()
-        if self.redis is None:
-            await self.catch_up(now)
-        else:
-            # Set the bits here at once, but leave the sequence number to the stream, so
-            # no entry of another process's revocation is skipped.
-            for revocation in revoked:
-                self.mirror.revoke(revocation.list_id, revocation.index)
+        # Set the bits here at once; the sequence number is left to `catch_up` or the
+        # stream, so no other process's revocation is skipped.
+        for revocation in revoked:
+            self.mirror.revoke(revocation.list_id, revocation.index)
+        await self._take_up(now, "change committed, not read back yet")
+        if self.redis is not None:
             # Wait a little for Redis to take it, but never cancel the publish half-way:
             # a slow one finishes on its own, a failed one is retried by the outbox loop.
             if self._publishing is None or self._publishing.done():
                 self._publishing = asyncio.create_task(self.redis.publish_pending())
                 self._publishing.add_done_callback(_log_publish_failure)
             await asyncio.wait({self._publishing}, timeout=PUBLISH_NOW_TIMEOUT)
-        self.changes.announce()
+        self._announce_pending = True
+        self.announce_pending()
+
+    def announce_pending(self) -> None:
+        """Replace the change file if a committed change is not announced yet; a failure
+        (a full disk) is logged and left to the revocation-sync loop to retry."""
+        if not self._announce_pending:
+            return
+        try:
+            self.changes.announce()
+        except OSError as err:
+            log.warning("change committed, other workers not told yet (retrying): %s", err)
+            return
+        self._announce_pending = False
         self.changes.changed()  # our own announcement is not news to us
 
     async def _sync_step(self) -> None:
+        self.announce_pending()
         if self.redis is None:
             await self.catch_up(self.clock())
+
+    async def registry_problem(self) -> str | None:
+        """Why the registry cannot be reached now (one round trip), or None."""
+        try:
+            await self.registry.ping()
+        except RegistryUnavailable as err:
+            return err.detail or err.message_en
+        return None
 
     # --- credentials --------------------------------------------------------------------
 
@@ -261,6 +301,9 @@ class Services:
     def audit_decision(self, decision: Decision, actor: str) -> None:
         """Queue an audit row for every refused or undecided scan, and every warning."""
         if decision.outcome is Outcome.VALID and not decision.warnings:
+            return
+        if len(self._audit) >= AUDIT_QUEUE_MAX:
+            self._drop_audit(1)
             return
         self._audit.append(
             AuditEvent(
@@ -286,7 +329,26 @@ class Services:
             await record_events(self.registry, pending)
         except BaseException:
             self._audit[:0] = pending
+            if len(self._audit) > AUDIT_QUEUE_MAX:  # rows queued during the failed write
+                self._drop_audit(len(self._audit) - AUDIT_QUEUE_MAX)
+                del self._audit[AUDIT_QUEUE_MAX:]
             raise
+        if self._audit_full:
+            self._audit_full = False
+            log.warning(
+                "audit queue written; %d decision rows were dropped in all", self.audit_dropped
+            )
+
+    def _drop_audit(self, rows: int) -> None:
+        self.audit_dropped += rows
+        metrics.AUDIT_DROPPED.inc(rows)
+        if not self._audit_full:
+            self._audit_full = True
+            log.warning(
+                "audit queue full (%d rows, the registry not taking them): dropping decision "
+                "rows until it does",
+                AUDIT_QUEUE_MAX,
+            )
 
 
 def _log_publish_failure(task: asyncio.Task[bool]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sqlite3
 import time
@@ -13,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from issuer.errors import RegistryUnavailable
@@ -23,6 +25,54 @@ MIGRATION_LOCK = 0x43_4B_50_4D  # "CKPM"
 DEFAULT_LIST_CAPACITY = 2**20
 """Permits per status list; a full list is never reopened, allocation moves to the next id."""
 BUSY_TIMEOUT_MS = 10_000
+REGISTRY_TIMEOUT = 2.0
+"""Seconds one step against a server registry (PostgreSQL) may take before the registry is
+taken for unavailable: connecting, one statement or COMMIT, waiting for a pooled connection.
+A black-holed database answers 503 `registry_unavailable` within a few of these."""
+NOT_DONE = "nothing was changed: the registry could not be reached ({cause}); try again shortly"
+OUTCOME_UNKNOWN = (
+    "outcome unknown: the registry failed during COMMIT ({cause}), so the change may or may "
+    "not have been made; retrying the same request (with the same Idempotency-Key) is safe"
+)
+
+
+def _asyncpg_connection_errors() -> tuple[type[BaseException], ...]:
+    """asyncpg's own connection errors, which SQLAlchemy does not wrap while connecting
+    (asyncpg is the optional PostgreSQL driver)."""
+    try:
+        exceptions = importlib.import_module("asyncpg.exceptions")
+    except ImportError:
+        return ()
+    names = (
+        "InterfaceError",
+        "PostgresConnectionError",
+        "CannotConnectNowError",
+        "TooManyConnectionsError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+    )
+    return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
+
+
+_CONNECTIVITY: tuple[type[BaseException], ...] = (
+    OperationalError,  # SQLite's "database is locked" / "disk is full", psycopg-style errors
+    InterfaceError,
+    PoolTimeout,
+    OSError,  # refused, reset, unreachable, and TimeoutError (asyncpg's connect and commands)
+    *_asyncpg_connection_errors(),
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the registry cannot be reached now, not that a statement is wrong."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _CONNECTIVITY)
+
+
+def _cause(exc: BaseException) -> str:
+    orig = exc.orig if isinstance(exc, DBAPIError) else None
+    return f"{type(orig or exc).__name__}: {orig or exc}".strip().rstrip(":")
 
 
 class Registry:
@@ -51,7 +101,7 @@ class Registry:
         sqlite = parsed.get_backend_name() == "sqlite"
         if sqlite and parsed.database not in (None, "", ":memory:") and "uri" not in parsed.query:
             _private_file(Path(str(parsed.database)))
-        engine = create_async_engine(parsed)
+        engine = create_async_engine(parsed, **_engine_options(parsed.get_backend_name()))
         if sqlite:
             _configure_sqlite(engine, busy_timeout_ms)
         registry = cls(engine, list_capacity)
@@ -71,12 +121,26 @@ class Registry:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite: writers queue up front)."""
+        """A write transaction (BEGIN IMMEDIATE on SQLite: writers queue up front).
+
+        A connectivity failure raises RegistryUnavailable; `outcome_unknown` is set when it
+        came during COMMIT, after the transaction's statements all ran: then the change may
+        or may not have been made."""
+        committing = False
         try:
             async with self._write_lock, self._writer.begin() as conn:
                 yield conn
-        except OperationalError as exc:
-            raise RegistryUnavailable(str(exc.orig)) from exc
+                committing = True
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            if committing:
+                raise RegistryUnavailable(
+                    OUTCOME_UNKNOWN.format(cause=_cause(exc)), outcome_unknown=True
+                ) from exc
+            raise RegistryUnavailable(NOT_DONE.format(cause=_cause(exc))) from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -84,8 +148,30 @@ class Registry:
         try:
             async with self.engine.connect() as conn:
                 yield conn
-        except OperationalError as exc:
-            raise RegistryUnavailable(str(exc.orig)) from exc
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            raise RegistryUnavailable(NOT_DONE.format(cause=_cause(exc))) from exc
+
+    async def ping(self) -> None:
+        """One round trip (RegistryUnavailable when the registry cannot be reached)."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+
+def _engine_options(backend: str) -> dict[str, Any]:
+    """Bounded waits on a server registry (connect, each statement and COMMIT, the pool),
+    and pooled connections checked before use, so none that died in an outage is handed out
+    after it."""
+    if backend != "postgresql":
+        return {}  # SQLite: the busy timeout bounds the wait for a lock
+    return {
+        "pool_pre_ping": True,
+        "pool_timeout": REGISTRY_TIMEOUT,
+        "connect_args": {"timeout": REGISTRY_TIMEOUT, "command_timeout": REGISTRY_TIMEOUT},
+    }
 
 
 def _private_file(path: Path) -> None:

@@ -28,6 +28,7 @@ from api.app import create_app
 from api.routes import ROUTERS
 from api.runtime.services import Services
 from api.runtime.settings import Settings
+from checkpoint.model import Decision, Outcome
 from checkpoint.policy_file import default_policy
 from issuer.admission import MAKKAH
 from issuer.registration import register_establishment
@@ -161,6 +162,19 @@ def utc(at: int) -> str:
 def riyadh(day: int, month: int = 4, hour: int = 0) -> str:
     """An RFC 3339 time in 2027, Riyadh time."""
     return dt.datetime(2027, month, day, hour, tzinfo=RIYADH).isoformat()
+
+
+def decision(outcome: Outcome, code: str, now: int) -> Decision:
+    """A decision at CHECKPOINT, as the verifier would make it (for the audit queue)."""
+    return Decision(
+        outcome=outcome,
+        code=code,
+        message_en="",
+        message_ar="",
+        checkpoint=CHECKPOINT,
+        checked_at=now,
+        policy_version="test",
+    )
 
 
 def permit_body(**fields: Any) -> dict[str, Any]:

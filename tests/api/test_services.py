@@ -9,12 +9,12 @@ import pytest
 
 from api.runtime.credential_cache import CREDENTIAL_TTL
 from api.runtime.settings import Settings
-from checkpoint.model import Decision, Outcome
+from checkpoint.model import Outcome
 from issuer.errors import RegistryUnavailable
 from issuer.store.audit import AuditEvent
 from issuer.store.credentials import disable_credential
 from issuer.store.registry import Registry
-from tests.api.conftest import CHECKPOINT, Api, FakeClock, auth, running
+from tests.api.conftest import CHECKPOINT, Api, FakeClock, auth, decision, running
 from tests.postgres import throwaway_database_sync
 
 # --- Services -------------------------------------------------------------------------------
@@ -30,24 +30,12 @@ def test_authenticate_caches_for_the_ttl(app: Api) -> None:
     assert app.run(services.authenticate, "cpk_unknown", app.clock.now) is None
 
 
-def _decision(outcome: Outcome, code: str, now: int) -> Decision:
-    return Decision(
-        outcome=outcome,
-        code=code,
-        message_en="",
-        message_ar="",
-        checkpoint=CHECKPOINT,
-        checked_at=now,
-        policy_version="test",
-    )
-
-
 def test_only_refused_or_undecided_decisions_are_audited(app: Api) -> None:
     now = app.clock.now
-    app.services.audit_decision(_decision(Outcome.VALID, "valid", now), "scanner-1")
-    app.services.audit_decision(_decision(Outcome.INVALID, "expired", now), "scanner-1")
+    app.services.audit_decision(decision(Outcome.VALID, "valid", now), "scanner-1")
+    app.services.audit_decision(decision(Outcome.INVALID, "expired", now), "scanner-1")
     app.services.audit_decision(
-        _decision(Outcome.INDETERMINATE, "revocation_stale", now), "scanner-1"
+        decision(Outcome.INDETERMINATE, "revocation_stale", now), "scanner-1"
     )
     entries = app.audit_entries("decision")
     assert sorted(e.code or "" for e in entries) == ["expired", "revocation_stale"]
@@ -61,7 +49,7 @@ def test_failed_audit_flush_keeps_the_rows(app: Api, monkeypatch: pytest.MonkeyP
     async def unavailable(registry: Registry, events: Sequence[AuditEvent]) -> None:
         raise RegistryUnavailable("database is locked")
 
-    app.services.audit_decision(_decision(Outcome.INVALID, "expired", app.clock.now), "s")
+    app.services.audit_decision(decision(Outcome.INVALID, "expired", app.clock.now), "s")
     with monkeypatch.context() as patch:
         patch.setattr("api.runtime.services.record_events", unavailable)
         with pytest.raises(RegistryUnavailable):
