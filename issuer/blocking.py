@@ -14,6 +14,7 @@ from issuer.errors import (
     HolderBlocked,
     IssueRefused,
     NotBlocked,
+    item,
 )
 from issuer.store import audit, blocks, establishments, permits
 from issuer.store.blocks import Block, BlockKind
@@ -92,8 +93,8 @@ async def refuse_blocked(
         elif draft.establishment is not None and ("establishment", draft.establishment) in found:
             refusal = EstablishmentSuspended(draft.establishment)
         if refusal is not None:
-            refusal.item = position if batch else None
-            raise refusal
+            with item(position if batch else None):
+                raise refusal
 
 
 def _permits_of(kind: BlockKind, subject: str) -> ColumnElement[bool]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from checkpoint.errors import CheckpointError, KeyringError
 
 
@@ -72,6 +75,16 @@ class IssueRefused(CheckpointError):
 
     item: int | None = None
     """Position of the refused request in a batch, when there was one."""
+
+
+@contextmanager
+def item(position: int | None) -> Iterator[None]:
+    """The one place a refusal learns which request of a batch it concerns."""
+    try:
+        yield
+    except IssueRefused as refusal:
+        refusal.item = position
+        raise
 
 
 class CategoryNotInChannel(IssueRefused):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import msgspec
@@ -21,9 +20,9 @@ from issuer.errors import (
     ChannelNotAllowed,
     EstablishmentNotAllowed,
     InvalidDraft,
-    IssueRefused,
     PermitNotActive,
     PermitNotFound,
+    item,
 )
 from issuer.keystore import PrivateKeys, load_signer, new_entry, signing_entry
 from issuer.store import idempotency, permits
@@ -55,16 +54,6 @@ PROGRAMME_REPLACED = "programme_replaced"
 """The reason of the permits a replaced programme supersedes."""
 ANYONE = Grant()
 """The command line's grant: every channel, every establishment."""
-
-
-@contextmanager
-def item(position: int | None) -> Iterator[None]:
-    """The one place a refusal learns which request of a batch it concerns."""
-    try:
-        yield
-    except IssueRefused as refusal:
-        refusal.item = position
-        raise
 
 
 class Issuer:

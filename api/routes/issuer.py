@@ -29,8 +29,13 @@ from checkpoint.model import Permit
 from checkpoint.policy import Policy
 from issuer.card import CardUnavailable, card_pdf, card_png
 from issuer.eligibility import IssueRequest
-from issuer.errors import IdempotencyConflict, IssueRefused, PermitNotActive, PermitNotFound
-from issuer.issuing import item
+from issuer.errors import (
+    IdempotencyConflict,
+    IssueRefused,
+    PermitNotActive,
+    PermitNotFound,
+    item,
+)
 from issuer.qr import qr_png, qr_svg
 from issuer.store.idempotency import IdempotencyClaim, request_hash
 from issuer.store.permits import PermitRecord
