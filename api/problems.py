@@ -204,6 +204,13 @@ def undecodable_body(request: Request[Any, Any, Any], _: UnicodeDecodeError) -> 
     return http_problem(request, HTTP_400_BAD_REQUEST, detail="The body is not UTF-8 JSON.")
 
 
+def nested_too_deep(request: Request[Any, Any, Any], _: RecursionError) -> Response[Problem]:
+    """A JSON body nested past the interpreter's recursion limit: msgspec recurses into every
+    level, even of a field it only skips. Nothing of the service itself recurses that deep,
+    so this is the body's fault, answered as a bad body rather than a 500."""
+    return http_problem(request, HTTP_400_BAD_REQUEST, detail="The body is nested too deeply.")
+
+
 def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Response[Problem]:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return http_problem(request, HTTP_500_INTERNAL_SERVER_ERROR)
@@ -213,5 +220,6 @@ EXCEPTION_HANDLERS = {
     CheckpointError: domain_error,
     HTTPException: http_error,
     UnicodeDecodeError: undecodable_body,
+    RecursionError: nested_too_deep,
     Exception: unexpected_error,
 }

@@ -41,6 +41,8 @@ from issuer.store.revocations import (
     revoke_permit,
 )
 
+MAX_SEQ = 2**63 - 1
+"""The largest sequence number the registry's BIGINT column holds."""
 City = Annotated[str, Meta(pattern=r"^[a-z][a-z-]{1,39}$(?!\n)", description="e.g. makkah, jeddah")]
 
 
@@ -123,7 +125,9 @@ async def revoke(
 @get("/revocations", opt=roles("admin"), operation_id="listRevocations")
 async def list_revocations(
     services: ServicesDep,
-    after_seq: Annotated[int, Parameter(ge=0, description="only revocations after this seq")] = 0,
+    after_seq: Annotated[
+        int, Parameter(ge=0, le=MAX_SEQ, description="only revocations after this seq")
+    ] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 1000,
 ) -> RevocationList:
     """Committed revocations in sequence order, for audits and catching up."""

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,40 @@ def test_revoke_never_500(app: Api, admin_key: str, issuer_key: str) -> None:
         assert _post(app, "/v1/revocations", admin_key, body) < 500
 
     check()
+
+
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [
+        ("/v1/verify", "scanner"),
+        ("/v1/verify/batch", "scanner"),
+        ("/v1/permits", "issuer"),
+        ("/v1/permits/batch", "issuer"),
+        ("/v1/revocations", "admin"),
+        ("/v1/establishments", "admin"),
+    ],
+)
+def test_a_body_nested_past_the_recursion_limit_is_a_bad_body(
+    app: Api, path: str, role: str
+) -> None:
+    """msgspec recurses into every level, even of a field it only skips: 5,000 levels used
+    to answer 500 (RecursionError) on the routes whose Structs skip unknown values."""
+    key = {
+        "scanner": lambda: app.key("scanner", checkpoint=CHECKPOINT),
+        "issuer": lambda: app.key("issuer", channels=["absher"]),
+        "admin": lambda: app.key("admin"),
+    }[role]()
+    deep = '{"permits": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = app.client.post(
+        path, content=deep.encode(), headers=auth(key) | {"content-type": "application/json"}
+    )
+    assert response.status_code in (400, 413, 422), response.text
+    assert response.json()["code"] != "internal_error"
+
+
+def test_a_sequence_number_past_the_registry_s_range_is_refused(app: Api) -> None:
+    admin = app.key("admin")
+    for after in ("9223372036854775807", "9223372036854775808", "99999999999999999999"):
+        response = app.client.get(f"/v1/revocations?after_seq={after}", headers=auth(admin))
+        expected = 200 if after == "9223372036854775807" else 422
+        assert response.status_code == expected, response.text
