@@ -23,7 +23,12 @@ MAX_BATCH_TOKENS = 500
 MAX_PROGRAMME_PERMITS = 100
 TokenText = Annotated[str, Meta(min_length=1, max_length=1024, description="token text, CP1:...")]
 PermitIdText = Annotated[str, Meta(pattern=PERMIT_ID_PATTERN, examples=["0.42"])]
-Reason = Annotated[str, Meta(min_length=3, max_length=500, description="why, for the audit log")]
+NO_NUL = r"^[^\x00]*$(?!\n)"
+"""Free text: anything but NUL, which PostgreSQL's text refuses (it was a 500 there)."""
+Reason = Annotated[
+    str,
+    Meta(min_length=3, max_length=500, pattern=NO_NUL, description="why, for the audit log"),
+]
 
 
 def rfc3339(at: int) -> dt.datetime:

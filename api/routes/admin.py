@@ -16,7 +16,7 @@ from api.auth import credential_of, roles
 from api.errors import ClassNotApplicable, RevocationTargetRequired
 from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
-from api.schemas import KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
+from api.schemas import NO_NUL, KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
 from checkpoint.errors import KeyNotFound
 from checkpoint.policy import CompanyClass
 from issuer.blocking import block_holder, suspend_establishment
@@ -51,7 +51,7 @@ class EstablishmentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
 
     id: EstablishmentId
     channel: EstablishmentChannel
-    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    name: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
     city: City
     company_class: CompanyClass | None = None
     """Umrah companies only; a newly licensed company starts in the policy's class (C)."""

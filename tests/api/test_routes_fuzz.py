@@ -160,3 +160,25 @@ def test_a_sequence_number_past_the_registry_s_range_is_refused(app: Api) -> Non
         response = app.client.get(f"/v1/revocations?after_seq={after}", headers=auth(admin))
         expected = 200 if after == "9223372036854775807" else 422
         assert response.status_code == expected, response.text
+
+
+def test_free_text_with_a_nul_character_is_refused(app: Api) -> None:
+    """PostgreSQL's text holds no NUL: a revocation reason or an establishment name with one
+    was a 500 there. It is refused as input, on every backend."""
+    admin = app.key("admin")
+    permit = app.issue(app.key("issuer", channels=["absher"]))
+    revoke = app.client.post(
+        "/v1/revocations",
+        json={"permit_id": permit["permit_id"], "reason": "lost\u0000card"},
+        headers=auth(admin),
+    )
+    assert revoke.status_code == 422, revoke.text
+    company = {"id": "NUL-CO", "channel": "muqeem", "name": "A\u0000B", "city": "makkah"}
+    registered = app.client.post("/v1/establishments", json=company, headers=auth(admin))
+    assert registered.status_code == 422, registered.text
+    fine = app.client.post(
+        "/v1/revocations",
+        json={"permit_id": permit["permit_id"], "reason": "lost card\twith a tab"},
+        headers=auth(admin),
+    )
+    assert fine.status_code == 201, fine.text
