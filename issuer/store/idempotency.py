@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from checkpoint.model import parse_permit_id
 from issuer.errors import IdempotencyConflict
 from issuer.store.permits import PermitRecord, find
-from issuer.store.registry import Registry, serialize
+from issuer.store.registry import Registry, lock_key, serialize
 from issuer.store.schema import idempotency_keys
 
 
@@ -33,8 +33,7 @@ async def replay(conn: AsyncConnection, claim: IdempotencyClaim) -> list[PermitR
     """The permits this key issued before, or None if it is new; IdempotencyConflict if it
     came with another request. The key is held to the commit: the same new key sent to two
     nodes at once issues once, and the second request replays the first."""
-    digest = hashlib.sha256(f"{claim.credential_id}\0{claim.key}".encode()).digest()
-    await serialize(conn, int.from_bytes(digest[:8], "big", signed=True))
+    await serialize(conn, lock_key("idempotency", claim.credential_id, claim.key))
     key = idempotency_keys.c
     query = select(key.request_hash, key.result).where(
         key.credential_id == claim.credential_id, key.key == claim.key

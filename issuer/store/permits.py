@@ -6,12 +6,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, RowMapping, false, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, RowMapping, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Category, Channel, Permit, format_permit_id
 from issuer.store import audit
-from issuer.store.registry import Registry
+from issuer.store.registry import Registry, lock_key, serialize
 from issuer.store.schema import permits, status_lists
 
 PermitState = Literal["active", "revoked", "superseded", "cancelled"]
@@ -188,20 +188,11 @@ async def matching(
     return found
 
 
-HOLDER_LOCK = 0x43_4B_50_48  # "CKPH"
-
-
 async def lock_holders(conn: AsyncConnection, holders: Iterable[str]) -> None:
     """Hold each holder's lock to the commit (in one order: no deadlock), so two issuing
-    transactions for one holder check each other's permits. SQLite's BEGIN IMMEDIATE
-    already lets one writer in at a time."""
-    if conn.dialect.name != "postgresql":
-        return
+    transactions for one holder check each other's permits."""
     for holder in sorted(set(holders)):
-        await conn.execute(
-            text("SELECT pg_advisory_xact_lock(:space, hashtext(:holder))"),
-            {"space": HOLDER_LOCK, "holder": holder},
-        )
+        await serialize(conn, lock_key("holder", holder))
 
 
 def holders_nusuk(holder: str, establishment: str | None = None) -> ColumnElement[bool]:

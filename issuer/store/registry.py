@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import os
 import sqlite3
@@ -184,6 +185,13 @@ def _private_file(path: Path) -> None:
 
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _SHARED_LOCK = text("SELECT pg_advisory_xact_lock_shared(:key)")
+
+
+def lock_key(*parts: str) -> int:
+    """The advisory-lock key of one thing (a holder, an idempotency key): 64 bits of the
+    SHA-256 of its parts, apart from the fixed keys of the registry's own locks."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 async def serialize(conn: AsyncConnection, key: int, *, shared: bool = False) -> None:
