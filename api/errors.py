@@ -13,12 +13,6 @@ class RequestRefused(CheckpointError):
     message_ar = "لا يمكن تنفيذ الطلب."
 
 
-class MixedChannels(RequestRefused):
-    code = "mixed_channels"
-    message_en = "A batch holds permits of one channel only."
-    message_ar = "الدفعة الواحدة تضم تصاريح قناة واحدة فقط."
-
-
 class CrossingInFuture(RequestRefused):
     code = "crossing_in_future"
     message_en = "The border crossing time is in the future."

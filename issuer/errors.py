@@ -87,6 +87,12 @@ def item(position: int | None) -> Iterator[None]:
         raise
 
 
+class MixedChannels(IssueRefused):
+    code = "mixed_channels"
+    message_en = "A batch holds permits of one channel only."
+    message_ar = "الدفعة الواحدة تضم تصاريح قناة واحدة فقط."
+
+
 class CategoryNotInChannel(IssueRefused):
     code = "category_not_in_channel"
     message_en = "This portal cannot issue permits of this category."

@@ -20,6 +20,7 @@ from issuer.errors import (
     ChannelNotAllowed,
     EstablishmentNotAllowed,
     InvalidDraft,
+    MixedChannels,
     PermitNotActive,
     PermitNotFound,
     item,
@@ -39,6 +40,8 @@ class Grant(msgspec.Struct, frozen=True):
 
     channels: frozenset[Channel] | None = None
     establishment: str | None = None
+    one_channel: bool = False
+    """Every permit of one request through one channel (the API's batches)."""
 
     def channel_for(self, request: IssueRequest) -> Channel:
         """The channel of the requested permit, if this grant covers it; else IssueRefused."""
@@ -102,10 +105,17 @@ class Issuer:
         answers the permits of the first success."""
         if not requests:
             raise ValueError("nothing to issue")
-        drafts = []
+        channels = []
+        # The grant is asked of every request first: a channel the caller may not use is
+        # named, by position, before any other rule.
         for position, request in enumerate(requests):
             with item(position if batch else None):
-                channel = grant.channel_for(request)
+                channels.append(grant.channel_for(request))
+        if grant.one_channel and len(set(channels)) > 1:
+            raise MixedChannels(", ".join(sorted(set(channels))))
+        drafts = []
+        for position, (request, channel) in enumerate(zip(requests, channels, strict=True)):
+            with item(position if batch else None):
                 drafts.append(check_eligibility(request, channel, self.policy, now))
         async with self.registry.write() as conn:
             if idempotency_claim is not None:

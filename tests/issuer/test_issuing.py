@@ -645,3 +645,20 @@ def test_missing_required_field_is_refused() -> None:
 def test_category_slug_literal_matches_the_category_enum() -> None:
     assert set(get_args(CategorySlug)) == {c.slug for c in Category}
     assert len(get_args(CategorySlug)) == len(Category)
+
+
+async def test_a_one_channel_grant_refuses_a_mixed_request_after_naming_refused_channels(
+    registry: Registry, keys: FileKeys
+) -> None:
+    await new_key(registry, keys, NOW - DAY)
+    issuer = Issuer(registry, keys, POLICY)
+    mixed = [request(Category.DOMESTIC_WORKER), request(Category.CITIZEN, holder=NATIONAL_ID)]
+    mixed.append(request(Category.SEASONAL_WORKER))
+    with pytest.raises(IssueRefused) as info:
+        await issuer.issue(mixed, actor="test", now=NOW, grant=Grant(one_channel=True))
+    assert (info.value.code, info.value.item) == ("mixed_channels", None)
+    absher_only = Grant(frozenset({Channel.ABSHER}), one_channel=True)
+    with pytest.raises(IssueRefused) as first:
+        await issuer.issue(mixed, actor="test", now=NOW, grant=absher_only)
+    assert (first.value.code, first.value.item) == ("channel_not_allowed", 2)
+    assert await audit_entries(registry, action="issue") == []
