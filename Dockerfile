@@ -6,11 +6,14 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.lock ./requirements/
+# The locked versions, hashes checked: with the PostgreSQL driver and PKCS#11, so
+# CHECKPOINT_DATABASE_URL=postgresql+asyncpg://... and CHECKPOINT_SIGNER=pkcs11 need nothing more.
+RUN pip install --require-hashes -r requirements/runtime.lock
 COPY checkpoint ./checkpoint
 COPY issuer ./issuer
 COPY api ./api
-# With the PostgreSQL driver: CHECKPOINT_DATABASE_URL=postgresql+asyncpg://... needs nothing more.
-RUN pip install '.[postgres]' && checkpoint --help > /dev/null
+RUN pip install --no-deps . && checkpoint --help > /dev/null
 
 FROM python:3.11-slim
 # Pillow's wheel lays Arabic out with raqm but loads FriBiDi from the system; without it the

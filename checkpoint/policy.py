@@ -223,6 +223,15 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
         """The season with this id, or None."""
         return self.seasons.get(season_id)
 
+    def season_id(self, ref: str) -> int:
+        """The id of the season `ref` names: its id in ASCII digits as the policy writes it
+        (`2`, not `02` or `٢`) or its code (`umrah-1448`); ValueError names the choices."""
+        for season in self.seasons.values():
+            if ref in (str(season.id), season.code):
+                return season.id
+        choices = ", ".join(f"{s.id} ({s.code})" for s in self.seasons.values())
+        raise ValueError(f"unknown season {ref!r} (one of: {choices})")
+
 
 def clock(seconds: int) -> str:
     """`06:00` for 21,600 seconds of the local day; `24:00` for 86,400."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,13 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
         "(CHECKPOINT_DATA_DIR, CHECKPOINT_POLICY, CHECKPOINT_KEY_PASSPHRASE, ...).",
     )
     parser.add_argument(
-        "--data-dir", type=Path, help="keys and registry live here (default: ./var)"
+        "--version",
+        action="version",
+        version=f"checkpoint {importlib.metadata.version('checkpoint')}",
     )
-    parser.add_argument("--policy", type=Path, help="policy TOML file (default: shipped)")
+    _global_options(parser, default=None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
         group.add_commands(commands)
+    _after_every_command(commands)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default,
+        help="keys and registry live here (default: ./var)",
+    )
+    parser.add_argument(
+        "--policy", type=Path, default=default, help="policy TOML file (default: shipped)"
+    )
+
+
+def _after_every_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Accept the global options after any (sub)command too: `checkpoint keys list --data-dir
+    D` as well as `checkpoint --data-dir D keys list`. Suppressed defaults, so a value given
+    before the command is kept when none is given after it."""
+    for command in commands.choices.values():
+        _global_options(command, default=argparse.SUPPRESS)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _after_every_command(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from api.cli.shared import (
 )
 from api.runtime.settings import Settings
 from checkpoint.model import Category
+from checkpoint.policy import Policy
 from issuer.eligibility import IssueRequest
 from issuer.errors import IssueRefused
 from issuer.issuing import Issuer
@@ -32,7 +33,7 @@ from issuer.store.idempotency import IdempotencyClaim
 from issuer.store.permits import PermitRecord
 
 
-def _request_from_flags(args: argparse.Namespace) -> IssueRequest:
+def _request_from_flags(args: argparse.Namespace, policy: Policy) -> IssueRequest:
     missing = [
         flag
         for flag, value in [
@@ -45,10 +46,14 @@ def _request_from_flags(args: argparse.Namespace) -> IssueRequest:
     ]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (or give --csv FILE)")
+    try:
+        season = policy.season_id(args.season)
+    except ValueError as err:
+        raise UserError(f"--season: {err}") from None
     return _request(
         holder=args.holder,
         category=args.category,
-        season=args.season,
+        season=season,
         valid_from=args.valid_from,
         valid_until=args.valid_until,
         entry_points=args.entry_point or [],
@@ -108,7 +113,7 @@ CSV_OPTIONAL = (
 )
 
 
-def _requests_from_csv(path: Path) -> list[IssueRequest]:
+def _requests_from_csv(path: Path, policy: Policy) -> list[IssueRequest]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:
@@ -125,9 +130,9 @@ def _requests_from_csv(path: Path) -> list[IssueRequest]:
     for line, row in enumerate(reader, start=2):
         where = f"{path}:{line}: "
         try:
-            season = int(row["season"])
-        except (TypeError, ValueError):
-            raise UserError(f"{where}season must be a number") from None
+            season = policy.season_id((row["season"] or "").strip())
+        except ValueError as err:
+            raise UserError(f"{where}season: {err}") from None
         requests.append(
             _request(
                 holder=row["holder"] or "",
@@ -184,10 +189,10 @@ def cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
     if args.csv is not None:
         if args.output is None:
             raise UserError("--csv needs --output DIR for the tokens and QR images")
-        requests = _requests_from_csv(args.csv)
+        requests = _requests_from_csv(args.csv, settings.load_policy())
         claim = csv_claim(args.csv)
     else:
-        requests = [_request_from_flags(args)]
+        requests = [_request_from_flags(args, settings.load_policy())]
     try:
         records = asyncio.run(issue_permits(settings, requests, claim))
     except IssueRefused as refusal:
@@ -226,7 +231,9 @@ def add_commands(commands: Commands) -> None:
     )
     issue.add_argument("--holder", help="national ID, iqama or passport number")
     issue.add_argument("--category", help=f"one of: {', '.join(c.slug for c in Category)}")
-    issue.add_argument("--season", type=int, default=1, help="season id (default 1)")
+    issue.add_argument(
+        "--season", default="1", help="season id or code, e.g. 2 or umrah-1448 (default 1)"
+    )
     issue.add_argument("--from", dest="valid_from", help="valid from (e.g. 2027-04-10)")
     issue.add_argument("--until", dest="valid_until", help="valid until (e.g. 2027-05-20)")
     issue.add_argument(

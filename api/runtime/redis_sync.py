@@ -115,7 +115,7 @@ def sentinel_for(address: RedisAddress) -> Sentinel | None:
     if not address.sentinels:
         return None
     options = {**_options(), "socket_timeout": CALL_TIMEOUT, "retry": Retry(NoBackoff(), 0)}
-    return Sentinel(list(address.sentinels), sentinel_kwargs=options)  # type: ignore[no-untyped-call]
+    return Sentinel(list(address.sentinels), sentinel_kwargs=options)
 
 
 def connect(address: RedisAddress, socket_timeout: float, sentinel: Sentinel | None) -> Redis:

@@ -184,3 +184,18 @@ def test_empty_seasons_and_checkpoints_are_allowed() -> None:
     assert isinstance(policy, Policy)
     assert policy.seasons == {}
     assert policy.gates == {}
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"), [("1", 1), ("2", 2), ("hajj-1448", 1), ("umrah-1448", 2)]
+)
+def test_season_by_id_or_code(ref: str, expected: int) -> None:
+    assert default_policy().season_id(ref) == expected
+
+
+@pytest.mark.parametrize("ref", ["02", "٢", "２", "2\n", " 2", "9", "HAJJ-1448", "hajj", ""])
+def test_season_ref_has_one_spelling(ref: str) -> None:
+    """Only the policy's own spellings name a season: no leading zero, no other digits, no
+    whitespace, codes as written; the error lists the choices."""
+    with pytest.raises(ValueError, match=r"one of: 1 \(hajj-1448\), 2 \(umrah-1448\)"):
+        default_policy().season_id(ref)
