@@ -9,12 +9,17 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api import metrics
 from api.auth import PUBLIC, authorize
+from api.docs_page import DocsPage
 from api.problems import EXCEPTION_HANDLERS
+from api.request_log import request_log
 from api.routes import routers_for
 from api.routes.access import DEFAULT_BODY_LIMIT, require_json, services_of
+from api.runtime import logs
 from api.runtime.clock import Clock, wall_clock
 from api.runtime.services import Services
 from api.runtime.settings import Settings, settings_from_env
@@ -27,6 +32,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await Services.start(settings, clock)
         app.state.services = services
+        metrics.record_build(services.policy.version)
         # Long-lived start-up objects (policy, keys, mirror, the app) out of the collector's
         # sight: full collections of them showed as 100+ ms latency spikes.
         gc.collect()
@@ -36,7 +42,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
         finally:
             await services.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=routers_for(settings.role),
         lifespan=[lifespan],
         guards=[authorize],
@@ -50,6 +56,9 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
             description="Signed QR entry permits for Makkah: issuing portals, checkpoint "
             "scanners and revocation admins. Send 'Authorization: Bearer <API key>'.",
             path="/schema",
+            # The document, and Swagger UI from this server's own files (api/static), under
+            # the scanner page's CSP: nothing from a CDN on the origin that holds API keys.
+            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin(), DocsPage()],
             # Each operation's description is its handler's docstring.
             use_handler_docstrings=True,
             # The API's description is public; every data route still needs a key.
@@ -69,9 +78,16 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock) -> Litestar:
             ),
         ),
         debug=False,
+        # Logging is the process's (api/runtime/logs.py: text or JSON, for every logger),
+        # not reconfigured by each app: Litestar's default replaced the root's handlers.
+        logging_config=None,
     )
+    app.asgi_handler = request_log(app.asgi_handler, access=settings.access_log)
+    return app
 
 
 def app_from_env() -> Litestar:
     """Entry point for `uvicorn --factory` worker processes: settings from CHECKPOINT_*."""
-    return create_app(settings_from_env())
+    settings = settings_from_env()
+    logs.configure(settings.log_format)
+    return create_app(settings)

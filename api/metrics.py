@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 
 from prometheus_client import (
     REGISTRY,
@@ -14,7 +16,55 @@ from prometheus_client import (
     multiprocess,
 )
 
+from issuer.border import DEPARTED, STAY_TOO_LONG
+from issuer.issuing import PROGRAMME_REPLACED
+from issuer.store.revocations import COMPANION_WITHDRAWN
+
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SERVICE_REASONS = frozenset(
+    {"amended", "no_arrival", DEPARTED, STAY_TOO_LONG, PROGRAMME_REPLACED, COMPANION_WITHDRAWN}
+)
+"""Withdrawal reasons the service writes itself; an admin's reason is free text."""
+
+HTTP_REQUESTS = Counter(
+    "checkpoint_http_requests_total",
+    "HTTP requests answered, by method, route (its path template) and status",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "checkpoint_http_request_seconds",
+    "Time from a request's arrival to the end of its answer, by method and route",
+    ["method", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+PROBLEMS = Counter(
+    "checkpoint_problems_total",
+    "HTTP refusals (problem+json answers) by status and code; 429 rate_limited among them",
+    ["status", "code"],
+)
+DECISION_WARNINGS = Counter(
+    "checkpoint_decision_warnings_total",
+    "Warnings on decisions by code: anti-passback's duplicate_entry (soft categories) and "
+    "duplicate_check_unavailable",
+    ["code"],
+)
+REVOCATIONS = Counter(
+    "checkpoint_revocations_total",
+    "Permits this process withdrew (revoked, superseded, cancelled), by reason",
+    ["reason"],
+)
+REVOCATION_AGE = Gauge(
+    "checkpoint_revocation_age_seconds",
+    "Seconds since the revocation mirror was last confirmed complete (the worst worker); "
+    "decisions turn INDETERMINATE past the policy's revocation_staleness",
+    multiprocess_mode="max",
+)
+BUILD_INFO = Gauge(
+    "checkpoint_build_info",
+    "The running build: always 1, its labels say which",
+    ["version", "python", "policy_version"],
+    multiprocess_mode="max",
+)
 
 DECISIONS = Counter(
     "checkpoint_decisions_total",
@@ -36,6 +86,19 @@ REVOCATION_SEQ = Gauge(
     "Highest revocation sequence applied by this process",
     multiprocess_mode="max",
 )
+
+
+def revocation_reason(reason: str) -> str:
+    """The label of a withdrawal's reason: the service's own reasons as they are, `admin`
+    for the free text an admin gave (one label, not one per text)."""
+    return reason if reason in SERVICE_REASONS else "admin"
+
+
+def record_build(policy_version: str) -> None:
+    """Set `checkpoint_build_info` for this process (at start-up)."""
+    BUILD_INFO.labels(
+        importlib.metadata.version("checkpoint"), platform.python_version(), policy_version
+    ).set(1)
 
 
 def render() -> bytes:

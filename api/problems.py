@@ -18,6 +18,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from api import metrics
 from api.errors import RequestRefused
 from checkpoint.errors import (
     BadPrivateKey,
@@ -135,6 +136,7 @@ def problem(
         instance=None if request is None else request.url.path,
         **extra,
     )
+    metrics.PROBLEMS.labels(str(status), code).inc()
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="checkpoint"'

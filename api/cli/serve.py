@@ -21,6 +21,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 ("port", args.port),
                 ("workers", args.workers),
                 ("role", args.role),
+                ("log_format", args.log_format),
+                ("access_log", args.access_log),
             ]
             if value is not None
         },
@@ -43,4 +45,16 @@ def add_commands(commands: Commands) -> None:
         choices=["all", "issue", "verify"],
         help="verify: scanners and admins, no private key, no issuing route; issue: portals "
         "and admins; all: both, one embedded node (default all)",
+    )
+    serve_parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (default text; CHECKPOINT_LOG_FORMAT)",
+    )
+    serve_parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per request, with its X-Request-ID (default off; "
+        "CHECKPOINT_ACCESS_LOG=true)",
     )

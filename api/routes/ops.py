@@ -22,6 +22,10 @@ from checkpoint.policy import Policy
 STATIC_TYPES = {
     "scan.js": "text/javascript; charset=utf-8",
     "scan.css": "text/css; charset=utf-8",
+    # The API documentation page (api/docs_page.py): Swagger UI, vendored (swagger-ui.LICENSE).
+    "docs.js": "text/javascript; charset=utf-8",
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
 }
 LABELS_PLACEHOLDER = b"{{LABELS}}"
 
@@ -135,13 +139,18 @@ async def ready(services: ServicesDep) -> Response[Health]:
 
 @get(
     "/metrics",
-    opt=roles("admin"),
+    opt=roles("admin", "monitor"),
     operation_id="getMetrics",
     media_type="text/plain; version=0.0.4",
 )
 async def metrics_endpoint(services: ServicesDep) -> bytes:
-    """Prometheus metrics: decisions by outcome and code, verify latency, revocation seq."""
+    """Prometheus metrics (a `monitor` key reads them and nothing else): HTTP requests and
+    latency by route and status, refusals by code, decisions and their warnings, verify
+    latency, revocations by reason, the revocation sequence and data age, the build."""
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
+    confirmed = services.mirror.confirmed_at
+    if confirmed is not None:
+        metrics.REVOCATION_AGE.set(max(0, services.clock() - confirmed))
     return metrics.render()
 
 

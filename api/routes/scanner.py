@@ -58,6 +58,8 @@ async def _decide(
     decisions = await check_duplicates(decisions, services.verifier.policy, services.entry_log)
     for decision in decisions:
         metrics.DECISIONS.labels(decision.outcome, decision.code).inc()
+        for warning in decision.warnings:
+            metrics.DECISION_WARNINGS.labels(warning).inc()
         services.audit_decision(decision, credential.id)
     return decisions
 

@@ -10,6 +10,7 @@ import tempfile
 import msgspec
 
 from api.metrics import MULTIPROCESS_ENV
+from api.runtime import logs
 from api.runtime.clock import wall_clock
 from api.runtime.settings import ENV_PREFIX, Settings
 from issuer.keystore import KEYRING_FILE, ensure_signing_key, import_keyring_file
@@ -56,6 +57,7 @@ def serve(settings: Settings) -> int:
     """Run the HTTP service in the foreground until interrupted."""
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
+    logs.configure(settings.log_format)
     print(prepare(settings))
     os.environ.update(worker_environment(settings))
     metrics_dir: str | None = None
@@ -78,7 +80,8 @@ def serve(settings: Settings) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level="info",
-            access_log=False,
+            access_log=False,  # ours, with the request id: CHECKPOINT_ACCESS_LOG
+            log_config=None,  # every logger goes through api/runtime/logs.py (text or JSON)
         )
     finally:
         if metrics_dir is not None:

@@ -25,7 +25,7 @@ from checkpoint.verify import Verifier
 from issuer.errors import RegistryUnavailable
 from issuer.issuing import Issuer
 from issuer.keystore import PrivateKeys, ensure_signing_key, load_signer, signing_entry
-from issuer.store.audit import AuditEvent, record_events
+from issuer.store.audit import REQUEST_ID, AuditEvent, record_events
 from issuer.store.credentials import Credential
 from issuer.store.keys import StoredKeyring, keyring_version, load_keyring
 from issuer.store.registry import Registry
@@ -252,6 +252,9 @@ class Services:
         # Set the bits here at once; the sequence number is left to `catch_up` or the
         # stream, so no other process's revocation is skipped.
         for revocation in revoked:
+            if not self.mirror.is_revoked(revocation.list_id, revocation.index):
+                # New to this process: an earlier revocation answered again is not counted.
+                metrics.REVOCATIONS.labels(metrics.revocation_reason(revocation.reason)).inc()
             self.mirror.revoke(revocation.list_id, revocation.index)
         await self._take_up(now, "change committed, not read back yet")
         if self.redis is not None:
@@ -317,6 +320,8 @@ class Services:
                     "checkpoint": decision.checkpoint,
                     "warnings": list(decision.warnings),
                 },
+                # Taken now: the row is written later, by the flush loop, outside the request.
+                request_id=REQUEST_ID.get(),
             )
         )
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from api.runtime.logs import LogFormat
 from checkpoint.policy import Policy
 from checkpoint.policy_file import default_policy, load_policy
 from issuer.keystore import PrivateKeys, SignerBackend, private_keys
@@ -79,6 +80,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Requests per second allowed to one credential, on average."""
     rate_burst: Annotated[float, Meta(ge=1)] = 400.0
     """Requests one credential may send at once before the rate applies."""
+    log_format: LogFormat = "text"
+    """`text` lines, or `json`: one object per line (time, level, logger, message, fields)."""
+    access_log: bool = False
+    """One log line per request (method, path, route, status, duration, credential, client,
+    request id). Off by default: a checkpoint node answers thousands of scans a second."""
 
     def __post_init__(self) -> None:
         # A ValueError here reaches the caller of settings_from_env as a ValidationError.

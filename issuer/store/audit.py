@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -11,6 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store.registry import Registry
 from issuer.store.schema import audit
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The id of the HTTP request this task works for (set by the API for each request): every
+audit row appended for it carries the id, so a row leads to the request's log lines."""
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,6 +27,8 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     permit_id: str | None = None
     code: str | None = None
     detail: Mapping[str, object] = msgspec.field(default_factory=dict)
+    request_id: str | None = None
+    """Left None, the request this task works for (REQUEST_ID), if any."""
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,15 +41,21 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     permit_id: str | None
     code: str | None
     detail: dict[str, Any]
+    request_id: str | None = None
 
 
 async def append(conn: AsyncConnection, events: Sequence[AuditEvent]) -> None:
     """Add events to the caller's transaction (nothing for none)."""
     if events:
+        current = REQUEST_ID.get()
         await conn.execute(
             insert(audit),
             [
-                msgspec.structs.asdict(e) | {"detail": msgspec.json.encode(e.detail).decode()}
+                msgspec.structs.asdict(e)
+                | {
+                    "detail": msgspec.json.encode(e.detail).decode(),
+                    "request_id": e.request_id or current,
+                }
                 for e in events
             ],
         )

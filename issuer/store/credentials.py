@@ -18,7 +18,7 @@ from issuer.store.registry import Registry
 from issuer.store.schema import credentials
 
 KEY_PREFIX = "cpk_"
-Role = Literal["scanner", "issuer", "admin", "border"]
+Role = Literal["scanner", "issuer", "admin", "border", "monitor"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
 

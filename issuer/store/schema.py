@@ -82,6 +82,7 @@ audit = Table(
     Column("permit_id", Text),
     Column("code", Text),
     Column("detail", Text, nullable=False),
+    Column("request_id", Text),
 )
 
 establishments = Table(
@@ -298,6 +299,29 @@ MIGRATIONS: list[Step] = [
         # An Umrah company licensed for the first time (registered without a class): its
         # first operating period runs from its registration. Earlier rows were not marked.
         "ALTER TABLE establishments ADD COLUMN newly_licensed BOOLEAN NOT NULL DEFAULT FALSE",
+    ],
+    [
+        # The read-only `monitor` role (Prometheus): widening the CHECK means rebuilding the
+        # table, with its columns named (migration 3 added `establishment` at the end).
+        """CREATE TABLE credentials_v3 (
+            id TEXT NOT NULL PRIMARY KEY,
+            key_sha256 TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL
+                CHECK (role IN ('scanner', 'issuer', 'admin', 'border', 'monitor')),
+            channels TEXT NOT NULL DEFAULT '[]',
+            checkpoint TEXT,
+            label TEXT NOT NULL DEFAULT '',
+            created_at BIGINT NOT NULL,
+            disabled_at BIGINT,
+            establishment TEXT)""",
+        """INSERT INTO credentials_v3 (id, key_sha256, role, channels, checkpoint, label,
+            created_at, disabled_at, establishment)
+            SELECT id, key_sha256, role, channels, checkpoint, label, created_at, disabled_at,
+                establishment FROM credentials""",
+        "DROP TABLE credentials",
+        "ALTER TABLE credentials_v3 RENAME TO credentials",
+        # The X-Request-ID of the request an audit row was written for.
+        "ALTER TABLE audit ADD COLUMN request_id TEXT",
     ],
 ]
 

@@ -119,7 +119,7 @@ ROUTE_TABLE = [
         ADMIN_BODY_LIMIT,
     ),
     Route("GET", "/v1/status-lists/0", frozenset({"scanner", "admin"})),
-    Route("GET", "/metrics", frozenset({"admin"})),
+    Route("GET", "/metrics", frozenset({"admin", "monitor"})),
 ]
 TESTED_ELSEWHERE = [
     # test_routes_rules: establishments, the border feed, amendments
@@ -166,6 +166,8 @@ def keys(app: Api) -> dict[str, str]:
         "scanner": app.key("scanner", checkpoint=CHECKPOINT),
         "issuer": app.key("issuer", channels=["absher"]),
         "admin": app.key("admin"),
+        "border": app.key("border"),
+        "monitor": app.key("monitor"),
     }
 
 
