@@ -27,7 +27,13 @@ NO_NUL = r"^[^\x00]*$(?!\n)"
 """Free text: anything but NUL, which PostgreSQL's text refuses (it was a 500 there)."""
 Reason = Annotated[
     str,
-    Meta(min_length=3, max_length=500, pattern=NO_NUL, description="why, for the audit log"),
+    Meta(
+        min_length=3,
+        max_length=500,
+        pattern=NO_NUL,
+        description="why, for the audit log",
+        examples=["booking cancelled"],
+    ),
 ]
 
 

@@ -18,12 +18,24 @@ HolderId = Annotated[
         max_length=20,
         pattern=r"^[0-9A-Z]+$(?!\n)",
         description="national ID, iqama or passport number (digits and capital letters)",
+        examples=["2123456705", "A1234567"],
     ),
 ]
-UnixTime = Annotated[int, Meta(ge=0, le=0xFF_FFFF_FFFF, description="seconds since 1970, UTC")]
-SeasonId = Annotated[int, Meta(ge=1, le=0xFFFF, description="season id from the policy")]
+UnixTime = Annotated[
+    int,
+    Meta(ge=0, le=0xFF_FFFF_FFFF, description="seconds since 1970, UTC", examples=[1808211600]),
+]
+SeasonId = Annotated[
+    int, Meta(ge=1, le=0xFFFF, description="season id from the policy", examples=[1])
+]
 EntryPointMask = Annotated[
-    int, Meta(ge=0, le=0xFFFF_FFFF, description="bit i = entry point i; 0 = any the policy admits")
+    int,
+    Meta(
+        ge=0,
+        le=0xFFFF_FFFF,
+        description="bit i = entry point i; 0 = any the policy admits",
+        examples=[0],
+    ),
 ]
 
 

@@ -49,15 +49,30 @@ CategorySlug = Literal[
     "umrah",
     "rawdah",
 ]
-AwareTime = Annotated[dt.datetime, Meta(tz=True, description="RFC 3339 time with an offset")]
+AwareTime = Annotated[
+    dt.datetime,
+    Meta(
+        tz=True, description="RFC 3339 time with an offset", examples=["2027-04-10T00:00:00+03:00"]
+    ),
+]
 # Every pattern ends in `$(?!\n)`: msgspec searches with Python's `re`, whose `$` also matches
 # before a trailing newline, and `\Z` is not valid in the JSON Schema of the API docs.
-CheckpointCode = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$(?!\n)")]
-Reference = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z/_.-]+$(?!\n)")]
-EstablishmentId = Annotated[
-    str, Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z-]+$(?!\n)")
+CheckpointCode = Annotated[
+    str, Meta(pattern=r"^[a-z][a-z0-9-]{0,39}$(?!\n)", examples=["shumaisi"])
 ]
-PermitRef = Annotated[str, Meta(pattern=PERMIT_ID_PATTERN, description="LIST.INDEX")]
+Reference = Annotated[
+    str,
+    Meta(
+        min_length=1, max_length=64, pattern=r"^[0-9A-Za-z/_.-]+$(?!\n)", examples=["SWV-1448-0778"]
+    ),
+]
+EstablishmentId = Annotated[
+    str,
+    Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z-]+$(?!\n)", examples=["MAK-HOTEL-1"]),
+]
+PermitRef = Annotated[
+    str, Meta(pattern=PERMIT_ID_PATTERN, description="LIST.INDEX", examples=["0.42"])
+]
 
 NATIONAL_ID_CATEGORIES = frozenset({Category.CITIZEN})
 IQAMA_CATEGORIES = frozenset(
