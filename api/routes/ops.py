@@ -6,7 +6,7 @@ import functools
 from importlib import resources
 
 import msgspec
-from litestar import Response, Router, get
+from litestar import MediaType, Response, Router, get
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
@@ -20,12 +20,12 @@ from checkpoint.model import CATEGORY_NAMES
 from checkpoint.policy import Policy
 
 STATIC_TYPES = {
-    "scan.js": "text/javascript; charset=utf-8",
-    "scan.css": "text/css; charset=utf-8",
+    "scan.js": "text/javascript",
+    "scan.css": "text/css",
     # The API documentation page (api/docs_page.py): Swagger UI, vendored (swagger-ui.LICENSE).
-    "docs.js": "text/javascript; charset=utf-8",
-    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
-    "swagger-ui.css": "text/css; charset=utf-8",
+    "docs.js": "text/javascript",
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
 }
 LABELS_PLACEHOLDER = b"{{LABELS}}"
 
@@ -70,14 +70,16 @@ def page_labels(policy: Policy) -> bytes:
     return msgspec.json.encode(labels).replace(b"<", b"\\u003c")
 
 
-@get("/scan", opt=PUBLIC, operation_id="scanPage")
+@get("/scan", opt=PUBLIC, operation_id="scanPage", media_type=MediaType.HTML)
 async def scan_page(services: ServicesDep) -> Response[bytes]:
     """The scanner page; loading it needs no key, every scan it sends does."""
     html = _static("scan.html").replace(LABELS_PLACEHOLDER, page_labels(services.policy))
-    return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    # `text/html`: Litestar adds the charset itself (it doubled one given here).
+    return Response(html, media_type=MediaType.HTML, headers=PAGE_HEADERS)
 
 
-@get("/static/{name:str}", opt=PUBLIC, operation_id="staticFile")
+# The page's files are not operations of the API: no entry in the OpenAPI document.
+@get("/static/{name:str}", opt=PUBLIC, operation_id="staticFile", include_in_schema=False)
 async def static_file(name: FromPath[str]) -> Response[bytes]:
     """The scanner page's script and style sheet (and nothing else from the package)."""
     media_type = STATIC_TYPES.get(name)

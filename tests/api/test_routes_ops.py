@@ -166,3 +166,13 @@ def test_rate_limit_per_credential(
         assert app.client.get("/health").status_code == 200
         frozen.monotonic = lambda: 1001.0
         assert app.client.get("/v1/revocations", headers=auth(first)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/scan", "/static/scan.js", "/static/scan.css", "/schema/swagger"]
+)
+def test_pages_name_their_charset_once(app: Api, path: str) -> None:
+    """Litestar adds `; charset=utf-8` to text types itself: given in the media type too,
+    it was sent twice (schemathesis found it on /scan)."""
+    content_type = app.client.get(path).headers["content-type"]
+    assert content_type.count("charset") == 1, content_type
