@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from api import metrics
-from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog
+from api.runtime.anti_passback import EntryLog, FileEntryLog, RedisEntryLog
 from api.runtime.changes import CHANGES_FILE, ChangeSignal
 from api.runtime.clock import Clock, wall_clock
 from api.runtime.credential_cache import CredentialCache
@@ -18,7 +18,7 @@ from api.runtime.settings import Settings
 from api.runtime.sweep import SWEEP_INTERVAL, sweep_once
 from checkpoint.errors import CheckpointError
 from checkpoint.model import Decision, Outcome
-from checkpoint.policy import Policy
+from checkpoint.policy import DuplicateMode, Policy
 from checkpoint.signing import Keyring
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
@@ -27,6 +27,7 @@ from issuer.issuing import Issuer
 from issuer.keystore import PrivateKeys, ensure_signing_key, load_signer, signing_entry
 from issuer.store.audit import REQUEST_ID, AuditEvent, record_events
 from issuer.store.credentials import Credential
+from issuer.store.entries import ENTRIES_FILE, EntryFile
 from issuer.store.keys import StoredKeyring, keyring_version, load_keyring
 from issuer.store.registry import Registry
 from issuer.store.revocations import Revocation, load_mirror, revocations_after
@@ -50,6 +51,11 @@ which the process confirms its mirror from the registry instead, as without Redi
 FALLBACK_INTERVAL = 0.25
 """Seconds between those checks: a comparison, and a registry read only while Redis is not
 confirming, so a revocation reaches a process within about this much without Redis."""
+
+
+def _has_strict(policy: Policy) -> bool:
+    rules = policy.duplicate_entry
+    return DuplicateMode.STRICT in (rules.default_mode, *rules.modes.values())
 
 
 class Services:
@@ -87,12 +93,21 @@ class Services:
         self._publishing: asyncio.Task[bool] | None = None
         self.loaded = False
         self.redis: RedisRevocations | None = None
-        self.entry_log: EntryLog = LocalEntryLog()
+        self._entry_file: FileEntryLog | None = None
+        self.entry_log: EntryLog
         if settings.redis is not None:
             self.redis = RedisRevocations(
                 settings.redis, settings.redis_prefix, registry, self.mirror, clock, keys=self
             )
             self.entry_log = RedisEntryLog(self.redis.redis, settings.redis_prefix)
+        else:
+            entries = EntryFile(settings.data_dir / ENTRIES_FILE)
+            self.entry_log = self._entry_file = FileEntryLog(entries, clock)
+            if settings.database_url is not None and _has_strict(policy):
+                log.warning(
+                    "strict anti-passback without Redis: each node keeps its own entry log, "
+                    "so a permit can enter once at every node; give the fleet a Redis"
+                )
 
     @property
     def issuer(self) -> Issuer:
@@ -175,6 +190,8 @@ class Services:
             log.warning("%d audit rows not written at shutdown: %s", len(self._audit), err)
         if self.redis is not None:
             await self.redis.close()
+        if self._entry_file is not None:
+            self._entry_file.close()
         await self.registry.close()
 
     # --- revocations and keys -----------------------------------------------------------

@@ -101,7 +101,7 @@ class Registry:
         parsed = make_url(url)
         sqlite = parsed.get_backend_name() == "sqlite"
         if sqlite and parsed.database not in (None, "", ":memory:") and "uri" not in parsed.query:
-            _private_file(Path(str(parsed.database)))
+            create_private_file(Path(str(parsed.database)))
         engine = create_async_engine(parsed, **_engine_options(parsed.get_backend_name()))
         if sqlite:
             _configure_sqlite(engine, busy_timeout_ms)
@@ -175,7 +175,7 @@ def _engine_options(backend: str) -> dict[str, Any]:
     }
 
 
-def _private_file(path: Path) -> None:
+def create_private_file(path: Path) -> None:
     """Create the SQLite file owner-only (0600, in a 0700 directory when this makes it): it
     holds every permit's bearer token and holder id. SQLite gives its -wal and -shm files
     the database file's permissions."""

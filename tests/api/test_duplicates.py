@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog, check_duplicates
+from api.runtime.anti_passback import (
+    BatchedEntryLog,
+    EntryLog,
+    FileEntryLog,
+    RedisEntryLog,
+    check_duplicates,
+)
+from checkpoint.errors import DuplicateCheckUnavailable
 from checkpoint.model import Category, Decision, Outcome, Permit
 from checkpoint.policy import DuplicateEntryRules, DuplicateMode, Policy
 from checkpoint.policy_file import default_policy
 from checkpoint.signing import InProcessKey, Keyring, key_entry, sign_permit
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
+from issuer.store.entries import EntryFile
 from tests.api.conftest import Api
 from tests.redis_server import RedisServer
 
@@ -51,17 +60,25 @@ def _decision(policy: Policy, checkpoint: str = "shumaisi", index: int = 1) -> D
     return decision
 
 
-class SlowLog:
-    """An entry log that never answers within the budget."""
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[FileEntryLog]:
+    """The entry log of a node without Redis, on a fresh entry file."""
+    entry_log = FileEntryLog(EntryFile(tmp_path / "entries.sqlite3"), lambda: NOW)
+    yield entry_log
+    entry_log.close()
 
-    async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
-        await asyncio.sleep(10)
+
+class SlowLog:
+    """An entry log that ignores its budget and never answers in time."""
+
+    async def claim(self, keys: Sequence[str], ttl: int, budget: float) -> list[bool]:
+        await asyncio.sleep(10)  # never reached: the check's backstop gives up first
         return [True] * len(keys)
 
 
 class BrokenLog:
-    async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
-        raise RedisConnectionError("connection refused")
+    async def claim(self, keys: Sequence[str], ttl: int, budget: float) -> list[bool]:
+        raise DuplicateCheckUnavailable("connection refused")
 
 
 async def check_duplicate(decision: Decision, policy: Policy, log: EntryLog) -> Decision:
@@ -78,10 +95,13 @@ async def check_duplicate(decision: Decision, policy: Policy, log: EntryLog) -> 
     ],
 )
 async def test_modes(
-    mode: DuplicateMode, second_outcome: Outcome, second_code: str, warnings: tuple[str, ...]
+    log: FileEntryLog,
+    mode: DuplicateMode,
+    second_outcome: Outcome,
+    second_code: str,
+    warnings: tuple[str, ...],
 ) -> None:
     policy = _policy(mode)
-    log = LocalEntryLog()
     first = await check_duplicate(_decision(policy), policy, log)
     assert first.valid
     assert first.warnings == ()
@@ -91,10 +111,11 @@ async def test_modes(
     assert second.warnings == warnings
 
 
-async def test_zones_count_separately_and_checkpoints_of_one_zone_together() -> None:
+async def test_zones_count_separately_and_checkpoints_of_one_zone_together(
+    log: FileEntryLog,
+) -> None:
     policy = _policy(DuplicateMode.STRICT)
     assert policy.gate("shumaisi").zone == policy.gate("al-kar").zone == "makkah"
-    log = LocalEntryLog()
     assert (await check_duplicate(_decision(policy, "shumaisi"), policy, log)).valid
     repeat = await check_duplicate(_decision(policy, "al-kar"), policy, log)
     assert repeat.code == "duplicate_entry"
@@ -108,14 +129,14 @@ async def test_refusals_are_left_alone() -> None:
     assert await check_duplicate(refused, policy, SlowLog()) is refused
 
 
-async def test_a_batch_makes_one_claim_and_judges_each_scan() -> None:
+async def test_a_batch_makes_one_claim_and_judges_each_scan(log: FileEntryLog) -> None:
     policy = _policy(DuplicateMode.STRICT)
     calls: list[list[str]] = []
 
-    class Recording(LocalEntryLog):
-        async def claim(self, keys: Sequence[str], ttl: int) -> list[bool]:
+    class Recording:
+        async def claim(self, keys: Sequence[str], ttl: int, budget: float) -> list[bool]:
             calls.append(list(keys))
-            return await super().claim(keys, ttl)
+            return await log.claim(keys, ttl, budget)
 
     refused = msgspec.structs.replace(_decision(policy, index=9), outcome=Outcome.INVALID)
     batch = [
@@ -151,9 +172,8 @@ async def test_an_unavailable_log_never_gives_a_silent_valid(
     assert decision.warnings == warnings
 
 
-async def test_100_concurrent_scans_admit_exactly_one_in_process() -> None:
+async def test_100_concurrent_scans_admit_exactly_one_without_redis(log: FileEntryLog) -> None:
     policy = _policy(DuplicateMode.STRICT)
-    log = LocalEntryLog()
     decisions = await asyncio.gather(
         *(check_duplicate(_decision(policy), policy, log) for _ in range(100))
     )
@@ -218,7 +238,8 @@ async def test_concurrent_claims_share_one_round_trip(redis_url: str, redis_pref
     client = aioredis.Redis.from_url(redis_url)
     try:
         log = Counting(client, redis_prefix)
-        answers = await asyncio.gather(*(log.claim([f"zone:{i % 5}"], 60) for i in range(20)))
+        claims = (log.claim([f"zone:{i % 5}"], 60, 1.0) for i in range(20))
+        answers = await asyncio.gather(*claims)
     finally:
         await client.aclose()
     assert sent == [20]
@@ -231,7 +252,9 @@ async def test_claims_of_two_windows_in_one_turn_keep_their_own(
     client = aioredis.Redis.from_url(redis_url)
     try:
         log = RedisEntryLog(client, redis_prefix)
-        answers = await asyncio.gather(log.claim(["z:a"], 60), log.claim(["z:b", "z:a"], 600))
+        answers = await asyncio.gather(
+            log.claim(["z:a"], 60, 1.0), log.claim(["z:b", "z:a"], 600, 1.0)
+        )
         ttls = [await client.ttl(f"{redis_prefix}entry:z:{key}") for key in "ab"]
     finally:
         await client.aclose()
@@ -247,12 +270,12 @@ async def test_a_frozen_redis_does_not_pile_up_calls(private_redis: RedisServer)
         private_redis.freeze()
         try:
             waiting = []
-            for i in range(RedisEntryLog.MAX_IN_FLIGHT):
-                waiting.append(asyncio.ensure_future(log.claim([f"k{i}"], 60)))
+            for i in range(RedisEntryLog.MAX_IN_FLIGHT):  # budgets long enough to wait
+                waiting.append(asyncio.ensure_future(log.claim([f"k{i}"], 60, 30.0)))
                 for _ in range(3):  # let this claim's call start before the next claim
                     await asyncio.sleep(0)
-            with pytest.raises(RedisConnectionError):
-                await log.claim(["one-too-many"], 60)
+            with pytest.raises(DuplicateCheckUnavailable):
+                await log.claim(["one-too-many"], 60, 30.0)
         finally:
             private_redis.thaw()
         assert (
@@ -260,3 +283,71 @@ async def test_a_frozen_redis_does_not_pile_up_calls(private_redis: RedisServer)
         )  # answered once Redis is back
     finally:
         await client.aclose()
+
+
+def _hog(turn_seconds: float) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A task that keeps the event loop busy for `turn_seconds` of CPU every turn, as a
+    saturated server's requests do (a busy loop, not a sleep)."""
+    stop = asyncio.Event()
+
+    async def spin() -> None:
+        while not stop.is_set():
+            end = time.perf_counter() + turn_seconds
+            while time.perf_counter() < end:
+                pass
+            await asyncio.sleep(0)
+
+    return asyncio.create_task(spin()), stop
+
+
+async def test_a_busy_server_still_decides_strict_first_entries(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # Every loop turn takes 30 ms, longer than the 20 ms budget, while Redis itself answers
+    # in well under a millisecond: the first entries must come back VALID, not MANUAL CHECK
+    # (a budget counted from the request's arrival ran out before the answer was read).
+    policy = _policy(DuplicateMode.STRICT, budget_ms=20)
+    client = aioredis.Redis.from_url(redis_url)
+    hog, stop = _hog(0.03)
+    try:
+        await client.ping()
+        log = RedisEntryLog(client, redis_prefix)
+        decisions = await asyncio.gather(
+            *(check_duplicate(_decision(policy, index=i), policy, log) for i in range(1, 21))
+        )
+        repeats = await asyncio.gather(
+            *(check_duplicate(_decision(policy, index=i), policy, log) for i in range(1, 21))
+        )
+    finally:
+        stop.set()
+        await hog
+        await client.aclose()
+    assert [d.code for d in decisions] == ["valid"] * 20
+    assert [d.code for d in repeats] == ["duplicate_entry"] * 20
+
+
+async def test_a_store_slower_than_the_budget_is_given_up_on() -> None:
+    answer = asyncio.Event()
+
+    class Stuck(BatchedEntryLog):
+        async def _claim_many(self, keys: list[str], ttls: list[int]) -> list[bool]:
+            await answer.wait()  # a store that has not answered yet
+            return [True] * len(keys)
+
+    log = Stuck()
+    with pytest.raises(DuplicateCheckUnavailable):
+        await log.claim(["k"], 60, 0.02)
+    (call,) = log._in_flight
+    assert not call.done()  # answered on its budget while the store still works on it
+    answer.set()
+    await call  # the late answer lands without an error
+
+
+async def test_an_entry_file_error_is_unavailable_not_a_500(tmp_path: Path) -> None:
+    entries = EntryFile(tmp_path / "entries.sqlite3")
+    log = FileEntryLog(entries, lambda: NOW)
+    entries.close()  # every statement now raises sqlite3.ProgrammingError
+    policy = _policy(DuplicateMode.STRICT)
+    decision = await check_duplicate(_decision(policy), policy, log)
+    assert decision.code == "duplicate_check_unavailable"
+    log.close()

@@ -168,8 +168,8 @@ async def _burst_kill_and_recover(setup: Deployment, cluster: Cluster) -> None:
         assert published == await max_revocation_seq(a.registry)
 
         # The anti-passback entry log uses the same client: it follows the master too.
-        assert await a.entry_log.claim(["gate:failover"], 60) == [True]
-        assert await b.entry_log.claim(["gate:failover"], 60) == [False]
+        assert await a.entry_log.claim(["gate:failover"], 60, 1.0) == [True]
+        assert await b.entry_log.claim(["gate:failover"], 60, 1.0) == [False]
         assert client.exists("checkpoint:entry:gate:failover")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,3 +81,23 @@ def test_the_service_on_postgresql(tmp_path: Path) -> None:
             actions = [e.action for e in restarted.audit_entries()]
             assert actions.count("issue") == 1
             assert actions.count("revoke") == 1
+
+
+def test_strict_anti_passback_on_a_fleet_without_redis_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each node's entry file is its own: a fleet needs Redis for strict categories.
+    with throwaway_database_sync() as database_url:
+        settings = Settings(data_dir=tmp_path, database_url=database_url)
+        with caplog.at_level(logging.WARNING, logger="checkpoint"), running(settings, FakeClock()):
+            pass
+    assert any("strict anti-passback without Redis" in r.getMessage() for r in caplog.records)
+
+
+def test_one_node_without_redis_is_not_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="checkpoint"), running(settings, FakeClock()):
+        pass
+    assert not any("anti-passback" in r.getMessage() for r in caplog.records)
