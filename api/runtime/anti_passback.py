@@ -42,46 +42,50 @@ class _Claim(NamedTuple):
 
 
 class BatchedEntryLog:
-    """Claims made in one event-loop turn (concurrent requests) go to the store together,
-    and each claim's budget is charged from the moment the store is asked, not from the
-    request's arrival.
+    """One call to the store at a time, carrying every claim made while the previous call
+    was out (a group commit), each claim's budget charged from the moment its call leaves.
 
-    On a busy server the loop takes long between turns: a budget counted from the arrival
-    ran out while the answer was already in the socket (97.7 % of strict first entries
-    came back MANUAL CHECK at 100 concurrent clients). When the budget runs out, the log
-    still gives the loop `GRACE_TURNS` turns to read an answer that has arrived. A claim
-    answered unavailable may still land in the store: the permit's next scan is then a
-    repeat, which the officer's manual check of the first one resolves.
+    On a busy server the loop takes long between turns: a budget counted from the
+    request's arrival ran out while the answer was already in the socket (97.7 % of strict
+    first entries came back MANUAL CHECK at 100 concurrent clients), and a call per loop
+    turn made the Redis client open connections under load, each a few round trips of
+    busy turns. When a budget runs out, the log still gives the loop `GRACE_TURNS` turns
+    to read an answer that has arrived; past them the call is late, and until it returns
+    every claim is answered unavailable at once (a frozen store costs no scan its budget).
+    A claim answered unavailable may still land in the store: the permit's next scan is
+    then a repeat, which the officer's manual check of the first one resolves.
     """
 
-    MAX_IN_FLIGHT = 4
-    """Calls to the store waiting at once; past that (a frozen store) claims fail fast."""
     GRACE_TURNS = 4
     """Loop turns an arrived answer needs to reach its claim (read, parse, hand over)."""
 
     def __init__(self) -> None:
         self._queue: list[_Claim] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._sending: asyncio.Task[None] | None = None
+        self._late = False
+        """Whether the call out is past its budget (the store is not answering)."""
 
     async def claim(self, keys: Sequence[str], ttl: int, budget: float) -> list[bool]:
-        if len(self._in_flight) >= self.MAX_IN_FLIGHT:
-            raise DuplicateCheckUnavailable("too many entry-log calls waiting on the store")
+        if self._late:
+            raise DuplicateCheckUnavailable("the entry log's store is not answering")
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[bool]] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._send_queue)
         self._queue.append(_Claim(keys, ttl, budget, answer))
+        if self._sending is None:  # starts next turn, with every claim of this one
+            self._sending = loop.create_task(self._drain())
         return await answer
 
     async def _claim_many(self, keys: list[str], ttls: list[int]) -> list[bool]:
         """Claim every key in the store (raises DuplicateCheckUnavailable)."""
         raise NotImplementedError
 
-    def _send_queue(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.create_task(self._send(batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._send(batch)
+        finally:
+            self._sending = None
 
     async def _send(self, batch: list[_Claim]) -> None:
         loop = asyncio.get_running_loop()
@@ -97,6 +101,7 @@ class BatchedEntryLog:
             return
         finally:
             timer.cancel()
+            self._late = False
         start = 0
         for claim in batch:
             if not claim.answer.done():  # a claim past its budget has been answered
@@ -104,10 +109,14 @@ class BatchedEntryLog:
             start += len(claim.keys)
 
     def _expire(self, batch: list[_Claim], turns: int) -> None:
+        if all(claim.answer.done() for claim in batch):
+            return  # answered in the meantime
         if turns < self.GRACE_TURNS:
             asyncio.get_running_loop().call_soon(self._expire, batch, turns + 1)
             return
-        for claim in batch:
+        self._late = True
+        waiting, self._queue = self._queue, []
+        for claim in (*batch, *waiting):
             if not claim.answer.done():
                 claim.answer.set_exception(
                     DuplicateCheckUnavailable("the entry log did not answer within the budget")

@@ -262,27 +262,60 @@ async def test_claims_of_two_windows_in_one_turn_keep_their_own(
     assert 0 < ttls[0] <= 60 < ttls[1] <= 600
 
 
-async def test_a_frozen_redis_does_not_pile_up_calls(private_redis: RedisServer) -> None:
+async def test_a_frozen_redis_costs_one_call_and_no_scan_its_budget(
+    private_redis: RedisServer,
+) -> None:
+    calls: list[list[str]] = []
+
+    class Counting(RedisEntryLog):
+        async def _claim_many(self, keys: list[str], ttls: list[int]) -> list[bool]:
+            calls.append(keys)
+            return await super()._claim_many(keys, ttls)
+
     client = aioredis.Redis.from_url(private_redis.url, socket_timeout=5)
-    log = RedisEntryLog(client, "t:")
+    log = Counting(client, "t:")
     try:
         await client.ping()
         private_redis.freeze()
         try:
-            waiting = []
-            for i in range(RedisEntryLog.MAX_IN_FLIGHT):  # budgets long enough to wait
-                waiting.append(asyncio.ensure_future(log.claim([f"k{i}"], 60, 30.0)))
-                for _ in range(3):  # let this claim's call start before the next claim
-                    await asyncio.sleep(0)
             with pytest.raises(DuplicateCheckUnavailable):
-                await log.claim(["one-too-many"], 60, 30.0)
+                await log.claim(["k1"], 60, 0.05)
+            out = log._sending
+            assert out is not None
+            assert not out.done()  # the call is still out, waiting on the frozen server
+            with pytest.raises(DuplicateCheckUnavailable):
+                await log.claim(["k2"], 60, 30.0)  # answered at once: the call is late
+            assert calls == [["k1"]]
         finally:
             private_redis.thaw()
-        assert (
-            await asyncio.gather(*waiting) == [[True]] * RedisEntryLog.MAX_IN_FLIGHT
-        )  # answered once Redis is back
+        await out  # the late call returns once Redis is back
+        assert await log.claim(["k3"], 60, 1.0) == [True]
     finally:
         await client.aclose()
+    assert calls == [["k1"], ["k3"]]
+
+
+async def test_claims_made_while_a_call_is_out_go_together_in_the_next() -> None:
+    release = asyncio.Event()
+    calls: list[list[str]] = []
+
+    class Gated(BatchedEntryLog):
+        async def _claim_many(self, keys: list[str], ttls: list[int]) -> list[bool]:
+            calls.append(keys)
+            await release.wait()
+            return [True] * len(keys)
+
+    log = Gated()
+    first = asyncio.ensure_future(log.claim(["a"], 60, 30.0))
+    for _ in range(3):  # let the first call leave
+        await asyncio.sleep(0)
+    later = [asyncio.ensure_future(log.claim([key], 60, 30.0)) for key in "bcd"]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert calls == [["a"]]  # one call out at a time
+    release.set()
+    assert await asyncio.gather(first, *later) == [[True]] * 4
+    assert calls == [["a"], ["b", "c", "d"]]
 
 
 def _hog(turn_seconds: float) -> tuple[asyncio.Task[None], asyncio.Event]:
@@ -337,7 +370,8 @@ async def test_a_store_slower_than_the_budget_is_given_up_on() -> None:
     log = Stuck()
     with pytest.raises(DuplicateCheckUnavailable):
         await log.claim(["k"], 60, 0.02)
-    (call,) = log._in_flight
+    call = log._sending
+    assert call is not None
     assert not call.done()  # answered on its budget while the store still works on it
     answer.set()
     await call  # the late answer lands without an error
