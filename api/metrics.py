@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -71,6 +72,38 @@ DECISIONS = Counter(
     "Verification decisions by outcome and reason code",
     ["outcome", "code"],
 )
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted under their own name; any other a client sends counts as `other`, so a
+client cannot make a new series per request."""
+
+
+# The labelled children, looked up once per label set: `labels()` takes a lock and builds
+# its key on every call, which was several microseconds of every scan. The label sets are
+# bounded (methods above, route templates, statuses, outcomes and reason codes).
+@functools.cache
+def _http(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_SECONDS.labels(method, route)
+
+
+@functools.cache
+def decision(outcome: str, code: str) -> Counter:
+    """The counter of decisions with this outcome and code."""
+    return DECISIONS.labels(outcome, code)
+
+
+@functools.cache
+def decision_warning(code: str) -> Counter:
+    """The counter of decisions carrying this warning."""
+    return DECISION_WARNINGS.labels(code)
+
+
+def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count and time one answered HTTP request."""
+    counter, histogram = _http(method if method in HTTP_METHODS else "other", route, status)
+    counter.inc()
+    histogram.observe(seconds)
+
+
 VERIFY_SECONDS = Histogram(
     "checkpoint_verify_seconds",
     "Time to verify the tokens of one request (core only, no network)",

@@ -47,7 +47,7 @@ def services_of(state: State) -> Services:
     return services
 
 
-def require_json(request: Request[Any, Any, Any]) -> None:
+async def require_json(request: Request[Any, Any, Any]) -> None:
     """`before_request` of the app: a route that takes a JSON body answers 415 to a body sent
     as anything else, or with no content type (after the guard, before the body is read)."""
     if "data" not in request.route_handler.parsed_fn_signature.parameters:

@@ -57,9 +57,9 @@ async def _decide(
         decisions = services.verifier.verify_batch(tokens, scanner_checkpoint(credential), now)
     decisions = await check_duplicates(decisions, services.verifier.policy, services.entry_log)
     for decision in decisions:
-        metrics.DECISIONS.labels(decision.outcome, decision.code).inc()
+        metrics.decision(decision.outcome, decision.code).inc()
         for warning in decision.warnings:
-            metrics.DECISION_WARNINGS.labels(warning).inc()
+            metrics.decision_warning(warning).inc()
         services.audit_decision(decision, credential.id)
     return decisions
 

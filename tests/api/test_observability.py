@@ -113,6 +113,24 @@ def test_a_scrape_parses_and_shows_http_and_refusal_metrics_moving(
     assert dict(build)["policy_version"] == app.services.policy.version
 
 
+def test_a_made_up_method_is_one_label_not_one_per_method(app: Api) -> None:
+    monitor = app.key("monitor")
+    before = scrape(app, monitor)
+    for method in ("FROB", "XYZZY1", "QUUX2"):
+        app.client.request(method, "/v1/verify")
+    after = scrape(app, monitor)
+    methods = {
+        dict(labels)["method"] for name, labels in after if name.startswith("checkpoint_http")
+    }
+    assert not methods & {"FROB", "XYZZY1", "QUUX2"}
+    moved = [
+        value(after, name, **dict(labels)) - value(before, name, **dict(labels))
+        for name, labels in after
+        if name == "checkpoint_http_requests_total" and dict(labels)["method"] == "other"
+    ]
+    assert sum(moved) == 3
+
+
 def test_revoking_a_withdrawn_permit_again_is_not_counted_twice(
     app: Api, admin_key: str, permit: dict[str, Any]
 ) -> None:
