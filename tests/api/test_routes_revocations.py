@@ -22,6 +22,7 @@ from tests.api.conftest import (
     error_fields,
     muqeem_body,
     running,
+    utc,
 )
 
 REASON = "document withdrawn"
@@ -44,7 +45,7 @@ def test_admin_revokes_a_permit_and_the_next_verify_says_revoked(
     (revocation,) = body["revocations"]
     assert revocation["permit_id"] == permit["permit_id"]
     assert revocation["reason"] == REASON
-    assert revocation["at"] == app.clock.now
+    assert revocation["at"] == utc(app.clock.now)
     assert body["last_seq"] == revocation["seq"] == 1
     decision = app.verify(scanner_key, permit["token"])
     assert (decision["outcome"], decision["code"]) == ("INVALID", "revoked")
