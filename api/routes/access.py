@@ -31,11 +31,13 @@ ADMIN_BODY_LIMIT = 4 * 1024
 IDEMPOTENCY_KEY_LENGTH = (8, 128)
 """Characters of a key (after unquoting): at least 8, as a UUID or a booking number has."""
 _LENGTH = "{%d,%d}" % IDEMPOTENCY_KEY_LENGTH  # noqa: UP031 (a regex quantifier)
-IDEMPOTENCY_KEY_PATTERN = rf'^(?:"(?:[ !#-\[\]-~]|\\["\\]){_LENGTH}"|[!#-\[\]-~]{_LENGTH})$(?!\n)'
+IDEMPOTENCY_KEY_PATTERN = rf'^ *(?:"(?:[ !#-\[\]-~]|\\["\\]){_LENGTH}"|[!#-\[\]-~]{_LENGTH}) *$(?!\n)'
 """An RFC 8941 sf-string (draft-ietf-httpapi-idempotency-key-header): printable ASCII in
 double quotes, `\\"` and `\\\\` escaped, each alternative one character of the key; or the
 same characters bare (no space, quote or backslash), the form this API took before, which
-names the same key. Nothing else: a parameter, a second key, a control character."""
+names the same key; spaces around it are dropped (RFC 8941 4.2). Nothing else: no
+parameter, no second key, no control character (a key that would be ignored, as RFC 8941
+asks of a field that does not parse, would let a retry issue twice: it is refused)."""
 _ESCAPED = re.compile(r'\\(["\\])')
 IdempotencyKey = Annotated[
     str | None,
@@ -61,6 +63,7 @@ IdempotencyKey = Annotated[
 def parse_idempotency_key(header: str) -> str:
     """The key an Idempotency-Key header (checked against IDEMPOTENCY_KEY_PATTERN) names:
     an sf-string unquoted and unescaped, or a bare key as it is."""
+    header = header.strip(" ")
     if header.startswith('"'):
         return _ESCAPED.sub(r"\1", header[1:-1])
     return header
