@@ -30,8 +30,11 @@ ADMIN_BODY_LIMIT = 4 * 1024
 
 IDEMPOTENCY_KEY_LENGTH = (8, 128)
 """Characters of a key (after unquoting): at least 8, as a UUID or a booking number has."""
+_QUOTED = r'(?:[ !#-\[\]-~]|\\["\\])'
+"""One character of an sf-string: printable ASCII but `"` and `\\`, or one of those escaped."""
+_BARE = r"[!#-\[\]-~]"
 _LENGTH = "{%d,%d}" % IDEMPOTENCY_KEY_LENGTH  # noqa: UP031 (a regex quantifier)
-IDEMPOTENCY_KEY_PATTERN = rf'^ *(?:"(?:[ !#-\[\]-~]|\\["\\]){_LENGTH}"|[!#-\[\]-~]{_LENGTH}) *$(?!\n)'
+IDEMPOTENCY_KEY_PATTERN = rf'^ *(?:"{_QUOTED}{_LENGTH}"|{_BARE}{_LENGTH}) *$(?!\n)'
 """An RFC 8941 sf-string (draft-ietf-httpapi-idempotency-key-header): printable ASCII in
 double quotes, `\\"` and `\\\\` escaped, each alternative one character of the key; or the
 same characters bare (no space, quote or backslash), the form this API took before, which
