@@ -55,7 +55,7 @@ async def _hold(conn: AsyncConnection, claim: IdempotencyClaim) -> None:
             raise
         raise IdempotencyInProgress(f"idempotency key {claim.key!r}") from err
     # Every later lock of the transaction waits as it did before.
-    await conn.execute(text("SET LOCAL lock_timeout = 0"))
+    await conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
 
 
 async def replay(
