@@ -10,7 +10,15 @@ from typing import Any
 
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
 from litestar.openapi.spec import RequestBody as RequestBodySpec
 
 from api.problems import PROBLEM_JSON, Problem, http_code, status_for
@@ -32,12 +40,35 @@ IMAGE_TYPES = ("image/jpeg", "image/png")
 
 def raises(*errors: Raised) -> dict[str, Any]:
     """`opt` naming the domain errors (or bare statuses) a route answers with beyond those
-    derived from its roles and body: `opt=roles("issuer") | raises(IdempotencyConflict)`."""
+    derived from its roles and body: `opt=roles("issuer") | raises(IdempotencyKeyReused)`."""
     return {"problems": errors}
 
 
+RETRY_AFTER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.INTEGER, minimum=1),
+    description="Seconds until this credential may send its next request",
+)
+
+
 @dataclass
-class PublicOperation(Operation):
+class ApiOperation(Operation):
+    """An operation of this API: a 429 says when to come back (`Retry-After`), and a 304
+    carries the ETag its 200 would have."""
+
+    def __post_init__(self) -> None:
+        responses = self.responses or {}
+        limited = responses.get("429")
+        if isinstance(limited, OpenAPIResponse):
+            limited.headers = {**(limited.headers or {}), "Retry-After": RETRY_AFTER}
+        ok, not_modified = responses.get("200"), responses.get("304")
+        if isinstance(ok, OpenAPIResponse) and isinstance(not_modified, OpenAPIResponse):
+            etag = (ok.headers or {}).get("ETag")
+            if etag is not None:
+                not_modified.headers = {**(not_modified.headers or {}), "ETag": etag}
+
+
+@dataclass
+class PublicOperation(ApiOperation):
     """An operation anyone may call: `security: []` overrides the document's API key."""
 
     def to_schema(self) -> dict[str, Any]:
@@ -45,10 +76,11 @@ class PublicOperation(Operation):
 
 
 @dataclass
-class FrameUpload(Operation):
+class FrameUpload(ApiOperation):
     """POST /v1/scan: its body is a camera frame, JPEG or PNG, not JSON."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         frame = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
         self.request_body = RequestBodySpec(
             content={t: OpenAPIMediaType(schema=frame) for t in IMAGE_TYPES},
@@ -117,4 +149,6 @@ def document(audience: str, handlers: Sequence[HTTPRouteHandler]) -> list[HTTPRo
         handler.tags = ["public" if public else audience]
         if public:
             handler.operation_class = PublicOperation
+        elif handler.operation_class is Operation:
+            handler.operation_class = ApiOperation
     return list(handlers)

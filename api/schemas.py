@@ -9,11 +9,13 @@ import msgspec
 from msgspec import Meta
 
 from checkpoint.model import PERMIT_ID_PATTERN, Decision, HolderId
+from checkpoint.policy import CompanyClass
 from checkpoint.signing import KeyEntry
 from checkpoint.statuslist import TokenStatusList
 from issuer.eligibility import EstablishmentId, IssueRequest
 from issuer.store.audit import AuditEntry
-from issuer.store.blocks import Block
+from issuer.store.blocks import Block, BlockKind
+from issuer.store.establishments import Establishment, EstablishmentChannel
 from issuer.store.permits import PermitRecord
 from issuer.store.revocations import Revocation
 from issuer.store.stays import Stay
@@ -150,7 +152,7 @@ class RevocationView(msgspec.Struct, frozen=True):
     permit_id: str
     reason: str
     actor: str
-    at: int
+    at: dt.datetime
 
     @classmethod
     def of(cls, revocation: Revocation) -> RevocationView:
@@ -159,14 +161,62 @@ class RevocationView(msgspec.Struct, frozen=True):
             permit_id=revocation.permit_id,
             reason=revocation.reason,
             actor=revocation.actor,
-            at=revocation.at,
+            at=rfc3339(revocation.at),
+        )
+
+
+class BlockRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A blocked holder (`kind` holder) or a suspended establishment (`kind` establishment)."""
+
+    kind: BlockKind
+    subject: str
+    reason: str
+    actor: str
+    at: dt.datetime
+
+    @classmethod
+    def of(cls, block: Block) -> BlockRecord:
+        return cls(
+            kind=block.kind,
+            subject=block.subject,
+            reason=block.reason,
+            actor=block.actor,
+            at=rfc3339(block.at),
+        )
+
+
+class EstablishmentView(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered Muqeem establishment, or (channel `nusuk`) an Umrah company with its class."""
+
+    id: str
+    channel: EstablishmentChannel
+    name: str
+    city: str
+    company_class: CompanyClass | None
+    registered_at: dt.datetime
+    registered_by: str
+    newly_licensed: bool
+    """An Umrah company licensed for the first time: its first operating period runs from
+    `registered_at`."""
+
+    @classmethod
+    def of(cls, establishment: Establishment) -> EstablishmentView:
+        return cls(
+            id=establishment.id,
+            channel=establishment.channel,
+            name=establishment.name,
+            city=establishment.city,
+            company_class=establishment.company_class,
+            registered_at=rfc3339(establishment.registered_at),
+            registered_by=establishment.registered_by,
+            newly_licensed=establishment.newly_licensed,
         )
 
 
 class RevocationList(msgspec.Struct, frozen=True, omit_defaults=True):
     revocations: list[RevocationView]
     last_seq: int
-    block: Block | None = None
+    block: BlockRecord | None = None
     """The block or suspension a revocation with `block: true` put (or found) in place."""
 
 

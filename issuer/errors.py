@@ -26,10 +26,20 @@ class InvalidDraft(CheckpointError):
     message_ar = "طلب التصريح يحتوي على حقل بنوع أو قيمة غير صحيحة."
 
 
-class IdempotencyConflict(CheckpointError):
-    code = "idempotency_conflict"
-    message_en = "This idempotency key was already used for a different request."
-    message_ar = "مفتاح عدم التكرار هذا استُخدم سابقًا لطلب مختلف."
+class IdempotencyKeyReused(CheckpointError):
+    """The key was used before with another body (the Idempotency-Key draft: 422)."""
+
+    code = "idempotency_key_reused"
+    message_en = "This idempotency key was already used for a different request: use a new key."
+    message_ar = "مفتاح عدم التكرار هذا استُخدم سابقًا لطلب مختلف: استخدم مفتاحًا جديدًا."
+
+
+class IdempotencyInProgress(CheckpointError):
+    """A request with the same key is still being processed (the draft: 409)."""
+
+    code = "idempotency_in_progress"
+    message_en = "A request with this idempotency key is still being processed: retry shortly."
+    message_ar = "طلب بمفتاح عدم التكرار هذا ما زال قيد المعالجة: أعد المحاولة بعد قليل."
 
 
 class LastSigningKey(CheckpointError):

@@ -53,6 +53,20 @@ class Grant(msgspec.Struct, frozen=True):
         return channel
 
 
+class Issued(list[PermitRecord]):
+    """The permits one request issued, in its order; `replayed` when its idempotency key
+    answered the permits of the key's first success instead (nothing was issued now)."""
+
+    replayed: bool = False
+
+    @classmethod
+    def again(cls, records: Sequence[PermitRecord]) -> Issued:
+        """The permits an idempotency key issued before, answered again."""
+        issued = cls(records)
+        issued.replayed = True
+        return issued
+
+
 PROGRAMME_REPLACED = "programme_replaced"
 """The reason of the permits a replaced programme supersedes."""
 ANYONE = Grant()
@@ -99,10 +113,10 @@ class Issuer:
         grant: Grant = ANYONE,
         idempotency_claim: IdempotencyClaim | None = None,
         batch: bool = True,
-    ) -> list[PermitRecord]:
+    ) -> Issued:
         """Issue every request or none, in one transaction: the first refusal raises before
         anything is stored, naming its position when `batch`. A repeated idempotency claim
-        answers the permits of the first success."""
+        answers the permits of the first success (`replayed`) until the key expires."""
         if not requests:
             raise ValueError("nothing to issue")
         channels = []
@@ -119,13 +133,13 @@ class Issuer:
                 drafts.append(check_eligibility(request, channel, self.policy, now))
         async with self.registry.write() as conn:
             if idempotency_claim is not None:
-                earlier = await idempotency.replay(conn, idempotency_claim)
+                earlier = await idempotency.replay(conn, idempotency_claim, now)
                 if earlier is not None:
-                    return earlier
+                    return Issued.again(earlier)
             records = await self._admit_and_store(conn, drafts, actor, now, batch=batch)
             if idempotency_claim is not None:
                 await idempotency.remember(conn, idempotency_claim, records, now)
-        return records
+        return Issued(records)
 
     async def replace(
         self,
@@ -136,7 +150,7 @@ class Issuer:
         now: int,
         grant: Grant = ANYONE,
         idempotency_claim: IdempotencyClaim | None = None,
-    ) -> tuple[list[Revocation], list[PermitRecord]]:
+    ) -> tuple[list[Revocation], Issued]:
         """Replace a pilgrim's programme in one transaction: supersede (reason
         `programme_replaced`) every active Nusuk permit of `holder` (of the grant's Umrah
         company only, for a bound grant), then issue `requests`, all Nusuk permits of
@@ -155,9 +169,9 @@ class Issuer:
                 drafts.append(check_eligibility(request, channel, self.policy, now))
         async with self.registry.write() as conn:
             if idempotency_claim is not None:
-                earlier = await idempotency.replay(conn, idempotency_claim)
+                earlier = await idempotency.replay(conn, idempotency_claim, now)
                 if earlier is not None:
-                    return [], earlier
+                    return [], Issued.again(earlier)
             # Locks in the one order every transaction takes them (blocks, holders,
             # revocations, intake), so a replacement and a block at once cannot deadlock.
             await refuse_blocked(conn, drafts, batch=True)
@@ -182,7 +196,7 @@ class Issuer:
             )
             if idempotency_claim is not None:
                 await idempotency.remember(conn, idempotency_claim, records, now)
-        return revocations, records
+        return revocations, Issued(records)
 
     async def _admit_and_store(
         self,

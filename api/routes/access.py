@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from litestar import Request
@@ -27,15 +28,49 @@ BATCH_ISSUE_BODY_LIMIT = 1024 * 1024
 SCAN_BODY_LIMIT = 2 * 1024 * 1024
 ADMIN_BODY_LIMIT = 4 * 1024
 
+IDEMPOTENCY_KEY_LENGTH = (8, 128)
+"""Characters of a key (after unquoting): at least 8, as a UUID or a booking number has."""
+_QUOTED = r'(?:[ !#-\[\]-~]|\\["\\])'
+"""One character of an sf-string: printable ASCII but `"` and `\\`, or one of those escaped."""
+_BARE = r"[!#-\[\]-~]"
+_LENGTH = "{%d,%d}" % IDEMPOTENCY_KEY_LENGTH  # noqa: UP031 (a regex quantifier)
+IDEMPOTENCY_KEY_PATTERN = rf'^ *(?:"{_QUOTED}{_LENGTH}"|{_BARE}{_LENGTH}) *$(?!\n)'
+"""An RFC 8941 sf-string (draft-ietf-httpapi-idempotency-key-header): printable ASCII in
+double quotes, `\\"` and `\\\\` escaped, each alternative one character of the key; or the
+same characters bare (no space, quote or backslash), the form this API took before, which
+names the same key; spaces around it are dropped (RFC 8941 4.2). Nothing else: no
+parameter, no second key, no control character (a key that would be ignored, as RFC 8941
+asks of a field that does not parse, would let a retry issue twice: it is refused)."""
+_ESCAPED = re.compile(r'\\(["\\])')
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
         name="Idempotency-Key",
-        min_length=8,
-        max_length=128,
-        description="a retried request with the same key returns the same permits",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description=(
+            'An RFC 8941 string, e.g. `"8e03978e-40d5-43e8-bc93-6894a57f9324"` (8 to 128 '
+            'printable ASCII characters, `\\"` and `\\\\` escaped), or the same characters '
+            "bare (no space, quote or backslash: `booking-0001` is the key "
+            '`"booking-0001"`). A retry with the same key and body, by the same credential, '
+            "within the key's lifetime (CHECKPOINT_IDEMPOTENCY_TTL, 24 hours by default, "
+            "from its first success) answers the first success's permits again with "
+            "`Idempotent-Replayed: true`, and issues nothing; with another body it is 422 "
+            "`idempotency_key_reused`; while the first is still being processed, 409 "
+            "`idempotency_in_progress`. After the lifetime the key is new. Refusals are not "
+            "kept: a retry of a refused request is checked again."
+        ),
     ),
 ]
+
+
+def parse_idempotency_key(header: str) -> str:
+    """The key an Idempotency-Key header (checked against IDEMPOTENCY_KEY_PATTERN) names:
+    an sf-string unquoted and unescaped, or a bare key as it is."""
+    header = header.strip(" ")
+    if header.startswith('"'):
+        return _ESCAPED.sub(r"\1", header[1:-1])
+    return header
+
 
 ServicesDep = NamedDependency[Services]
 """How a handler asks for this process's Services."""

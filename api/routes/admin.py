@@ -16,7 +16,15 @@ from api.auth import credential_of, roles
 from api.errors import ClassNotApplicable, RevocationTargetRequired
 from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
-from api.schemas import NO_NUL, KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
+from api.schemas import (
+    NO_NUL,
+    BlockRecord,
+    EstablishmentView,
+    KeyRevokeRequest,
+    RevocationList,
+    RevocationView,
+    RevokeRequest,
+)
 from checkpoint.errors import KeyNotFound
 from checkpoint.policy import CompanyClass
 from issuer.blocking import block_holder, suspend_establishment
@@ -31,7 +39,7 @@ from issuer.errors import (
 )
 from issuer.registration import register_establishment, set_company_class
 from issuer.store.blocks import Block
-from issuer.store.establishments import Establishment, EstablishmentChannel
+from issuer.store.establishments import EstablishmentChannel
 from issuer.store.keys import revoke_key as revoke_signing_key
 from issuer.store.revocations import (
     Revocation,
@@ -119,7 +127,8 @@ async def revoke(
     # The revocations' own numbers (an earlier revocation's when nothing new was revoked),
     # not this process's mirror position: that may lag the stream or lead with others'.
     last_seq = max((r.seq for r in revocations), default=0)
-    return RevocationList([RevocationView.of(r) for r in revocations], last_seq, block)
+    views = [RevocationView.of(r) for r in revocations]
+    return RevocationList(views, last_seq, None if block is None else BlockRecord.of(block))
 
 
 @get("/revocations", opt=roles("admin"), operation_id="listRevocations")
@@ -172,11 +181,11 @@ async def revoke_key(
 )
 async def register(
     request: Request[Any, Any, Any], data: JSONBody[EstablishmentRequest], services: ServicesDep
-) -> Establishment:
+) -> EstablishmentView:
     """Register an establishment with its city, or an Umrah company with its class."""
     if data.channel != "nusuk" and data.company_class is not None:
         raise ClassNotApplicable(f"channel {data.channel}")
-    return await register_establishment(
+    registered = await register_establishment(
         services.registry,
         establishment_id=data.id,
         channel=data.channel,
@@ -187,6 +196,7 @@ async def register(
         actor=credential_of(request).id,
         at=services.clock(),
     )
+    return EstablishmentView.of(registered)
 
 
 @patch(
@@ -200,16 +210,17 @@ async def set_class(
     establishment_id: FromPath[str],
     data: JSONBody[ClassChange],
     services: ServicesDep,
-) -> Establishment:
+) -> EstablishmentView:
     """Move an Umrah company to another class (404 for an unknown id, 422 for a Muqeem
     establishment); audited."""
-    return await set_company_class(
+    changed = await set_company_class(
         services.registry,
         establishment_id,
         data.company_class,
         actor=credential_of(request).id,
         at=services.clock(),
     )
+    return EstablishmentView.of(changed)
 
 
 router = Router(

@@ -14,7 +14,7 @@ from api.auth import credential_of, roles
 from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep
 from api.runtime.services import Services
-from api.schemas import Reason, RevocationView
+from api.schemas import BlockRecord, Reason, RevocationView
 from checkpoint.model import HolderId
 from issuer.blocking import (
     Blocked,
@@ -24,7 +24,6 @@ from issuer.blocking import (
     unblock_holder,
 )
 from issuer.errors import EstablishmentNotFound, NotBlocked
-from issuer.store.blocks import Block
 
 ADMIN = roles("admin")
 
@@ -57,7 +56,7 @@ class ReinstateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 class BlockView(msgspec.Struct, frozen=True):
     """The block in place (or, after lifting, the one lifted) and the permits withdrawn now."""
 
-    block: Block
+    block: BlockRecord
     active: bool
     """True while the block refuses issuing; false in the answer that lifted it."""
     revocations: list[RevocationView]
@@ -68,7 +67,7 @@ async def _placed(services: Services, now: int, blocked: Blocked) -> BlockView:
     await services.announce_change(now, blocked.revocations)
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
     views = [RevocationView.of(r) for r in blocked.revocations]
-    return BlockView(blocked.block, True, views, services.mirror.seq)
+    return BlockView(BlockRecord.of(blocked.block), True, views, services.mirror.seq)
 
 
 @post(
@@ -114,7 +113,7 @@ async def unblock(
         actor=credential_of(request).id,
         at=services.clock(),
     )
-    return BlockView(lifted, False, [], services.mirror.seq)
+    return BlockView(BlockRecord.of(lifted), False, [], services.mirror.seq)
 
 
 @post(
@@ -166,7 +165,7 @@ async def reinstate(
         actor=credential_of(request).id,
         at=services.clock(),
     )
-    return BlockView(lifted, False, [], services.mirror.seq)
+    return BlockView(BlockRecord.of(lifted), False, [], services.mirror.seq)
 
 
 router = Router(path="/v1", route_handlers=document("admin", [block, unblock, suspend, reinstate]))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ServiceUnavailableException
 from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_201_CREATED
 
 from api import metrics
 from api.auth import credential_of, roles
@@ -21,6 +23,7 @@ from api.routes.access import (
     IdempotencyKey,
     ServicesDep,
     grant_of,
+    parse_idempotency_key,
     permit_for,
 )
 from api.runtime.services import Services
@@ -30,14 +33,15 @@ from checkpoint.policy import Policy
 from issuer.card import CardUnavailable, card_pdf, card_png
 from issuer.eligibility import IssueRequest
 from issuer.errors import (
-    IdempotencyConflict,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
     IssueRefused,
     PermitNotActive,
     PermitNotFound,
 )
+from issuer.issuing import Issued
 from issuer.qr import qr_png, qr_svg
 from issuer.store.idempotency import IdempotencyClaim, request_hash
-from issuer.store.permits import PermitRecord
 
 Render = Callable[[Permit, str, Policy], bytes]
 CARD_FORMATS: dict[str, tuple[Render, str]] = {
@@ -52,9 +56,37 @@ PERMIT_READ = ISSUER_ROLES | raises(PermitNotFound)
 PERMIT_CARD = ISSUER_ROLES | raises(PermitNotFound, PermitNotActive)
 
 
-def _claim(credential_id: str, key: str | None, body: object) -> IdempotencyClaim | None:
-    """The request's claim on its Idempotency-Key, if it sent one."""
-    return None if key is None else IdempotencyClaim(credential_id, key, request_hash(body))
+KEYED = roles("issuer") | raises(IssueRefused, IdempotencyKeyReused, IdempotencyInProgress)
+"""`opt` of the routes that issue under an Idempotency-Key."""
+REPLAYED = "Idempotent-Replayed"
+REPLAY_HEADERS = [
+    ResponseHeader(
+        name=REPLAYED,
+        value="true",
+        documentation_only=True,
+        description="`true` on a replay only: the permits this Idempotency-Key issued on "
+        "its first success, answered again; nothing was issued now. Absent on a first issue.",
+    )
+]
+T = TypeVar("T")
+
+
+def _claim(
+    services: Services, credential_id: str, header: str | None, body: object
+) -> IdempotencyClaim | None:
+    """The request's claim on its Idempotency-Key, if it sent one, kept for the API's TTL."""
+    if header is None:
+        return None
+    key = parse_idempotency_key(header)
+    return IdempotencyClaim(
+        credential_id, key, request_hash(body), services.settings.idempotency_ttl
+    )
+
+
+def _created(content: T, issued: Issued) -> Response[T]:
+    """201 with `content`, marked `Idempotent-Replayed: true` when nothing was issued now."""
+    headers = {REPLAYED: "true"} if issued.replayed else None
+    return Response(content, status_code=HTTP_201_CREATED, headers=headers)
 
 
 async def _issue(
@@ -65,11 +97,11 @@ async def _issue(
     body: object,
     *,
     batch: bool,
-) -> list[PermitRecord]:
+) -> Issued:
     credential = credential_of(request)
     # An API batch holds permits of one channel; the routine refuses a mixed one.
     grant = msgspec.structs.replace(grant_of(credential), one_channel=batch)
-    claim = _claim(credential.id, idempotency_key, body)
+    claim = _claim(services, credential.id, idempotency_key, body)
     records = await services.issuer.issue(
         permits,
         actor=credential.id,
@@ -78,13 +110,15 @@ async def _issue(
         idempotency_claim=claim,
         batch=batch,
     )
-    metrics.PERMITS_ISSUED.inc(len(records))
+    if not records.replayed:
+        metrics.PERMITS_ISSUED.inc(len(records))
     return records
 
 
 @post(
     "/",
-    opt=roles("issuer") | raises(IssueRefused, IdempotencyConflict),
+    opt=KEYED,
+    response_headers=REPLAY_HEADERS,
     operation_id="issuePermit",
     request_max_body_size=ISSUE_BODY_LIMIT,
 )
@@ -93,15 +127,16 @@ async def issue_permit(
     data: JSONBody[IssueRequest],
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-) -> PermitView:
+) -> Response[PermitView]:
     """Issue one permit through the credential's channel (201; a retried key answers the same)."""
-    (record,) = await _issue(request, services, [data], idempotency_key, data, batch=False)
-    return PermitView.of(record)
+    issued = await _issue(request, services, [data], idempotency_key, data, batch=False)
+    return _created(PermitView.of(issued[0]), issued)
 
 
 @post(
     "/batch",
-    opt=roles("issuer") | raises(IssueRefused, IdempotencyConflict),
+    opt=KEYED,
+    response_headers=REPLAY_HEADERS,
     operation_id="issuePermits",
     request_max_body_size=BATCH_ISSUE_BODY_LIMIT,
 )
@@ -110,15 +145,16 @@ async def issue_batch(
     data: JSONBody[IssueBatchRequest],
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-) -> PermitList:
+) -> Response[PermitList]:
     """Issue up to 1000 permits all-or-nothing: a refusal names the item and stores nothing."""
-    records = await _issue(request, services, data.permits, idempotency_key, data, batch=True)
-    return PermitList([PermitView.of(r) for r in records])
+    issued = await _issue(request, services, data.permits, idempotency_key, data, batch=True)
+    return _created(PermitList([PermitView.of(r) for r in issued]), issued)
 
 
 @post(
     "/replace",
-    opt=roles("issuer") | raises(IssueRefused, IdempotencyConflict),
+    opt=KEYED,
+    response_headers=REPLAY_HEADERS,
     operation_id="replaceProgramme",
     request_max_body_size=PROGRAMME_BODY_LIMIT,
 )
@@ -127,14 +163,14 @@ async def replace_programme(
     data: JSONBody[ProgrammeRequest],
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-) -> PermitList:
+) -> Response[PermitList]:
     """Replace a pilgrim's programme (201): supersede every active Nusuk permit of the holder
     (of the credential's Umrah company, if bound to one) and issue the new set, all or
     nothing, in one transaction; a retried key answers the same permits."""
     credential = credential_of(request)
-    claim = _claim(credential.id, idempotency_key, data)
+    claim = _claim(services, credential.id, idempotency_key, data)
     now = services.clock()
-    revocations, records = await services.issuer.replace(
+    revocations, issued = await services.issuer.replace(
         data.holder,
         data.permits,
         actor=credential.id,
@@ -143,8 +179,9 @@ async def replace_programme(
         idempotency_claim=claim,
     )
     await services.announce_change(now, revocations)
-    metrics.PERMITS_ISSUED.inc(len(records))
-    return PermitList([PermitView.of(r) for r in records])
+    if not issued.replayed:
+        metrics.PERMITS_ISSUED.inc(len(issued))
+    return _created(PermitList([PermitView.of(r) for r in issued]), issued)
 
 
 @get("/{permit_id:str}", opt=PERMIT_READ, operation_id="getPermit")

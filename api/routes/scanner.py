@@ -7,8 +7,10 @@ import io
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ClientException
-from litestar.params import JSONBody, PathParameter
+from litestar.openapi import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody, PathParameter
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_304_NOT_MODIFIED,
@@ -152,18 +154,55 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
     )
 
 
-@get("/status-lists/{list_id:int}", opt=roles("scanner", "admin"), operation_id="getStatusList")
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (RFC 9110 13.1.2: `*`, or a list of
+    entity tags compared weakly, `W/"..."` as `"..."`)."""
+    if if_none_match is None:
+        return False
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return tags == ["*"] or etag in (tag.removeprefix("W/") for tag in tags)
+
+
+ETAG_HEADERS = [
+    ResponseHeader(
+        name="ETag",
+        value='"0.42"',
+        documentation_only=True,
+        description="The list and the revocation sequence number it reflects; send it back "
+        "as If-None-Match to be answered 304 while nothing was revoked since",
+    )
+]
+
+
+@get(
+    "/status-lists/{list_id:int}",
+    opt=roles("scanner", "admin"),
+    operation_id="getStatusList",
+    response_headers=ETAG_HEADERS,
+    responses={
+        HTTP_304_NOT_MODIFIED: ResponseSpec(
+            None, description="Not Modified: the If-None-Match ETag is current (no body)"
+        )
+    },
+)
 async def status_list(
-    request: Request[Any, Any, Any],
     list_id: Annotated[int, PathParameter(ge=0, le=0xFFFF)],
     services: ServicesDep,
+    if_none_match: Annotated[
+        str | None,
+        HeaderParameter(
+            name="If-None-Match",
+            max_length=1024,
+            description="The ETag of the copy the scanner holds: 304 while it is current",
+        ),
+    ] = None,
 ) -> Response[StatusListBundle | bytes]:
     """The revocation bitmap of one status list for offline scanners, with an ETag:
     `If-None-Match` with the current one answers 304 and no body."""
     seq = services.mirror.seq
     etag = f'"{list_id}.{seq}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == etag:
+    if not_modified(if_none_match, etag):
         return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
     status = services.mirror.lists.get(list_id) or StatusList(list_id)
     return Response(StatusListBundle(list_id, seq, status.export()), headers=headers)

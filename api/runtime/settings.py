@@ -82,6 +82,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Requests one credential may send at once before the rate applies."""
     log_format: LogFormat = "text"
     """`text` lines, or `json`: one object per line (time, level, logger, message, fields)."""
+    idempotency_ttl: Annotated[int, Meta(ge=60, le=30 * 86400)] = 86400
+    """Seconds an Idempotency-Key is kept after its first success: a retry with it within
+    this time answers the same permits (`Idempotent-Replayed: true`), from then on it is a
+    new key. The no-arrival sweep loop forgets the expired ones."""
     access_log: bool = False
     """One log line per request (method, path, route, status, duration, credential, client,
     request id). Off by default: a checkpoint node answers thousands of scans a second."""

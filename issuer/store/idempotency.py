@@ -6,22 +6,34 @@ import hashlib
 from collections.abc import Sequence
 
 import msgspec
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import parse_permit_id
-from issuer.errors import IdempotencyConflict
+from issuer.errors import IdempotencyInProgress, IdempotencyKeyReused
 from issuer.store.permits import PermitRecord, find
 from issuer.store.registry import Registry, lock_key, serialize
 from issuer.store.schema import idempotency_keys
 
+IN_PROGRESS_WAIT = 1.0
+"""Seconds a request waits, on PostgreSQL, for another one holding the same key (another
+node's, or this node's other worker) to commit or roll back before it answers 409
+`idempotency_in_progress`. Below the registry's statement timeout (2 s), so a slow first
+request is told apart from an unreachable registry. SQLite queues writers instead: the
+second request waits its turn and replays."""
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a lock wait that ran past `lock_timeout`."""
+
 
 class IdempotencyClaim(msgspec.Struct, frozen=True):
-    """A client's idempotency key with the hash of the request body it came with."""
+    """A client's idempotency key with the hash of the request body it came with, and how
+    long the key is kept after its first success (None: for good, as a CSV file's batch)."""
 
     credential_id: str
     key: str
     request_hash: str
+    ttl: int | None = None
 
 
 def request_hash(body: object) -> str:
@@ -29,20 +41,43 @@ def request_hash(body: object) -> str:
     return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
-async def replay(conn: AsyncConnection, claim: IdempotencyClaim) -> list[PermitRecord] | None:
-    """The permits this key issued before, or None if it is new; IdempotencyConflict if it
-    came with another request. The key is held to the commit: the same new key sent to two
-    nodes at once issues once, and the second request replays the first."""
-    await serialize(conn, lock_key("idempotency", claim.credential_id, claim.key))
+async def _hold(conn: AsyncConnection, claim: IdempotencyClaim) -> None:
+    """Take the key's lock to the commit, waiting at most IN_PROGRESS_WAIT on PostgreSQL."""
+    key = lock_key("idempotency", claim.credential_id, claim.key)
+    if conn.dialect.name != "postgresql":
+        await serialize(conn, key)  # SQLite: BEGIN IMMEDIATE already holds every writer
+        return
+    await conn.execute(text(f"SET LOCAL lock_timeout = '{int(IN_PROGRESS_WAIT * 1000)}ms'"))
+    try:
+        await serialize(conn, key)
+    except DBAPIError as err:
+        if getattr(err.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise IdempotencyInProgress(f"idempotency key {claim.key!r}") from err
+    # Every later lock of the transaction waits as it did before.
+    await conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+
+
+async def replay(
+    conn: AsyncConnection, claim: IdempotencyClaim, now: int
+) -> list[PermitRecord] | None:
+    """The permits this key issued before, or None if it is new (or expired at `now`: then
+    it is forgotten and the request issues anew); IdempotencyKeyReused if it came with
+    another request. The key is held to the commit: the same new key sent to two nodes at
+    once issues once, and the second request replays the first (or, still waiting for it
+    after IN_PROGRESS_WAIT, is IdempotencyInProgress)."""
+    await _hold(conn, claim)
     key = idempotency_keys.c
-    query = select(key.request_hash, key.result).where(
-        key.credential_id == claim.credential_id, key.key == claim.key
-    )
+    mine = (key.credential_id == claim.credential_id) & (key.key == claim.key)
+    query = select(key.request_hash, key.result, key.expires_at).where(mine)
     row = (await conn.execute(query)).first()
     if row is None:
         return None
+    if row.expires_at is not None and row.expires_at <= now:
+        await conn.execute(delete(idempotency_keys).where(mine))
+        return None
     if row.request_hash != claim.request_hash:
-        raise IdempotencyConflict(f"idempotency key {claim.key!r} was used for another request")
+        raise IdempotencyKeyReused(f"idempotency key {claim.key!r} was used for another request")
     records = []
     for permit_id in msgspec.json.decode(row.result, type=list[str]):
         record = await find(conn, *parse_permit_id(permit_id))
@@ -54,11 +89,26 @@ async def replay(conn: AsyncConnection, claim: IdempotencyClaim) -> list[PermitR
 async def remember(
     conn: AsyncConnection, claim: IdempotencyClaim, records: Sequence[PermitRecord], at: int
 ) -> None:
-    """Keep the key with what it issued, in the issuing transaction."""
+    """Keep the key with what it issued, in the issuing transaction, until `at` + its ttl."""
     ids = msgspec.json.encode([r.permit_id for r in records]).decode()
     await conn.execute(
-        insert(idempotency_keys).values(**msgspec.structs.asdict(claim), result=ids, at=at)
+        insert(idempotency_keys).values(
+            credential_id=claim.credential_id,
+            key=claim.key,
+            request_hash=claim.request_hash,
+            result=ids,
+            at=at,
+            expires_at=None if claim.ttl is None else at + claim.ttl,
+        )
     )
+
+
+async def purge_expired(registry: Registry, now: int) -> int:
+    """Forget the keys expired at `now` (the sweep loop's housekeeping: an expired key is
+    already treated as new when it comes again); how many."""
+    expired = delete(idempotency_keys).where(idempotency_keys.c.expires_at <= now)
+    async with registry.write() as conn:
+        return (await conn.execute(expired)).rowcount
 
 
 async def issued_under(registry: Registry, key: str) -> list[tuple[int, int]]:

@@ -58,6 +58,7 @@ idempotency_keys = Table(
     Column("request_hash", Text, nullable=False),
     Column("result", Text, nullable=False),
     Column("at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
 )
 credentials = Table(
     "credentials",
@@ -322,6 +323,14 @@ MIGRATIONS: list[Step] = [
         "ALTER TABLE credentials_v3 RENAME TO credentials",
         # The X-Request-ID of the request an audit row was written for.
         "ALTER TABLE audit ADD COLUMN request_id TEXT",
+    ],
+    [
+        # An HTTP Idempotency-Key is kept for a published time (24 h by default) after its
+        # first success, then forgotten; NULL keeps it for good (a CLI CSV file's batch).
+        # Keys kept so far get the default time; the CLI's (credential `cli:...`) stay.
+        "ALTER TABLE idempotency_keys ADD COLUMN expires_at BIGINT",
+        "UPDATE idempotency_keys SET expires_at = at + 86400 WHERE credential_id NOT LIKE 'cli:%'",
+        "CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)",
     ],
 ]
 

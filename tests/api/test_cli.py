@@ -21,6 +21,7 @@ from checkpoint.model import Decision, Outcome
 from checkpoint.policy_file import default_policy
 from checkpoint.signing import Keyring
 from issuer.qr import qr_png
+from issuer.store.idempotency import purge_expired
 from issuer.store.keys import load_keyring
 from issuer.store.registry import Registry
 
@@ -795,6 +796,30 @@ def test_rerunning_a_finished_csv_replays_and_changes_nothing(run: Runner, tmp_p
     elsewhere = run("issue", "--csv", source, "-o", tmp_path / "copy")
     assert (tmp_path / "copy" / "permits.csv").read_bytes() == before
     assert elsewhere.code == 0
+    assert issue_one(run, holder=IQAMA_2)[0] == "0.4"
+
+
+def test_a_csv_batch_outlives_the_api_s_key_lifetime_and_its_purge(
+    run: Runner, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTP Idempotency-Key is forgotten after 24 hours; a CSV file's batch never is:
+    rerun two days later, after the service's purge, it still issues nothing new."""
+    source = write_csv(tmp_path / "in.csv", *CSV_ROWS)
+    assert run("issue", "--csv", source, "-o", tmp_path / "out").code == 0
+    later = ISSUE_AT + 2 * DAY
+    monkeypatch.setattr(shared, "clock_now", lambda: later)
+
+    async def purge() -> int:
+        registry = await Registry.open(f"sqlite+aiosqlite:///{data_dir / 'registry.sqlite3'}")
+        try:
+            return await purge_expired(registry, later)
+        finally:
+            await registry.close()
+
+    assert asyncio.run(purge()) == 0
+    again = run("issue", "--csv", source, "-o", tmp_path / "again")
+    assert again.code == 0, again.err
+    assert read_index(tmp_path / "again") == read_index(tmp_path / "out")
     assert issue_one(run, holder=IQAMA_2)[0] == "0.4"
 
 

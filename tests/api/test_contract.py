@@ -87,11 +87,57 @@ def test_every_operation_lists_the_problems_it_can_answer(spec: dict[str, Any]) 
 
 def test_the_domain_errors_of_a_route_are_named_in_its_responses(spec: dict[str, Any]) -> None:
     responses = spec["paths"]["/v1/permits"]["post"]["responses"]
-    assert "idempotency_conflict" in responses["409"]["description"]
+    assert "idempotency_in_progress" in responses["409"]["description"]
+    assert "idempotency_key_reused" in responses["422"]["description"]
     assert "holder_blocked" in responses["422"]["description"]
     assert "invalid_body" in responses["422"]["description"]
     departure = spec["paths"]["/v1/departures"]["post"]["responses"]
     assert "not_arrived" in departure["409"]["description"]
+
+
+def test_every_429_says_when_to_retry(spec: dict[str, Any]) -> None:
+    limited = [
+        (f"{method} {path}", operation["responses"]["429"])
+        for method, path, operation in operations(spec)
+        if "429" in operation["responses"]
+    ]
+    assert len(limited) > 20
+    for where, response in limited:
+        header = response.get("headers", {}).get("Retry-After")
+        assert header is not None, where
+        assert header["schema"] == {"type": "integer", "minimum": 1}, where
+
+
+def test_the_status_list_documents_its_etag_and_304(spec: dict[str, Any]) -> None:
+    operation = spec["paths"]["/v1/status-lists/{list_id}"]["get"]
+    header = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+    assert header["If-None-Match"]["required"] is False
+    assert {"type": "string"} in header["If-None-Match"]["schema"]["oneOf"]
+    responses = operation["responses"]
+    assert "ETag" in responses["200"]["headers"]
+    assert "ETag" in responses["304"]["headers"]
+    assert "content" not in responses["304"]
+    # Only the routes that answer an ETag document one.
+    for method, path, other in operations(spec):
+        if (method, path) != ("get", "/v1/status-lists/{list_id}"):
+            assert "304" not in other["responses"], f"{method} {path}"
+
+
+def test_the_idempotency_key_header_is_documented(spec: dict[str, Any]) -> None:
+    for path in ("/v1/permits", "/v1/permits/batch", "/v1/permits/replace"):
+        operation = spec["paths"][path]["post"]
+        (key,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+        assert key["in"] == "header"
+        assert key["required"] is False
+        assert "24 hours" in key["description"]
+        assert "Idempotent-Replayed" in key["description"]
+        pattern = re.compile(key["schema"]["pattern"])
+        assert pattern.search('"abcdefgh"')
+        assert pattern.search("abcdefgh")
+        assert not pattern.search("abcdefg")
+        assert not pattern.search('"abcdefgh";p=1')
+        replayed = operation["responses"]["201"]["headers"]["Idempotent-Replayed"]
+        assert "replay" in replayed["description"]
 
 
 def test_the_problem_schema(spec: dict[str, Any]) -> None:

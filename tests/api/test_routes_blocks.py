@@ -15,6 +15,7 @@ from tests.api.conftest import (
     auth,
     muqeem_body,
     permit_body,
+    utc,
 )
 
 FRAUD = "forged passport"
@@ -32,12 +33,12 @@ def test_blocked_holder_is_refused_on_every_issuing_path(
     blocked = _post(app, admin_key, "/v1/holders/block", {"holder": IQAMA, "reason": FRAUD})
     assert blocked.status_code == 200, blocked.text
     body = blocked.json()
-    assert body["block"] | {"at": 0} == {
+    assert body["block"] == {
         "kind": "holder",
         "subject": IQAMA,
         "reason": FRAUD,
         "actor": body["block"]["actor"],
-        "at": 0,
+        "at": utc(app.clock.now),
     }
     assert body["active"] is True
     assert [r["permit_id"] for r in body["revocations"]] == [old["permit_id"]]
@@ -84,13 +85,18 @@ def test_suspended_establishment_is_refused_until_reinstated(
     suspended = _post(app, admin_key, f"{path}/suspend", {"reason": "licence suspended"})
     assert suspended.status_code == 200, suspended.text
     assert [r["permit_id"] for r in suspended.json()["revocations"]] == [staff["permit_id"]]
+    assert suspended.json()["block"]["at"] == utc(app.clock.now)
+    assert suspended.json()["revocations"][0]["at"] == utc(app.clock.now)
     assert app.verify(scanner_key, staff["token"])["code"] == "revoked"
     new = _post(app, muqeem_issuer_key, "/v1/permits", muqeem_body(holder=IQAMA_2))
     assert_problem(new, 422, "establishment_suspended")
     other = muqeem_body(holder=IQAMA_2, establishment=OTHER_ESTABLISHMENT)
     assert _post(app, muqeem_issuer_key, "/v1/permits", other).status_code == 201
+    app.clock.advance(60)
     reinstated = _post(app, admin_key, f"{path}/reinstate", {"reason": "licence restored"})
     assert reinstated.status_code == 200, reinstated.text
+    # The answer that lifts a suspension shows the one lifted, as it was put in place.
+    assert reinstated.json()["block"]["at"] == utc(app.clock.now - 60)
     assert _post(app, muqeem_issuer_key, "/v1/permits", muqeem_body()).status_code == 201
     assert [e.action for e in app.audit_entries("suspend") + app.audit_entries("reinstate")] == [
         "suspend",

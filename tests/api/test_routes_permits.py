@@ -172,7 +172,7 @@ def test_idempotency_key_reused_for_another_body_conflicts(app: Api, issuer_key:
     headers = auth(issuer_key) | {"Idempotency-Key": "order-0002"}
     assert app.client.post("/v1/permits", json=permit_body(), headers=headers).status_code == 201
     other = app.client.post("/v1/permits", json=permit_body(holder=IQAMA_2), headers=headers)
-    assert_problem(other, 409, "idempotency_conflict")
+    assert_problem(other, 422, "idempotency_key_reused")
 
 
 def test_idempotency_keys_are_per_credential(app: Api, issuer_key: str) -> None:
@@ -266,7 +266,7 @@ def test_batch_idempotent_retry(app: Api, issuer_key: str) -> None:
     conflict = app.client.post(
         "/v1/permits/batch", json={"permits": [permit_body()]}, headers=headers
     )
-    assert_problem(conflict, 409, "idempotency_conflict")
+    assert_problem(conflict, 422, "idempotency_key_reused")
 
 
 # --- GET /v1/permits/{id}, qr.png, qr.svg --------------------------------------------------

@@ -99,7 +99,7 @@ def test_replace_with_an_idempotency_key_answers_the_same_permits(
     assert (first.status_code, again.status_code) == (201, 201)
     assert first.json() == again.json()
     other = replace(app, nusuk_key, slot_body(day=23), **key)
-    assert_problem(other, 409, "idempotency_conflict")
+    assert_problem(other, 422, "idempotency_key_reused")
 
 
 def test_replace_refusal_names_the_item_and_changes_nothing(

@@ -22,6 +22,7 @@ from tests.api.conftest import (
     error_fields,
     muqeem_body,
     running,
+    utc,
 )
 
 REASON = "document withdrawn"
@@ -44,7 +45,7 @@ def test_admin_revokes_a_permit_and_the_next_verify_says_revoked(
     (revocation,) = body["revocations"]
     assert revocation["permit_id"] == permit["permit_id"]
     assert revocation["reason"] == REASON
-    assert revocation["at"] == app.clock.now
+    assert revocation["at"] == utc(app.clock.now)
     assert body["last_seq"] == revocation["seq"] == 1
     decision = app.verify(scanner_key, permit["token"])
     assert (decision["outcome"], decision["code"]) == ("INVALID", "revoked")
@@ -146,6 +147,7 @@ def test_list_revocations_pages_by_seq(app: Api, admin_key: str, issuer_key: str
         assert _revoke(app, admin_key, permit_id=permit["permit_id"]).status_code == 201
     first = app.client.get("/v1/revocations?limit=2", headers=auth(admin_key)).json()
     assert [r["seq"] for r in first["revocations"]] == [1, 2]
+    assert [r["at"] for r in first["revocations"]] == [utc(app.clock.now)] * 2
     assert first["last_seq"] == 2
     rest = app.client.get(
         f"/v1/revocations?after_seq={first['last_seq']}", headers=auth(admin_key)

@@ -202,6 +202,7 @@ def test_an_admin_moves_a_company_to_another_class(
     moved = set_class(app, admin_key, COMPANY, {"company_class": "B"})
     assert moved.status_code == 200, moved.text
     assert (moved.json()["id"], moved.json()["company_class"]) == (COMPANY, "B")
+    assert moved.json()["registered_at"] == utc(app.clock.now)
     (event,) = app.audit_entries("set_class")
     assert event.detail == {"establishment": COMPANY, "from": "C", "to": "B"}
     assert_problem(
@@ -223,6 +224,8 @@ def test_establishment_is_registered_once_and_only_companies_have_a_class(
     body = {"id": "JED-1", "channel": "muqeem", "name": "Jeddah Works", "city": "jeddah"}
     created = app.client.post("/v1/establishments", json=body, headers=auth(admin_key))
     assert (created.status_code, created.json()["company_class"]) == (201, None)
+    # Times to integrators are RFC 3339, as their requests are.
+    assert created.json()["registered_at"] == utc(app.clock.now)
     again = app.client.post("/v1/establishments", json=body, headers=auth(admin_key))
     assert_problem(again, 409, "establishment_exists")
     classed = body | {"id": "JED-2", "company_class": "A"}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from checkpoint.model import parse_permit_id
 from checkpoint.statuslist import TokenStatusList
-from tests.api.conftest import Api, assert_problem, auth
+from tests.api.conftest import Api, assert_problem, auth, error_fields
 
 
 def _bit(raw: bytes, index: int) -> bool:
@@ -60,6 +62,37 @@ def test_etag_answers_304_until_the_next_revocation(
     )
     assert changed.status_code == 200
     assert changed.headers["etag"] != etag
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        ('"0.0"', 304),
+        ('W/"0.0"', 304),  # If-None-Match compares weakly (RFC 9110 13.1.3)
+        ('"1.0", "0.0"', 304),  # a list of the copies the scanner holds
+        ("*", 304),
+        ('"0.1"', 200),
+        ('"1.0"', 200),  # another list's tag
+        ("0.0", 200),  # not an entity tag: no quotes
+        ('"0.0"x', 200),
+        ("", 200),
+    ],
+)
+def test_if_none_match_takes_a_list_weak_tags_and_a_star(
+    app: Api, scanner_key: str, if_none_match: str, status: int
+) -> None:
+    response = app.client.get(
+        "/v1/status-lists/0", headers=auth(scanner_key) | {"If-None-Match": if_none_match}
+    )
+    assert response.status_code == status
+    assert response.headers["etag"] == '"0.0"'
+    assert (response.content == b"") is (status == 304)
+
+
+def test_an_oversize_if_none_match_is_422(app: Api, scanner_key: str) -> None:
+    headers = auth(scanner_key) | {"If-None-Match": '"0.0", ' * 200}
+    response = app.client.get("/v1/status-lists/0", headers=headers)
+    assert "if_none_match" in error_fields(assert_problem(response, 422, "invalid_body"))
 
 
 def test_a_list_without_revocations_is_empty_not_missing(app: Api, scanner_key: str) -> None:

@@ -83,7 +83,7 @@ async def issue(
     """The store's steps of an issue, as `Issuer.issue` takes them, with a fake signature."""
     async with registry.write() as conn:
         if idempotency_claim is not None:
-            earlier = await idempotency.replay(conn, idempotency_claim)
+            earlier = await idempotency.replay(conn, idempotency_claim, T0)
             if earlier is not None:
                 return earlier
         records = await store_drafts(
@@ -256,7 +256,7 @@ async def test_idempotent_issue(registry: Registry, db: Path) -> None:
     other_body = IdempotencyClaim("cred1", "key-1", request_hash({"holder": "9999999999"}))
     with pytest.raises(CheckpointError) as info:
         await issue(registry, idempotency_claim=other_body)
-    assert info.value.code == "idempotency_conflict"
+    assert info.value.code == "idempotency_key_reused"
 
     other_credential = IdempotencyClaim("cred2", "key-1", request_hash(body))
     assert refs(await issue(registry, idempotency_claim=other_credential)) == [(0, 2)]
