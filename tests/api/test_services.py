@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from api.runtime.credential_cache import CREDENTIAL_TTL
+from api.runtime.credential_cache import CREDENTIAL_TTL, CredentialCache
 from api.runtime.settings import Settings
 from checkpoint.model import Outcome
 from issuer.errors import RegistryUnavailable
@@ -22,13 +22,15 @@ from tests.postgres import throwaway_database_sync
 
 
 def test_authenticate_caches_for_the_ttl(app: Api) -> None:
+    # A cache of its own: the service's credentials-sync loop forgets its cache as soon as
+    # it sees a credential disabled, whenever that loop happens to run.
     credential, key = app.credential("scanner", checkpoint=CHECKPOINT)
-    services = app.services
-    assert app.run(services.authenticate, key, app.clock.now) == credential
-    app.run(disable_credential, services.registry, credential.id, at=app.clock.now)
-    assert app.run(services.authenticate, key, app.clock.now + CREDENTIAL_TTL - 1) == credential
-    assert app.run(services.authenticate, key, app.clock.now + CREDENTIAL_TTL) is None
-    assert app.run(services.authenticate, "cpk_unknown", app.clock.now) is None
+    cache = CredentialCache(app.services.registry)
+    assert app.run(cache.authenticate, key, app.clock.now) == credential
+    app.run(disable_credential, app.services.registry, credential.id, at=app.clock.now)
+    assert app.run(cache.authenticate, key, app.clock.now + CREDENTIAL_TTL - 1) == credential
+    assert app.run(cache.authenticate, key, app.clock.now + CREDENTIAL_TTL) is None
+    assert app.run(cache.authenticate, "cpk_unknown", app.clock.now) is None
 
 
 def test_only_refused_or_undecided_decisions_are_audited(app: Api) -> None:
