@@ -58,7 +58,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = limits.idle_timeout  # type: ignore[assignment]
         self._deadline: asyncio.TimerHandle | None = None
         self._in_headers = True
-        self._header_bytes = 0
+        self._read_bytes = 0  # read while this request's headers are unfinished: the bound
+        self._header_bytes = 0  # the request's URL and header lines as parsed: the exact size
         self._request_begun = False
 
     def _arm(self, seconds: float, expired: Callable[[], None]) -> None:
@@ -79,41 +80,66 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # Counted by whole reads, so a header is cut within one read past the limit: the
-        # parser's callbacks only see a header once it is complete, which is what must
-        # not grow without bound.
+        if self.transport.is_closing():
+            return  # refused: the rest of what the client sends is not parsed
+        # Counted by whole reads, so that an unfinished header is cut within one read past
+        # the limit: httptools holds a header until it is complete, growing without bound.
         if self._in_headers:
-            self._header_bytes += len(data)
+            self._read_bytes += len(data)
         super().data_received(data)
-        if self._in_headers and self._header_bytes > self.limits.max_header_bytes:
-            self._refuse(
-                431, f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
-            )
+        if self._in_headers and self._read_bytes > self.limits.max_header_bytes:
+            self._too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._request_begun = True
+        self._header_bytes = 0
         if self._deadline is None:
             # The first byte after an idle keep-alive wait: the headers' clock starts now.
             # On a new connection it has run since the opening.
             self._arm(self.limits.header_timeout, self._headers_late)
 
+    def on_url(self, url: bytes) -> None:
+        self._header_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self.transport.is_closing():
+            return
         self._in_headers = False
-        self._header_bytes = 0
+        self._read_bytes = 0
+        if self._header_bytes > self.limits.max_header_bytes:
+            # Complete within one read: refused before the app is started.
+            self._too_large()
+            return
         self._arm(self.limits.body_timeout, self._body_late)
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self.transport.is_closing():
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self.transport.is_closing():
+            return
         self._disarm()
         self._in_headers = True
-        self._header_bytes = 0
+        self._read_bytes = 0
         self._request_begun = False
         super().on_message_complete()
 
+    def _too_large(self) -> None:
+        self._refuse(
+            431, f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
+        )
+
     def _headers_late(self) -> None:
         self._deadline = None
-        if self._request_begun or self._header_bytes:
+        if self._request_begun:
             self._refuse(408, f"the headers did not arrive within {self.limits.header_timeout} s")
         else:
             self.transport.close()
