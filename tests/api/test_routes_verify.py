@@ -164,6 +164,38 @@ def test_scan_jpeg_of_a_permit(
     assert response.json()["decision"]["outcome"] == "VALID"
 
 
+@pytest.mark.parametrize(
+    ("mode", "image_format", "media_type"),
+    [
+        ("RGBA", "PNG", "image/png"),
+        ("RGB", "PNG", "image/png"),
+        ("P", "PNG", "image/png"),
+        ("LA", "PNG", "image/png"),
+        ("1", "PNG", "image/png"),
+        ("CMYK", "JPEG", "image/jpeg"),
+        ("L", "JPEG", "image/jpeg"),
+    ],
+)
+def test_scan_reads_a_permit_in_every_frame_mode(
+    app: Api,
+    scanner_key: str,
+    issuer_key: str,
+    permit: dict[str, Any],
+    mode: str,
+    image_format: str,
+    media_type: str,
+) -> None:
+    """Frames are read as grey (a JPEG decoded straight to grey): every mode a camera or a
+    canvas sends still reads."""
+    png = _qr_png(app, issuer_key, permit["permit_id"])
+    frame = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert(mode).save(frame, format=image_format)
+    response = _scan(app, scanner_key, frame.getvalue(), media_type)
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"]["outcome"] == "VALID"
+
+
 def test_scan_image_without_qr(app: Api, scanner_key: str) -> None:
     blank = io.BytesIO()
     Image.new("L", (200, 200), color=255).save(blank, format="PNG")
