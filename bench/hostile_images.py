@@ -13,10 +13,12 @@ hostile image labelled image/png (or image/jpeg):
     the issue's 240 KB image that cost 350 MB);
   * bmp-as-png, tiff-as-png: other formats' decoders, labelled image/png;
   * jpeg-huge-dims: a small JPEG whose frame header declares 60,000 x 60,000;
+  * jpeg-at-cap, cmyk-jpeg-at-cap: JPEGs of 2000 x 2000, RGB (decoded straight to grey)
+    and CMYK (which cannot be: refused by its mode);
   * mixed: four different ones of the above at once.
 A round of four ordinary camera frames (960 x 720 PNG with a QR code) is the reference.
 Criterion: every hostile round's peak < 100 MB above its idle (issue #15).
-Run: `.venv/bin/python bench/hostile_images.py` (about 40 s).
+Run: `.venv/bin/python bench/hostile_images.py` (about 80 s: a server start per round).
 """
 
 from __future__ import annotations
@@ -141,6 +143,11 @@ def main() -> int:
             saved(Image.new("RGB", (4000, 4000)), "TIFF", compression="tiff_deflate"),
         ),
         "jpeg-huge-dims": lambda: ("image/jpeg", jpeg_huge_dims()),
+        "jpeg-at-cap": lambda: ("image/jpeg", saved(Image.new("RGB", (2000, 2000)), "JPEG")),
+        "cmyk-jpeg-at-cap": lambda: (
+            "image/jpeg",
+            saved(Image.new("CMYK", (2000, 2000)), "JPEG"),
+        ),
     }
     bodies = {name: make() for name, make in kinds.items()}
     with tempfile.TemporaryDirectory(prefix="hostile-images-") as tmp:
