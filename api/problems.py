@@ -87,10 +87,12 @@ _HTTP_PROBLEMS: dict[int, tuple[str, str, str]] = {
     403: ("forbidden", "This credential may not do this.", "لا تملك هذه الصلاحية."),
     404: ("not_found", "Not found.", "غير موجود."),
     405: ("method_not_allowed", "Method not allowed.", "الطريقة غير مسموح بها."),
+    408: ("request_timeout", "The request arrived too slowly.", "وصل الطلب ببطء شديد."),
     413: ("body_too_large", "The request body is too large.", "حجم الطلب أكبر من المسموح."),
     415: ("unsupported_media_type", "Unsupported media type.", "نوع المحتوى غير مدعوم."),
     422: ("invalid_body", "The request body is not valid.", "محتوى الطلب غير صالح."),
     429: ("rate_limited", "Too many requests.", "طلبات كثيرة جدًا."),
+    431: ("headers_too_large", "The request headers are too large.", "ترويسات الطلب كبيرة جدًا."),
     500: ("internal_error", "Internal error.", "خطأ داخلي."),
     503: ("unavailable", "The service is unavailable.", "الخدمة غير متاحة."),
 }
@@ -153,6 +155,26 @@ def http_problem(
         status, (f"http_{status}", HTTPStatus(status).phrase, "خطأ.")
     )
     return problem(request, status, code, title, title_ar, **extra)
+
+
+_PROBLEM_ENCODER = msgspec.json.Encoder()
+
+
+def edge_problem(status: int, detail: str) -> bytes:
+    """The problem+json body of a refusal the HTTP connection makes before any app sees the
+    request (api/runtime/http_limits.py), counted like the app's own."""
+    code, title, title_ar = _HTTP_PROBLEMS[status]
+    metrics.PROBLEMS.labels(str(status), code).inc()
+    return _PROBLEM_ENCODER.encode(
+        Problem(
+            type=f"urn:checkpoint:problem:{code}",
+            title=title,
+            status=status,
+            code=code,
+            title_ar=title_ar,
+            detail=detail,
+        )
+    )
 
 
 def status_for(error_type: type[CheckpointError]) -> int:

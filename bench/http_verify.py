@@ -63,7 +63,7 @@ from litestar.status_codes import HTTP_200_OK
 from api.app import create_app
 from api.auth import credential_of, roles
 from api.routes.access import VERIFY_BODY_LIMIT
-from api.runtime.serve import prepare, worker_environment
+from api.runtime.serve import prepare, uvicorn_options, worker_environment
 from api.runtime.services import Services
 from api.runtime.settings import Settings, settings_from_env
 from api.schemas import VerifyRequest
@@ -132,16 +132,8 @@ def _serve_child(port: int) -> int:
     os.sched_setaffinity(0, {SERVER_CORE})
     import uvicorn  # noqa: PLC0415 - only the server process needs it
 
-    settings = settings_from_env()
-    uvicorn.run(
-        "bench.http_verify:bench_app",
-        factory=True,
-        host=settings.host,
-        port=port,
-        workers=settings.workers,
-        log_level="info",
-        access_log=False,
-    )
+    options = uvicorn_options(settings_from_env()) | {"port": port}
+    uvicorn.run("bench.http_verify:bench_app", factory=True, **options)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
@@ -45,8 +46,14 @@ MAX_FRAME_PIXELS = 4_000_000
 """A frame's pixels at most (the scanner page sends 960 px wide frames; a 2560x1440 photo
 fits): checked from the header, before anything is decoded."""
 MAX_FRAME_SIDE = 4096
-FRAME_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"})
-"""Pixel modes of ordinary PNG and JPEG frames; 16- and 32-bit modes cost more per pixel."""
+FRAME_DECODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checkpoint-frame")
+"""Frames are decoded here, two at a time in a process, whatever the number of clients: a
+frame at the cap takes about 19 MB while it is read, so four hostile ones at once stayed
+above 100 MB; more threads would not decode faster on a node's cores."""
+FRAME_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "YCbCr"})
+"""Pixel modes of ordinary PNG and JPEG frames; 16- and 32-bit modes cost more per pixel,
+and a CMYK JPEG (from print software, never a camera or the scanner page's canvas) cannot
+decode straight to grey: four at the cap took 63-73 MB where RGB JPEGs took 21."""
 
 
 async def _decide(
@@ -109,8 +116,15 @@ def read_qr(image_bytes: bytes, image_format: str) -> str | None:
                 raise ValueError(f"{width}x{height} is larger than a camera frame")
             if image.mode not in FRAME_MODES:
                 raise ValueError(f"pixel mode {image.mode} is not a camera frame's")
+            # zxing reads luminance only. A JPEG decodes straight to grey; any other frame
+            # is turned grey and its colour pixels freed before zxing allocates its own:
+            # a 4 Mpx RGBA frame costs about 19 MB instead of 45 (bench/hostile_images.py).
+            image.draft("L", image.size)
             image.load()
-            results = zxingcpp.read_barcodes(image)
+            grey = image if image.mode == "L" else image.convert("L")
+            if grey is not image:
+                image.close()
+            results = zxingcpp.read_barcodes(grey)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as err:
         raise ValueError(str(err)) from err
     return results[0].text if results else None
@@ -134,7 +148,8 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
         )
     body = await request.body()
     try:
-        text = await asyncio.to_thread(read_qr, body, image_format)
+        loop = asyncio.get_running_loop()
+        text = await loop.run_in_executor(FRAME_DECODERS, read_qr, body, image_format)
     except ValueError as err:
         raise UnreadableImage(media_type) from err
     if text is None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import msgspec
 
@@ -53,6 +54,21 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     }
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for these settings, shared with the benchmarks that start it."""
+    from api.runtime.http_limits import connections  # noqa: PLC0415 - imports uvicorn
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "http": connections(settings),
+        "log_level": "info",
+        "access_log": False,  # ours, with the request id: CHECKPOINT_ACCESS_LOG
+        "log_config": None,  # every logger goes through api/runtime/logs.py (text or JSON)
+    }
+
+
 def serve(settings: Settings) -> int:
     """Run the HTTP service in the foreground until interrupted."""
     import uvicorn  # noqa: PLC0415 - only this command needs the server
@@ -73,16 +89,7 @@ def serve(settings: Settings) -> int:
     print(f"  public keys:   {base}/v1/trust   health: {base}/health  {base}/ready")
     print("  API keys:      checkpoint credentials create --role scanner --checkpoint shumaisi")
     try:
-        uvicorn.run(
-            "api.app:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level="info",
-            access_log=False,  # ours, with the request id: CHECKPOINT_ACCESS_LOG
-            log_config=None,  # every logger goes through api/runtime/logs.py (text or JSON)
-        )
+        uvicorn.run("api.app:app_from_env", factory=True, **uvicorn_options(settings))
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

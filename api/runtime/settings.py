@@ -18,6 +18,8 @@ from issuer.keystore import PrivateKeys, SignerBackend, private_keys
 ENV_PREFIX = "CHECKPOINT_"
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Workers = Annotated[int, Meta(ge=1, le=64)]
+Seconds = Annotated[float, Meta(gt=0, le=3600)]
+HeaderBytes = Annotated[int, Meta(ge=1024, le=1024 * 1024)]
 NodeRole = Literal["all", "issue", "verify"]
 
 
@@ -89,6 +91,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     access_log: bool = False
     """One log line per request (method, path, route, status, duration, credential, client,
     request id). Off by default: a checkpoint node answers thousands of scans a second."""
+    header_timeout: Seconds = 10.0
+    """Seconds for a request's line and headers to arrive, from the connection's opening or
+    the request's first byte (a silent or dribbling client is cut: 408)."""
+    idle_timeout: Seconds = 5.0
+    """Seconds a keep-alive connection may wait for its next request."""
+    body_timeout: Seconds = 30.0
+    """Seconds for a whole request body to arrive after its headers (408)."""
+    max_header_bytes: HeaderBytes = 16 * 1024
+    """Request line and headers at most, in bytes (431)."""
 
     def __post_init__(self) -> None:
         # A ValueError here reaches the caller of settings_from_env as a ValidationError.

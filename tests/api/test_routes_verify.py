@@ -164,6 +164,38 @@ def test_scan_jpeg_of_a_permit(
     assert response.json()["decision"]["outcome"] == "VALID"
 
 
+@pytest.mark.parametrize(
+    ("mode", "image_format", "media_type"),
+    [
+        ("RGBA", "PNG", "image/png"),
+        ("RGB", "PNG", "image/png"),
+        ("P", "PNG", "image/png"),
+        ("LA", "PNG", "image/png"),
+        ("1", "PNG", "image/png"),
+        ("RGB", "JPEG", "image/jpeg"),
+        ("L", "JPEG", "image/jpeg"),
+    ],
+)
+def test_scan_reads_a_permit_in_every_frame_mode(
+    app: Api,
+    scanner_key: str,
+    issuer_key: str,
+    permit: dict[str, Any],
+    mode: str,
+    image_format: str,
+    media_type: str,
+) -> None:
+    """Frames are read as grey (a JPEG decoded straight to grey): every mode a camera or a
+    canvas sends still reads."""
+    png = _qr_png(app, issuer_key, permit["permit_id"])
+    frame = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert(mode).save(frame, format=image_format)
+    response = _scan(app, scanner_key, frame.getvalue(), media_type)
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"]["outcome"] == "VALID"
+
+
 def test_scan_image_without_qr(app: Api, scanner_key: str) -> None:
     blank = io.BytesIO()
     Image.new("L", (200, 200), color=255).save(blank, format="PNG")
@@ -224,19 +256,26 @@ def test_scan_a_png_sent_as_jpeg_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("size", "mode"),
-    [((20_000, 20_000), "1"), ((4097, 16), "L"), ((2001, 2000), "L"), ((64, 64), "I;16")],
-    ids=["400-megapixel bomb", "one side too long", "just over 4 Mpx", "16-bit pixels"],
+    ("size", "mode", "image_format"),
+    [
+        ((20_000, 20_000), "1", "PNG"),
+        ((4097, 16), "L", "PNG"),
+        ((2001, 2000), "L", "PNG"),
+        ((64, 64), "I;16", "PNG"),
+        ((64, 64), "CMYK", "JPEG"),
+    ],
+    ids=["400-megapixel bomb", "one side too long", "just over 4 Mpx", "16-bit pixels", "CMYK"],
 )
 def test_scan_refuses_a_frame_no_camera_sends_before_decoding_it(
-    app: Api, scanner_key: str, size: tuple[int, int], mode: str
+    app: Api, scanner_key: str, size: tuple[int, int], mode: str, image_format: str
 ) -> None:
     """The header is checked right after opening: a 240 KB PNG announcing 20,000 x 20,000
     pixels used to cost about 350 MB to decode."""
     frame = io.BytesIO()
-    Image.new(mode, size).save(frame, format="PNG", optimize=True)
+    Image.new(mode, size).save(frame, format=image_format, optimize=True)
     assert len(frame.getvalue()) < 2 * 1024 * 1024  # small on the wire: the header decides
-    assert_problem(_scan(app, scanner_key, frame.getvalue(), "image/png"), 422, "unreadable_image")
+    media_type = f"image/{image_format.lower()}"
+    assert_problem(_scan(app, scanner_key, frame.getvalue(), media_type), 422, "unreadable_image")
 
 
 def test_scan_the_largest_frame_accepted(app: Api, scanner_key: str) -> None:
