@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 
 from checkpoint.errors import (
     BadJwsSignature,
@@ -17,7 +19,7 @@ from checkpoint.errors import (
     UnsupportedJwsAlgorithm,
     WrongJwsType,
 )
-from checkpoint.signing import KeyEntry, Keyring, KeyStatus, KidHex, Signer, verify_signature
+from checkpoint.signing import KeyEntry, Keyring, KeyStatus, Signer, verify_signature
 
 ALGORITHM = "EdDSA"
 MAX_JWS_CHARS = 32 * 1024 * 1024
@@ -32,7 +34,8 @@ class JwsHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     alg: str
     typ: str
-    kid: KidHex
+    kid: Annotated[str, Meta(max_length=64)]
+    """Our kids are 8 hex digits; any other names no pinned key (trust_key_unknown)."""
 
 
 _header_decoder = msgspec.json.Decoder(JwsHeader)
