@@ -46,12 +46,13 @@ def etag_of(body: str) -> str:
 
 
 def is_current(state: BuildState | None, snap: Snapshot, policy: Policy, now: int) -> bool:
-    """Whether the newest build reflects this registry state and policy and is fresh."""
+    """Whether the newest build reflects this registry state and is younger than its ttl.
+    Another policy version alone waits for the ttl: two signing nodes in the middle of a
+    rolling policy change would otherwise take turns rebuilding every second."""
     return (
         state is not None
         and state.seq == snap.seq
         and state.keyring_version == snap.keyring_version
-        and state.policy_version == policy.version
         and now < state.iat + ttl_for(policy)
     )
 

@@ -22,7 +22,7 @@ from checkpoint.policy import Policy
 from checkpoint.signing import Keyring
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
-from issuer.errors import RegistryUnavailable
+from issuer.errors import HsmUnavailable, RegistryUnavailable
 from issuer.issuing import Issuer
 from issuer.keystore import (
     PrivateKeys,
@@ -169,7 +169,7 @@ class Services:
         assert self.keys is not None
         try:
             await build_offline(self.registry, self.keys, self.policy, now=self.clock())
-        except KeyringError as err:
+        except (KeyringError, HsmUnavailable) as err:
             if self.offline_problem != err.code:
                 log.warning("offline bundle not built here: %s: %s", err.code, err.detail)
             self.offline_problem = err.code
