@@ -23,6 +23,7 @@ from litestar.openapi.spec import RequestBody as RequestBodySpec
 
 from api.problems import PROBLEM_JSON, Problem, http_code, status_for
 from checkpoint.errors import CheckpointError
+from checkpoint.offline import STATUS_LIST_MEDIA_TYPE
 from issuer.errors import RegistryUnavailable
 
 Raised = type[CheckpointError] | int
@@ -87,6 +88,18 @@ class FrameUpload(ApiOperation):
             description="One camera frame (at most 2 MiB)",
             required=True,
         )
+
+
+@dataclass
+class StatusListOperation(ApiOperation):
+    """GET /v1/status-lists/{id}: JSON, or the signed Status List Token when asked for it."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            token = Schema(type=OpenAPIType.STRING, description="a compact JWS (statuslist+jwt)")
+            ok.content[STATUS_LIST_MEDIA_TYPE] = OpenAPIMediaType(schema=token)
 
 
 def _leaves(kind: type[CheckpointError]) -> Iterable[type[CheckpointError]]:

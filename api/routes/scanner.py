@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from litestar import Request, Response, Router, get, post
+from litestar import MediaType, Request, Response, Router, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ClientException
 from litestar.openapi import ResponseSpec
@@ -20,8 +20,9 @@ from litestar.status_codes import (
 
 from api import metrics
 from api.auth import credential_of, roles
-from api.errors import UnreadableImage
-from api.openapi import FrameUpload, document, raises
+from api.conditional import artifact_response, none_match
+from api.errors import StatusListTokenMissing, UnreadableImage
+from api.openapi import FrameUpload, StatusListOperation, document, raises
 from api.routes.access import (
     BATCH_VERIFY_BODY_LIMIT,
     SCAN_BODY_LIMIT,
@@ -38,7 +39,9 @@ from api.schemas import (
     VerifyRequest,
 )
 from checkpoint.model import Decision
+from checkpoint.offline import STATUS_LIST_MEDIA_TYPE
 from checkpoint.statuslist import StatusList
+from issuer.store.offline import current_artifact
 
 SCAN_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 """The only decoders a camera frame may reach, by the media type it is sent as."""
@@ -54,6 +57,8 @@ FRAME_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "YCbCr"})
 """Pixel modes of ordinary PNG and JPEG frames; 16- and 32-bit modes cost more per pixel,
 and a CMYK JPEG (from print software, never a camera or the scanner page's canvas) cannot
 decode straight to grey: four at the cap took 63-73 MB where RGB JPEGs took 21."""
+LIST_MEDIA_TYPES = [MediaType.JSON, STATUS_LIST_MEDIA_TYPE]
+"""What GET /v1/status-lists/{id} answers in, JSON first (the default, also for */*)."""
 
 
 async def _decide(
@@ -169,15 +174,6 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
     )
 
 
-def not_modified(if_none_match: str | None, etag: str) -> bool:
-    """Whether an If-None-Match header names `etag` (RFC 9110 13.1.2: `*`, or a list of
-    entity tags compared weakly, `W/"..."` as `"..."`)."""
-    if if_none_match is None:
-        return False
-    tags = [tag.strip() for tag in if_none_match.split(",")]
-    return tags == ["*"] or etag in (tag.removeprefix("W/") for tag in tags)
-
-
 ETAG_HEADERS = [
     ResponseHeader(
         name="ETag",
@@ -191,8 +187,9 @@ ETAG_HEADERS = [
 
 @get(
     "/status-lists/{list_id:int}",
-    opt=roles("scanner", "admin"),
+    opt=roles("scanner", "admin") | raises(StatusListTokenMissing),
     operation_id="getStatusList",
+    operation_class=StatusListOperation,
     response_headers=ETAG_HEADERS,
     responses={
         HTTP_304_NOT_MODIFIED: ResponseSpec(
@@ -201,6 +198,7 @@ ETAG_HEADERS = [
     },
 )
 async def status_list(
+    request: Request[Any, Any, Any],
     list_id: Annotated[int, PathParameter(ge=0, le=0xFFFF)],
     services: ServicesDep,
     if_none_match: Annotated[
@@ -213,11 +211,25 @@ async def status_list(
     ] = None,
 ) -> Response[StatusListBundle | bytes]:
     """The revocation bitmap of one status list for offline scanners, with an ETag:
-    `If-None-Match` with the current one answers 304 and no body."""
+    `If-None-Match` with the current one answers 304 and no body. JSON by default; with
+    `Accept: application/statuslist+jwt`, the signed Status List Token of the newest
+    offline build (draft-ietf-oauth-status-list), the same bytes on every node."""
+    if (
+        request.accept.best_match(LIST_MEDIA_TYPES, default=MediaType.JSON)
+        == STATUS_LIST_MEDIA_TYPE
+    ):
+        artifact = await current_artifact(services.registry, f"list:{list_id}")
+        if artifact is None:
+            raise StatusListTokenMissing(str(list_id))
+        # Response is invariant in its content: the token's bytes are one of the two.
+        return cast(
+            "Response[StatusListBundle | bytes]",
+            artifact_response(request, artifact, STATUS_LIST_MEDIA_TYPE),
+        )
     seq = services.mirror.seq
     etag = f'"{list_id}.{seq}"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if not_modified(if_none_match, etag):
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept"}
+    if none_match(if_none_match, etag):
         return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
     status = services.mirror.lists.get(list_id) or StatusList(list_id)
     return Response(StatusListBundle(list_id, seq, status.export()), headers=headers)

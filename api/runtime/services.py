@@ -16,15 +16,22 @@ from api.runtime.rate_limit import TokenBucket
 from api.runtime.redis_sync import PUBLISH_INTERVAL, RedisRevocations
 from api.runtime.settings import Settings
 from api.runtime.sweep import SWEEP_INTERVAL, sweep_once
-from checkpoint.errors import CheckpointError
+from checkpoint.errors import CheckpointError, KeyringError
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy import DuplicateMode, Policy
 from checkpoint.signing import Keyring
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
-from issuer.errors import RegistryUnavailable
+from issuer.errors import HsmUnavailable, RegistryUnavailable
 from issuer.issuing import Issuer
-from issuer.keystore import PrivateKeys, ensure_signing_key, load_signer, signing_entry
+from issuer.keystore import (
+    PrivateKeys,
+    ensure_signing_key,
+    ensure_trust_key,
+    load_signer,
+    signing_entry,
+)
+from issuer.offline import build_offline
 from issuer.store.audit import REQUEST_ID, AuditEvent, record_events
 from issuer.store.credentials import Credential
 from issuer.store.entries import ENTRIES_FILE, EntryFile
@@ -45,6 +52,9 @@ AUDIT_QUEUE_MAX = 50_000
 rate); past it rows are dropped and counted (`audit_dropped`), never blocking a scan."""
 PUBLISH_NOW_TIMEOUT = 0.5
 """Seconds a revoke call waits for Redis to take the change before answering anyway."""
+OFFLINE_BUILD_INTERVAL = 1.0
+"""Seconds between checks, on a node that signs, that the stored offline bundle is current
+(a build only when the registry moved or the bundle's ttl ran out)."""
 REGISTRY_FALLBACK_AFTER = 2
 """With Redis: seconds (of the service clock) without a confirmation through Redis after
 which the process confirms its mirror from the registry instead, as without Redis."""
@@ -80,6 +90,11 @@ class Services:
         self.mirror = StatusMirror()
         self.verifier = Verifier(keyring.keyring, policy, self.mirror)
         self.keyring_version = keyring.version
+        self.trust_keys = Keyring()
+        """The trust-list keys (they sign the offline bundle), published in /v1/trust."""
+        self.trust_keys_version = -1
+        self.offline_problem: str | None = None
+        """Why this node last could not build the offline bundle (a code), or None."""
         self._issuer = None if keys is None else Issuer(registry, keys, policy)
         self.changes = ChangeSignal(settings.data_dir / CHANGES_FILE)
         self.limiter = TokenBucket(settings.rate_limit, settings.rate_burst)
@@ -126,6 +141,9 @@ class Services:
             entry, created = await ensure_signing_key(registry, keys, now=now, actor="serve")
             if created:
                 log.warning("created signing key %s (%s)", entry.kid, keys.location(entry.kid))
+            entry, created = await ensure_trust_key(registry, keys, now=now, actor="serve")
+            if created:
+                log.warning("created trust-list key %s (%s)", entry.kid, keys.location(entry.kid))
         keyring = await load_keyring(registry)
         services = cls(
             settings,
@@ -135,6 +153,7 @@ class Services:
             policy=settings.load_policy(),
             clock=clock,
         )
+        await services.refresh_keys()  # the trust-list keys, before /v1/trust answers
         services.start_loops()
         if services.redis is None:
             await services.load_revocations(now)
@@ -155,6 +174,22 @@ class Services:
             loops.start(self._tail_step, 0, "revocation-tail")
             loops.start(self._fallback_step, FALLBACK_INTERVAL, "revocation-fallback")
         loops.start(self._sweep_step, SWEEP_INTERVAL, "no-arrival-sweep")
+        if self.keys is not None:
+            loops.start(self.build_offline, OFFLINE_BUILD_INTERVAL, "offline-bundle")
+
+    async def build_offline(self) -> None:
+        """Sign and store the offline bundle if the stored one is behind (a node that signs).
+        A node that cannot sign it (no trust-list key in its window, or its private half in
+        another backend) says so once and leaves it to a node that can."""
+        assert self.keys is not None
+        try:
+            await build_offline(self.registry, self.keys, self.policy, now=self.clock())
+        except (KeyringError, HsmUnavailable) as err:
+            if self.offline_problem != err.code:
+                log.warning("offline bundle not built here: %s: %s", err.code, err.detail)
+            self.offline_problem = err.code
+            return
+        self.offline_problem = None
 
     async def _sweep_step(self) -> None:
         await sweep_once(self)
@@ -236,9 +271,14 @@ class Services:
     async def refresh_keys(self) -> None:
         """Take the registry's keyring into use when it changed on any node (a new key, a
         rotation, a revoked key): one read of its version, the keys only when it moved."""
-        if await keyring_version(self.registry) > self.keyring_version:
+        version = await keyring_version(self.registry)
+        if version > self.keyring_version:
             stored = await load_keyring(self.registry)
             self.use_keyring(stored.keyring, stored.version)
+        if version > self.trust_keys_version:
+            # Not carried through Redis with the permit keys: read here, on the poll.
+            trust = await load_keyring(self.registry, "trust")
+            self.trust_keys, self.trust_keys_version = trust.keyring, trust.version
 
     async def refresh_if_changed(self, now: int) -> None:
         """On the request path: one `stat`; a database read only when another process
