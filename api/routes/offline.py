@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
@@ -54,6 +55,15 @@ async def _delta(services: Services, since_seq: int) -> Artifact:
     opt=roles("scanner") | raises(SinceSeqTooOld, SinceSeqAhead, BundleNotBuilt),
     operation_id="getOfflineBundle",
     media_type=BUNDLE_MEDIA_TYPE,
+    response_headers=[
+        ResponseHeader(
+            name="ETag",
+            value='"b7.42"',
+            documentation_only=True,
+            description="The build (the same on every node); send it back as If-None-Match "
+            "to be answered 304 while it is current",
+        )
+    ],
     responses={304: ResponseSpec(None, description="Not modified: `If-None-Match` named it")},
 )
 async def offline_bundle(

@@ -117,9 +117,13 @@ def test_the_status_list_documents_its_etag_and_304(spec: dict[str, Any]) -> Non
     assert "ETag" in responses["200"]["headers"]
     assert "ETag" in responses["304"]["headers"]
     assert "content" not in responses["304"]
+    bundle = spec["paths"]["/v1/offline/bundle"]["get"]["responses"]
+    assert "ETag" in bundle["200"]["headers"]
+    assert "ETag" in bundle["304"]["headers"]
     # Only the routes that answer an ETag document one.
+    conditional = {("get", "/v1/status-lists/{list_id}"), ("get", "/v1/offline/bundle")}
     for method, path, other in operations(spec):
-        if (method, path) != ("get", "/v1/status-lists/{list_id}"):
+        if (method, path) not in conditional:
             assert "304" not in other["responses"], f"{method} {path}"
 
 
