@@ -9,11 +9,13 @@ import msgspec
 from msgspec import Meta
 
 from checkpoint.model import PERMIT_ID_PATTERN, Decision, HolderId
+from checkpoint.policy import CompanyClass
 from checkpoint.signing import KeyEntry
 from checkpoint.statuslist import TokenStatusList
 from issuer.eligibility import EstablishmentId, IssueRequest
 from issuer.store.audit import AuditEntry
 from issuer.store.blocks import Block
+from issuer.store.establishments import Establishment
 from issuer.store.permits import PermitRecord
 from issuer.store.revocations import Revocation
 from issuer.store.stays import Stay
@@ -199,5 +201,68 @@ class Health(msgspec.Struct, frozen=True):
     detail: dict[str, object] = msgspec.field(default_factory=dict)
 
 
-class AuditList(msgspec.Struct, frozen=True):
-    entries: list[AuditEntry]
+class PermitPage(msgspec.Struct, frozen=True):
+    """A page of a permit listing, newest first; `next` is the cursor of the following page
+    (null: this is the last)."""
+
+    permits: list[PermitView]
+    next: str | None
+
+
+class EstablishmentView(msgspec.Struct, frozen=True):
+    """A registered establishment or Umrah company."""
+
+    id: str
+    channel: str
+    name: str
+    city: str
+    company_class: CompanyClass | None
+    registered_at: dt.datetime
+    registered_by: str
+    newly_licensed: bool
+
+    @classmethod
+    def of(cls, found: Establishment) -> EstablishmentView:
+        fields = msgspec.structs.asdict(found)
+        return cls(**(fields | {"registered_at": rfc3339(found.registered_at)}))
+
+
+class EstablishmentPage(msgspec.Struct, frozen=True):
+    """A page of registered establishments by id; `next` as on every listing."""
+
+    establishments: list[EstablishmentView]
+    next: str | None
+
+
+class StayPage(msgspec.Struct, frozen=True):
+    """A page of recorded stays, the newest recorded first; `next` as on every listing."""
+
+    stays: list[StayView]
+    next: str | None
+
+
+class AuditView(msgspec.Struct, frozen=True):
+    """One audit row: who (`actor`, a credential id) did what, when, to which permit or
+    holder, in which HTTP request (`request_id`, the X-Request-ID)."""
+
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    permit_id: str | None
+    holder: str | None
+    code: str | None
+    detail: dict[str, object]
+    request_id: str | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditView:
+        fields = msgspec.structs.asdict(entry)
+        return cls(**(fields | {"at": rfc3339(entry.at)}))
+
+
+class AuditPage(msgspec.Struct, frozen=True):
+    """A page of audit rows, newest first; `next` as on every listing."""
+
+    entries: list[AuditView]
+    next: str | None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import ServiceUnavailableException
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api import metrics
 from api.auth import credential_of, roles
@@ -18,26 +18,33 @@ from api.routes.access import (
     BATCH_ISSUE_BODY_LIMIT,
     DEFAULT_BODY_LIMIT,
     ISSUE_BODY_LIMIT,
+    PAGE_LIMIT,
+    Cursor,
     IdempotencyKey,
+    Limit,
     ServicesDep,
     grant_of,
+    paged,
     permit_for,
+    scope_of,
 )
 from api.runtime.services import Services
-from api.schemas import IssueBatchRequest, PermitList, PermitView, ProgrammeRequest
-from checkpoint.model import Permit
+from api.schemas import IssueBatchRequest, PermitList, PermitPage, PermitView, ProgrammeRequest
+from checkpoint.model import Category, Channel, HolderId, Permit, SeasonId
 from checkpoint.policy import Policy
 from issuer.card import CardUnavailable, card_pdf, card_png
-from issuer.eligibility import IssueRequest
+from issuer.eligibility import CategorySlug, EstablishmentId, IssueRequest
 from issuer.errors import (
     IdempotencyConflict,
+    InvalidCursor,
     IssueRefused,
     PermitNotActive,
     PermitNotFound,
 )
 from issuer.qr import qr_png, qr_svg
+from issuer.store import permits as stored
 from issuer.store.idempotency import IdempotencyClaim, request_hash
-from issuer.store.permits import PermitRecord
+from issuer.store.permits import PermitQuery, PermitRecord, PermitState
 
 Render = Callable[[Permit, str, Policy], bytes]
 CARD_FORMATS: dict[str, tuple[Render, str]] = {
@@ -145,6 +152,38 @@ async def replace_programme(
     await services.announce_change(now, revocations)
     metrics.PERMITS_ISSUED.inc(len(records))
     return PermitList([PermitView.of(r) for r in records])
+
+
+@get("/", opt=ISSUER_ROLES | raises(InvalidCursor), operation_id="listPermits")
+async def list_permits(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    *,
+    holder: FromQuery[HolderId | None] = None,
+    establishment: FromQuery[EstablishmentId | None] = None,
+    season: FromQuery[SeasonId | None] = None,
+    # `state` is Litestar's name for the app's State: the parameter is renamed.
+    permit_state: Annotated[PermitState | None, QueryParameter(name="state")] = None,
+    category: FromQuery[CategorySlug | None] = None,
+    channel: FromQuery[Channel | None] = None,
+    cursor: Cursor = None,
+    limit: Limit = PAGE_LIMIT,
+) -> Response[PermitPage]:
+    """Search the permits the credential may read (an issuer: of its channels, and of its
+    establishment when bound to one; admins: all), newest first, a page at a time: each
+    filter given narrows the list; `next` (and the Link header) resumes after the page."""
+    query = PermitQuery(
+        holder=holder,
+        establishment=establishment,
+        season=season,
+        state=permit_state,
+        category=None if category is None else Category.parse(category),
+        channel=channel,
+    )
+    scope = scope_of(credential_of(request))
+    page = await stored.search(services.registry, query, scope, cursor=cursor, limit=limit)
+    body = PermitPage([PermitView.of(r) for r in page.items], page.next)
+    return paged(request, body, page.next)
 
 
 @get("/{permit_id:str}", opt=PERMIT_READ, operation_id="getPermit")
@@ -266,6 +305,7 @@ router = Router(
         [
             issue_permit,
             issue_batch,
+            list_permits,
             replace_programme,
             get_permit,
             get_permit_png,
