@@ -37,6 +37,7 @@ from issuer.errors import (
     EstablishmentNotFound,
     HsmUnavailable,
     IdempotencyConflict,
+    InvalidCursor,
     InvalidDraft,
     IssueRefused,
     LastSigningKey,
@@ -76,6 +77,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (BadPrivateKey, HTTP_503_SERVICE_UNAVAILABLE),
     (HsmUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
     (KeyringError, HTTP_400_BAD_REQUEST),
+    (InvalidCursor, HTTP_400_BAD_REQUEST),
     (RequestRefused, HTTP_422_UNPROCESSABLE_ENTITY),
 ]
 

@@ -23,8 +23,8 @@ from api.schemas import (
 from checkpoint.model import HolderId
 from issuer.eligibility import AwareTime, PermitRef
 from issuer.errors import InvalidCursor
-from issuer.store import establishments, stays
-from issuer.store.audit import AuditQuery, audit_entries
+from issuer.store import audit, establishments, stays
+from issuer.store.audit import AuditQuery
 from issuer.store.establishments import EstablishmentChannel, EstablishmentQuery
 from issuer.store.stays import StayQuery
 
@@ -114,7 +114,7 @@ async def search_audit(
         since=_whole_second(since),
         until=_whole_second(until),
     )
-    page = await audit_entries(services.registry, query, cursor=cursor, limit=limit)
+    page = await audit.search(services.registry, query, cursor=cursor, limit=limit)
     return paged(request, AuditPage([AuditView.of(e) for e in page.items], page.next), page.next)
 
 

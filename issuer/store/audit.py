@@ -7,9 +7,10 @@ from contextvars import ContextVar
 from typing import Any
 
 import msgspec
-from sqlalchemy import Text, cast, insert, literal, or_, select, tuple_
+from sqlalchemy import Select, insert, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from checkpoint.model import format_permit_id
 from issuer.store.paging import KeyInt, Page, clamp, decode_cursor, encode_cursor
 from issuer.store.registry import Registry
 from issuer.store.schema import audit, permits
@@ -90,20 +91,53 @@ class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):
 
 PAGE_KEY = (KeyInt, KeyInt)
 """An audit page's sort key: (at, id), newest first."""
-_PERMIT_ID = cast(permits.c.list_id, Text) + literal(".") + cast(permits.c.idx, Text)
-"""`format_permit_id` in SQL, for the ids of a holder's permits."""
+
+
+async def search(
+    registry: Registry, query: AuditQuery, *, cursor: str | None = None, limit: int
+) -> Page[AuditEntry]:
+    """One page of the audit rows that match `query`, newest first (by `at`, then id)."""
+    limit = clamp(limit)
+    async with registry.read() as conn:
+        named = [] if query.holder is None else await _permits_of(conn, query.holder)
+        statement = page_query(query, cursor, limit, holder_permits=named)
+        rows = (await conn.execute(statement)).mappings().all()
+    found = [
+        AuditEntry(**(dict(row) | {"detail": msgspec.json.decode(row["detail"])}))
+        for row in rows[:limit]
+    ]
+    more = len(rows) > limit
+    last = (found[-1].at, found[-1].id) if more else None
+    return Page(found, None if last is None else encode_cursor("audit", query, last))
 
 
 async def audit_entries(
     registry: Registry,
-    query: AuditQuery | None = None,
     *,
-    cursor: str | None = None,
+    action: str | None = None,
+    permit_id: str | None = None,
     limit: int = 100,
-) -> Page[AuditEntry]:
-    """One page of the audit rows that match `query`, newest first (by `at`, then id)."""
-    query = query or AuditQuery()
-    limit = clamp(limit)
+) -> list[AuditEntry]:
+    """The newest `limit` audit rows, optionally of one action or permit, in one list."""
+    query = AuditQuery(action=action, permit_id=permit_id)
+    found: list[AuditEntry] = []
+    cursor: str | None = None
+    while len(found) < limit:
+        page = await search(registry, query, cursor=cursor, limit=limit - len(found))
+        found += page.items
+        if page.next is None:
+            break
+        cursor = page.next
+    return found
+
+
+def page_query(
+    query: AuditQuery, cursor: str | None, limit: int, *, holder_permits: Sequence[str] = ()
+) -> Select[Any]:
+    """The SELECT of one page and one row more: each filter is the first column of an index
+    ending in the sort key (at, id), so a page is read in index order. A holder's rows are
+    those naming them and those of their permits (`holder_permits`, read first: an OR with
+    a subquery would make PostgreSQL filter the whole log in time order)."""
     statement = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit + 1)
     for column, value in (
         (audit.c.action, query.action),
@@ -113,9 +147,8 @@ async def audit_entries(
         if value is not None:
             statement = statement.where(column == value)
     if query.holder is not None:
-        of_holder = select(_PERMIT_ID).where(permits.c.holder == query.holder)
         statement = statement.where(
-            or_(audit.c.holder == query.holder, audit.c.permit_id.in_(of_holder))
+            or_(audit.c.holder == query.holder, audit.c.permit_id.in_(holder_permits))
         )
     if query.since is not None:
         statement = statement.where(audit.c.at >= query.since)
@@ -124,15 +157,13 @@ async def audit_entries(
     if cursor is not None:
         at, row_id = decode_cursor("audit", query, cursor, PAGE_KEY)
         statement = statement.where(tuple_(audit.c.at, audit.c.id) < (at, row_id))
-    async with registry.read() as conn:
-        rows = (await conn.execute(statement)).mappings().all()
-    found = [
-        AuditEntry(**(dict(row) | {"detail": msgspec.json.decode(row["detail"])}))
-        for row in rows[:limit]
-    ]
-    more = len(rows) > limit
-    last = (found[-1].at, found[-1].id) if more else None
-    return Page(found, None if last is None else encode_cursor("audit", query, last))
+    return statement
+
+
+async def _permits_of(conn: AsyncConnection, holder: str) -> list[str]:
+    """The ids of every permit of a holder."""
+    query = select(permits.c.list_id, permits.c.idx).where(permits.c.holder == holder)
+    return [format_permit_id(row.list_id, row.idx) for row in await conn.execute(query)]
 
 
 def _named_holder(detail: Mapping[str, object]) -> str | None:

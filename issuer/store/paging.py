@@ -60,7 +60,7 @@ def decode_cursor(
         raise InvalidCursor("a cursor is the `next` value of an earlier page, unchanged")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        shape: Any = tuple[(str, str, *key_types)]  # type: ignore[misc]
+        shape: Any = tuple.__class_getitem__((str, str, *key_types))
         found_kind, digest, *key = msgspec.json.decode(raw, type=shape)
     except (binascii.Error, ValueError, msgspec.DecodeError) as err:
         raise InvalidCursor("a cursor is the `next` value of an earlier page, unchanged") from err

@@ -6,12 +6,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, RowMapping, false, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    Select,
+    false,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from checkpoint.model import Category, Channel, Permit, format_permit_id
+from checkpoint.model import Category, Channel, ListId, Permit, StatusIndex, format_permit_id
 from issuer.store import audit
-from issuer.store.paging import KeyInt, Page, Scope, clamp, decode_cursor, encode_cursor
+from issuer.store.paging import Page, Scope, clamp, decode_cursor, encode_cursor
 from issuer.store.registry import Registry, lock_key, serialize
 from issuer.store.schema import permits, status_lists
 
@@ -201,7 +211,7 @@ class PermitQuery(msgspec.Struct, frozen=True, kw_only=True):
     channel: Channel | None = None
 
 
-PAGE_KEY = (KeyInt, KeyInt)
+PAGE_KEY = (ListId, StatusIndex)
 """A permit listing's sort key: (list_id, index), newest first. Status indexes are taken in
 order under a lock, so a permit issued while a client pages sorts before every page it has
 not read yet; no permit is read twice or skipped."""
@@ -217,16 +227,22 @@ async def search(
 ) -> Page[PermitRecord]:
     """One page of the permits within `scope` that match `query`, newest first."""
     limit = clamp(limit)
+    async with registry.read() as conn:
+        rows = (await conn.execute(page_query(query, scope, cursor, limit))).mappings().all()
+    found = [_record(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(found, encode_cursor("permits", query, found[-1].ref) if more else None)
+
+
+def page_query(query: PermitQuery, scope: Scope, cursor: str | None, limit: int) -> Select[Any]:
+    """The SELECT of one page and one row more (whether there is a next page): an index
+    whose first column is a filter and whose rest is the sort key serves it in order."""
     order = (permits.c.list_id.desc(), permits.c.idx.desc())
     statement = select(permits).where(*_narrowed(query, scope)).order_by(*order).limit(limit + 1)
     if cursor is not None:
         list_id, index = decode_cursor("permits", query, cursor, PAGE_KEY)
         statement = statement.where(tuple_(permits.c.list_id, permits.c.idx) < (list_id, index))
-    async with registry.read() as conn:
-        rows = (await conn.execute(statement)).mappings().all()
-    found = [_record(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    return Page(found, encode_cursor("permits", query, found[-1].ref) if more else None)
+    return statement
 
 
 def _narrowed(query: PermitQuery, scope: Scope) -> list[ColumnElement[bool]]:

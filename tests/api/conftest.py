@@ -32,7 +32,7 @@ from checkpoint.model import Decision, Outcome
 from checkpoint.policy_file import default_policy
 from issuer.admission import MAKKAH
 from issuer.registration import register_establishment
-from issuer.store.audit import AuditQuery, audit_entries
+from issuer.store.audit import audit_entries
 from issuer.store.credentials import Credential, Role, create_credential
 
 T = TypeVar("T")
@@ -146,8 +146,7 @@ class Api:
     def audit_entries(self, action: str | None = None) -> list[Any]:
         """Flush the buffered decision rows, then read the audit log."""
         self.run(self.services.flush_audit)
-        query = AuditQuery(action=action)
-        return self.run(audit_entries, self.services.registry, query, limit=500).items
+        return self.run(audit_entries, self.services.registry, action=action, limit=1000)
 
 
 def auth(key: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 import api.auth
 from api.runtime.settings import Settings
-from issuer.store.audit import AuditQuery, audit_entries
+from issuer.store.audit import audit_entries
 from tests.api.conftest import (
     CHECKPOINT,
     POLICY,
@@ -148,8 +148,7 @@ def test_decision_audit_rows_are_written_when_the_app_stops(
         scanner = app.key("scanner", checkpoint=CHECKPOINT)
         app.verify(scanner, "junk")
     with running(settings, clock) as app:
-        query = AuditQuery(action="decision")
-        entries = app.run(audit_entries, app.services.registry, query).items
+        entries = app.run(audit_entries, app.services.registry, action="decision")
     assert [e.code for e in entries] == ["unknown_prefix"]
 
 

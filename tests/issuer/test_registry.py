@@ -19,7 +19,7 @@ from checkpoint.errors import CheckpointError
 from checkpoint.model import Category, Channel, Permit
 from issuer.issuing import Sign, store_drafts
 from issuer.store import idempotency
-from issuer.store.audit import AuditEvent, AuditQuery, audit_entries, record_events
+from issuer.store.audit import AuditEvent, audit_entries, record_events
 from issuer.store.credentials import (
     Role,
     authenticate,
@@ -208,7 +208,7 @@ async def test_issue_allocates_increasing_indexes_and_stores_everything(registry
     assert await get_permit(registry, 0, 0) == first
     assert await get_permit(registry, 0, 9) is None
     assert refs(await issue(registry)) == [(0, 2)]
-    audit = (await audit_entries(registry, AuditQuery(action="issue"))).items
+    audit = await audit_entries(registry, action="issue")
     assert [e.permit_id for e in audit] == ["0.2", "0.1", "0.0"]
 
 
@@ -274,7 +274,7 @@ async def test_revoke_permit_is_idempotent_and_sequenced(registry: Registry) -> 
     assert await revoke_permit(registry, 0, 1, reason="again", actor="admin2", at=T0 + 9) == a
     assert await max_revocation_seq(registry) == 2
     assert [await state(registry, 0, i) for i in (0, 1)] == ["revoked", "revoked"]
-    assert len((await audit_entries(registry, AuditQuery(action="revoke"))).items) == 2
+    assert len(await audit_entries(registry, action="revoke")) == 2
     assert issued[0].state == "active"
     with pytest.raises(CheckpointError) as info:
         await revoke_permit(registry, 7, 7, reason="x", actor="admin1", at=T0)
@@ -416,14 +416,12 @@ async def test_audit_filters(registry: Registry) -> None:
         registry,
         [AuditEvent(actor="gate3", action="decision", permit_id="0.2", code="revoked", at=T0)],
     )
-    decisions = (await audit_entries(registry, AuditQuery(action="decision"))).items
+    decisions = await audit_entries(registry, action="decision")
     assert [(e.permit_id, e.code) for e in decisions] == [("0.2", "revoked"), ("0.1", "expired")]
-    assert [
-        e.action for e in (await audit_entries(registry, AuditQuery(permit_id="0.1"))).items
-    ] == ["decision"]
-    (key_change,) = (await audit_entries(registry, AuditQuery(action="key_change"))).items
+    assert [e.action for e in await audit_entries(registry, permit_id="0.1")] == ["decision"]
+    (key_change,) = await audit_entries(registry, action="key_change")
     assert key_change.detail == {"kid": "ab", "to": "retired"}
-    assert len((await audit_entries(registry, limit=2)).items) == 2
+    assert len(await audit_entries(registry, limit=2)) == 2
 
 
 # --- concurrency: two registries on one file, as two worker processes would be ---
