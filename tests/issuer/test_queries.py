@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql, sqlite
 
 from checkpoint.errors import CheckpointError
 from checkpoint.model import Category, Channel
@@ -314,15 +313,11 @@ async def _plan(registry: Registry, statement: Any, *, sort: bool = False) -> st
             await conn.execute(text("SET LOCAL enable_seqscan = off"))
             if not sort:
                 await conn.execute(text("SET LOCAL enable_sort = off"))
-            compiled = statement.compile(
-                dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-            )
-            rows = await conn.execute(text(f"EXPLAIN {compiled}"))
+            explain = "EXPLAIN"
         else:
-            compiled = statement.compile(
-                dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
-            )
-            rows = await conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+            explain = "EXPLAIN QUERY PLAN"
+        compiled = statement.compile(conn.engine, compile_kwargs={"literal_binds": True})
+        rows = await conn.execute(text(f"{explain} {compiled}"))
         return "\n".join(str(row[-1]) for row in rows)
 
 
