@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
+import msgspec
 from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -40,6 +41,16 @@ IdempotencyKey = Annotated[
         description="a retried request with the same key returns the same permits",
     ),
 ]
+
+
+def query_like(kind: Any, **changes: Any) -> QueryParameter:
+    """A query parameter with the constraints of a named msgspec type (HolderId, ...):
+    Litestar applies those of the parameter itself, not those of a type in an Optional."""
+    (meta,) = (m for m in kind.__metadata__ if isinstance(m, msgspec.Meta))
+    fields = ("pattern", "min_length", "max_length", "ge", "le", "description")
+    found = {f: getattr(meta, f) for f in fields if getattr(meta, f) is not None}
+    return QueryParameter(**(found | changes))
+
 
 Cursor = Annotated[
     str | None,

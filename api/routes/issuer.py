@@ -26,6 +26,7 @@ from api.routes.access import (
     grant_of,
     paged,
     permit_for,
+    query_like,
     scope_of,
 )
 from api.runtime.services import Services
@@ -159,9 +160,9 @@ async def list_permits(
     request: Request[Any, Any, Any],
     services: ServicesDep,
     *,
-    holder: FromQuery[HolderId | None] = None,
-    establishment: FromQuery[EstablishmentId | None] = None,
-    season: FromQuery[SeasonId | None] = None,
+    holder: Annotated[str | None, query_like(HolderId)] = None,
+    establishment: Annotated[str | None, query_like(EstablishmentId)] = None,
+    season: Annotated[int | None, query_like(SeasonId)] = None,
     # `state` is Litestar's name for the app's State: the parameter is renamed.
     permit_state: Annotated[PermitState | None, QueryParameter(name="state")] = None,
     category: FromQuery[CategorySlug | None] = None,

@@ -7,11 +7,20 @@ import math
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get
+from litestar.exceptions import ValidationException
 from litestar.params import FromQuery, QueryParameter
 
 from api.auth import credential_of, roles
 from api.openapi import document, raises
-from api.routes.access import PAGE_LIMIT, Cursor, Limit, ServicesDep, paged, scope_of
+from api.routes.access import (
+    PAGE_LIMIT,
+    Cursor,
+    Limit,
+    ServicesDep,
+    paged,
+    query_like,
+    scope_of,
+)
 from api.schemas import (
     AuditPage,
     AuditView,
@@ -21,7 +30,7 @@ from api.schemas import (
     StayView,
 )
 from checkpoint.model import HolderId
-from issuer.eligibility import AwareTime, PermitRef
+from issuer.eligibility import PermitRef
 from issuer.errors import InvalidCursor
 from issuer.store import audit, establishments, stays
 from issuer.store.audit import AuditQuery
@@ -67,7 +76,7 @@ async def list_stays(
     request: Request[Any, Any, Any],
     services: ServicesDep,
     *,
-    holder: FromQuery[HolderId | None] = None,
+    holder: Annotated[str | None, query_like(HolderId)] = None,
     present: Annotated[
         bool | None,
         QueryParameter(description="true: no exit recorded yet; false: ended stays"),
@@ -87,16 +96,16 @@ async def search_audit(
     request: Request[Any, Any, Any],
     services: ServicesDep,
     *,
-    permit_id: FromQuery[PermitRef | None] = None,
-    holder: FromQuery[HolderId | None] = None,
+    permit_id: Annotated[str | None, query_like(PermitRef)] = None,
+    holder: Annotated[str | None, query_like(HolderId)] = None,
     actor: Actor = None,
     action: Action = None,
     since: Annotated[
-        AwareTime | None,
+        dt.datetime | None,
         QueryParameter(name="from", description="RFC 3339; rows at this time or later"),
     ] = None,
     until: Annotated[
-        AwareTime | None,
+        dt.datetime | None,
         QueryParameter(name="to", description="RFC 3339; rows before this time (exclusive)"),
     ] = None,
     cursor: Cursor = None,
@@ -111,17 +120,26 @@ async def search_audit(
         holder=holder,
         actor=actor,
         action=action,
-        since=_whole_second(since),
-        until=_whole_second(until),
+        since=_whole_second(since, "from"),
+        until=_whole_second(until, "to"),
     )
     page = await audit.search(services.registry, query, cursor=cursor, limit=limit)
     return paged(request, AuditPage([AuditView.of(e) for e in page.items], page.next), page.next)
 
 
-def _whole_second(moment: dt.datetime | None) -> int | None:
+def _whole_second(moment: dt.datetime | None, name: str) -> int | None:
     """The first whole second at or after `moment`: rows carry whole seconds, so `from`
-    12:00:00.5 starts at 12:00:01 and `to` 12:00:00.5 keeps 12:00:00."""
-    return None if moment is None else math.ceil(moment.timestamp())
+    12:00:00.5 starts at 12:00:01 and `to` 12:00:00.5 keeps 12:00:00. A time without an
+    offset is refused as any other malformed parameter: whose local time would it be?"""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        message = "an RFC 3339 time has an offset (Z, +03:00)"
+        raise ValidationException(
+            f"Validation failed for {name}",
+            extra=[{"message": message, "key": name, "source": "query"}],
+        )
+    return math.ceil(moment.timestamp())
 
 
 admin_router = Router(path="/v1", route_handlers=document("admin", [search_audit]))

@@ -120,6 +120,11 @@ ROUTE_TABLE = [
     ),
     Route("GET", "/v1/status-lists/0", frozenset({"scanner", "admin"})),
     Route("GET", "/metrics", frozenset({"admin", "monitor"})),
+    # The listings (test_routes_queries: what each role sees of them)
+    Route("GET", "/v1/permits", frozenset({"issuer", "admin"})),
+    Route("GET", "/v1/establishments", frozenset({"issuer", "admin"})),
+    Route("GET", "/v1/stays", frozenset({"border", "admin"})),
+    Route("GET", "/v1/audit", frozenset({"admin"})),
 ]
 TESTED_ELSEWHERE = [
     # test_routes_rules: establishments, the border feed, amendments
