@@ -7,7 +7,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, insert, or_, select, tuple_
+from sqlalchemy import BigInteger, Select, insert, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import format_permit_id
@@ -156,7 +156,9 @@ def page_query(
         statement = statement.where(audit.c.at < query.until)
     if cursor is not None:
         at, row_id = decode_cursor("audit", query, cursor, PAGE_KEY)
-        statement = statement.where(tuple_(audit.c.at, audit.c.id) < (at, row_id))
+        # The id is BIGINT on PostgreSQL, whatever the Table says: bound as one, not an int4.
+        after = tuple_(literal(at, BigInteger), literal(row_id, BigInteger))
+        statement = statement.where(tuple_(audit.c.at, audit.c.id) < after)
     return statement
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import ColumnElement, exists, insert, literal, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, exists, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from issuer.store.paging import KeyInt, Page, clamp, decode_cursor, encode_cursor
@@ -93,7 +93,8 @@ async def listing(
         statement = statement.where(departed.is_(None) if query.present else departed.is_not(None))
     if cursor is not None:
         (after,) = decode_cursor("stays", query, cursor, PAGE_KEY)
-        statement = statement.where(stays.c.id < after)
+        # BIGINT on PostgreSQL, whatever the Table says: bound as one, never as an int4.
+        statement = statement.where(stays.c.id < literal(after, BigInteger))
     async with registry.read() as conn:
         rows = (await conn.execute(statement)).all()
     found = [

@@ -4,10 +4,19 @@ within the caller's scope, cursor-paged, and refusing malformed parameters with 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from api.runtime.settings import Settings
+from issuer.store.audit import AuditQuery
+from issuer.store.establishments import EstablishmentQuery
+from issuer.store.paging import encode_cursor
+from issuer.store.permits import PermitQuery
+from issuer.store.stays import StayQuery
 from tests.api.conftest import (
     IQAMA,
     IQAMA_2,
@@ -16,13 +25,16 @@ from tests.api.conftest import (
     NOW,
     OTHER_ESTABLISHMENT,
     Api,
+    FakeClock,
     assert_problem,
     auth,
     muqeem_body,
     riyadh,
+    running,
     utc,
 )
 from tests.api.test_routes_rules import COMPANY, PILGRIM, arrive, slot_body
+from tests.postgres import throwaway_database_sync
 
 ADMIN_ONLY_PATHS = ["/v1/audit"]
 
@@ -369,3 +381,77 @@ def test_an_issuer_or_border_feed_may_not_read_the_audit_log(
     for key in (issuer_key, app.key("border"), app.key("monitor")):
         assert_problem(app.client.get(path, headers=auth(key)), 403, "forbidden")
     assert_problem(app.client.get(path), 401, "unauthorized")
+
+
+# --- on both registries ------------------------------------------------------------------
+
+
+@contextmanager
+def backend_app(backend: str, tmp_path: Path, clock: FakeClock) -> Iterator[Api]:
+    """The service on a SQLite file or on a throwaway PostgreSQL database."""
+    if backend == "sqlite":
+        with running(Settings(data_dir=tmp_path), clock) as app:
+            yield app
+        return
+    with (
+        throwaway_database_sync() as url,
+        running(Settings(data_dir=tmp_path, database_url=url), clock) as app,
+    ):
+        yield app
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_every_listing_pages_and_takes_extreme_cursors_on_each_registry(
+    backend: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    with backend_app(backend, tmp_path, clock) as app:
+        admin, issuer = app.key("admin"), app.key("issuer", channels=["absher"])
+        app.register_establishment(MUQEEM_ESTABLISHMENT)
+        app.register_establishment(OTHER_ESTABLISHMENT)
+        issued = [app.issue(issuer, holder=h) for h in (IQAMA, IQAMA_2, IQAMA_3)]
+        arrive(app)
+        arrive(app, "B7654321")
+        pages = {
+            "/v1/permits": "permits",
+            "/v1/establishments": "establishments",
+            "/v1/stays": "stays",
+            "/v1/audit": "entries",
+        }
+        found = {
+            path: every_page(app, admin, path, field, limit=1) for path, field in pages.items()
+        }
+        assert ids(found["/v1/permits"]) == ids(issued)[::-1]
+        assert ids(every_page(app, issuer, "/v1/permits", "permits", holder=IQAMA_2)) == [
+            issued[1]["permit_id"]
+        ]
+        assert [e["id"] for e in found["/v1/establishments"]] == [
+            MUQEEM_ESTABLISHMENT,
+            OTHER_ESTABLISHMENT,
+        ]
+        assert [s["holder"] for s in found["/v1/stays"]] == ["B7654321", PILGRIM]
+        assert len(found["/v1/audit"]) >= 6  # 3 issues, 2 arrivals, 2 registrations, a key
+        # The largest keys a cursor may carry reach the database and answer, never a 500.
+        extremes = {
+            "/v1/permits": encode_cursor("permits", PermitQuery(), (0xFFFF, 0xFFFF_FFFF)),
+            "/v1/establishments": encode_cursor(
+                "establishments", EstablishmentQuery(), ("z" * 64,)
+            ),
+            "/v1/stays": encode_cursor("stays", StayQuery(), (2**63 - 1,)),
+            "/v1/audit": encode_cursor("audit", AuditQuery(), (2**63 - 1, 2**63 - 1)),
+        }
+        for path, cursor in extremes.items():
+            body = get(app, admin, path, cursor=cursor)
+            assert len(body[pages[path]]) == (
+                0 if path == "/v1/establishments" else len(found[path])
+            )
+        beyond = {
+            "/v1/permits": encode_cursor("permits", PermitQuery(), (0x1_0000, 0)),
+            "/v1/stays": encode_cursor("stays", StayQuery(), (2**63,)),
+            "/v1/audit": encode_cursor("audit", AuditQuery(), (-(2**63) - 1, 0)),
+        }
+        for path, cursor in beyond.items():
+            response = app.client.get(path, params={"cursor": cursor}, headers=auth(admin))
+            assert_problem(response, 400, "invalid_cursor")
+        far = {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z", "season": "65535"}
+        assert get(app, admin, "/v1/audit", **{k: far[k] for k in ("from", "to")})["entries"]
+        assert get(app, admin, "/v1/permits", season=far["season"])["permits"] == []
