@@ -17,7 +17,14 @@ from api.errors import ClassNotApplicable, RevocationTargetRequired
 from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
 from api.routes.queries import list_establishments
-from api.schemas import NO_NUL, KeyRevokeRequest, RevocationList, RevocationView, RevokeRequest
+from api.schemas import (
+    NO_NUL,
+    EstablishmentView,
+    KeyRevokeRequest,
+    RevocationList,
+    RevocationView,
+    RevokeRequest,
+)
 from checkpoint.errors import KeyNotFound
 from checkpoint.policy import CompanyClass
 from issuer import revoking
@@ -31,7 +38,7 @@ from issuer.errors import (
     PermitNotFound,
 )
 from issuer.registration import register_establishment, set_company_class
-from issuer.store.establishments import Establishment, EstablishmentChannel
+from issuer.store.establishments import EstablishmentChannel
 from issuer.store.keys import revoke_key as revoke_signing_key
 from issuer.store.revocations import revocations_after
 
@@ -148,11 +155,11 @@ async def revoke_key(
 )
 async def register(
     request: Request[Any, Any, Any], data: JSONBody[EstablishmentRequest], services: ServicesDep
-) -> Establishment:
+) -> EstablishmentView:
     """Register an establishment with its city, or an Umrah company with its class."""
     if data.channel != "nusuk" and data.company_class is not None:
         raise ClassNotApplicable(f"channel {data.channel}")
-    return await register_establishment(
+    registered = await register_establishment(
         services.registry,
         establishment_id=data.id,
         channel=data.channel,
@@ -163,6 +170,7 @@ async def register(
         actor=credential_of(request).id,
         at=services.clock(),
     )
+    return EstablishmentView.of(registered)
 
 
 @patch(
@@ -176,16 +184,17 @@ async def set_class(
     establishment_id: FromPath[str],
     data: JSONBody[ClassChange],
     services: ServicesDep,
-) -> Establishment:
+) -> EstablishmentView:
     """Move an Umrah company to another class (404 for an unknown id, 422 for a Muqeem
     establishment); audited."""
-    return await set_company_class(
+    changed = await set_company_class(
         services.registry,
         establishment_id,
         data.company_class,
         actor=credential_of(request).id,
         at=services.clock(),
     )
+    return EstablishmentView.of(changed)
 
 
 router = Router(
