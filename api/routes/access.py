@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, Response
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
 from litestar.params import HeaderParameter, QueryParameter
@@ -110,6 +110,17 @@ def scope_of(credential: Credential) -> Scope:
     grant = grant_of(credential)
     channels = None if grant.channels is None else frozenset(c.value for c in grant.channels)
     return Scope(channels, grant.establishment)
+
+
+NEXT_LINK = [
+    ResponseHeader(
+        name="Link",
+        documentation_only=True,
+        value="",  # its type is the header's schema (string); the value is never sent
+        description='`<...>; rel="next"`: the next page (absent on the last page)',
+    )
+]
+"""`response_headers` of a listing: the OpenAPI document names its Link header."""
 
 
 def paged(request: Request[Any, Any, Any], body: T, cursor: str | None) -> Response[T]:

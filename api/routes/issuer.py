@@ -18,6 +18,7 @@ from api.routes.access import (
     BATCH_ISSUE_BODY_LIMIT,
     DEFAULT_BODY_LIMIT,
     ISSUE_BODY_LIMIT,
+    NEXT_LINK,
     PAGE_LIMIT,
     Cursor,
     IdempotencyKey,
@@ -155,7 +156,12 @@ async def replace_programme(
     return PermitList([PermitView.of(r) for r in records])
 
 
-@get("/", opt=ISSUER_ROLES | raises(InvalidCursor), operation_id="listPermits")
+@get(
+    "/",
+    opt=ISSUER_ROLES | raises(InvalidCursor),
+    operation_id="listPermits",
+    response_headers=NEXT_LINK,
+)
 async def list_permits(
     request: Request[Any, Any, Any],
     services: ServicesDep,

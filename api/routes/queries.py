@@ -13,6 +13,7 @@ from litestar.params import FromQuery, QueryParameter
 from api.auth import credential_of, roles
 from api.openapi import document, raises
 from api.routes.access import (
+    NEXT_LINK,
     PAGE_LIMIT,
     Cursor,
     Limit,
@@ -52,7 +53,12 @@ Action = Annotated[
 City = Annotated[str | None, QueryParameter(pattern=r"^[a-z][a-z-]{1,39}$(?!\n)")]
 
 
-@get("/establishments", opt=roles("admin", "issuer") | PAGED, operation_id="listEstablishments")
+@get(
+    "/establishments",
+    opt=roles("admin", "issuer") | PAGED,
+    operation_id="listEstablishments",
+    response_headers=NEXT_LINK,
+)
 async def list_establishments(
     request: Request[Any, Any, Any],
     services: ServicesDep,
@@ -71,7 +77,12 @@ async def list_establishments(
     return paged(request, body, page.next)
 
 
-@get("/stays", opt=roles("admin", "border") | PAGED, operation_id="listStays")
+@get(
+    "/stays",
+    opt=roles("admin", "border") | PAGED,
+    operation_id="listStays",
+    response_headers=NEXT_LINK,
+)
 async def list_stays(
     request: Request[Any, Any, Any],
     services: ServicesDep,
@@ -91,7 +102,7 @@ async def list_stays(
     return paged(request, StayPage([StayView.of(s) for s in page.items], page.next), page.next)
 
 
-@get("/audit", opt=roles("admin") | PAGED, operation_id="searchAudit")
+@get("/audit", opt=roles("admin") | PAGED, operation_id="searchAudit", response_headers=NEXT_LINK)
 async def search_audit(
     request: Request[Any, Any, Any],
     services: ServicesDep,
