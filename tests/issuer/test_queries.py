@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from checkpoint.errors import CheckpointError
 from checkpoint.model import Category, Channel
@@ -19,6 +21,7 @@ from issuer.store.paging import EVERYTHING, Page, Scope
 from issuer.store.permits import PermitDraft, PermitQuery, PermitRecord
 from issuer.store.registry import Registry
 from issuer.store.revocations import revoke_permit
+from issuer.store.schema import MIGRATIONS, migrate
 from issuer.store.stays import StayQuery
 from tests.issuer.conftest import register
 from tests.issuer.test_registry import T0, draft, issue
@@ -352,3 +355,43 @@ async def test_an_audit_search_by_holder_reads_indexes_only(registry: Registry) 
     assert "audit_permit_at" in plan, plan
     assert "SCAN audit\n" not in plan + "\n", plan  # SQLite: no full scan of the log
     assert "Seq Scan" not in plan, plan
+
+
+async def test_the_audit_rows_of_an_older_schema_are_found_by_holder(database_url: str) -> None:
+    """The migration that adds `audit.holder` copies it from the detail of the rows before."""
+    ours = next(n for n, step in enumerate(MIGRATIONS) if _HOLDER_INDEX in step)
+    file = make_url(database_url).database
+    if database_url.startswith("sqlite") and file:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(migrate, MIGRATIONS[:ours])
+            rows = [
+                ("arrival", '{"holder": "A1234567"}'),
+                ("block", '{"holder": "A1234567"}'),
+                ("suspend", '{"establishment": "EST-1"}'),
+                ("departure", '{"holder": "B7654321"}'),
+            ]
+            for n, (action, detail) in enumerate(rows):
+                await conn.execute(
+                    text(
+                        "INSERT INTO audit (at, actor, action, detail) "
+                        "VALUES (:at, 'old', :action, :detail)"
+                    ),
+                    {"at": T0 + n, "action": action, "detail": detail},
+                )
+    finally:
+        await engine.dispose()
+    registry = await Registry.open(database_url)
+    try:
+        page = await audit.search(registry, AuditQuery(holder="A1234567"), limit=500)
+        assert [e.action for e in page.items] == ["block", "arrival"]
+        assert {e.holder for e in page.items} == {"A1234567"}
+        (suspended,) = (await audit.search(registry, AuditQuery(action="suspend"), limit=1)).items
+        assert suspended.holder is None
+    finally:
+        await registry.close()
+
+
+_HOLDER_INDEX = "CREATE INDEX audit_holder_at ON audit (holder, at, id)"
