@@ -38,6 +38,7 @@ from issuer.errors import (
     HsmUnavailable,
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    InvalidCursor,
     InvalidDraft,
     IssueRefused,
     LastSigningKey,
@@ -80,6 +81,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (BadPrivateKey, HTTP_503_SERVICE_UNAVAILABLE),
     (HsmUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
     (KeyringError, HTTP_400_BAD_REQUEST),
+    (InvalidCursor, HTTP_400_BAD_REQUEST),
     (RequestRefused, HTTP_422_UNPROCESSABLE_ENTITY),
 ]
 

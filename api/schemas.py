@@ -297,5 +297,50 @@ class Health(msgspec.Struct, frozen=True):
     detail: dict[str, object] = msgspec.field(default_factory=dict)
 
 
-class AuditList(msgspec.Struct, frozen=True):
-    entries: list[AuditEntry]
+class PermitPage(msgspec.Struct, frozen=True):
+    """A page of a permit listing, newest first; `next` is the cursor of the following page
+    (null: this is the last)."""
+
+    permits: list[PermitView]
+    next: str | None
+
+
+class EstablishmentPage(msgspec.Struct, frozen=True):
+    """A page of registered establishments by id; `next` as on every listing."""
+
+    establishments: list[EstablishmentView]
+    next: str | None
+
+
+class StayPage(msgspec.Struct, frozen=True):
+    """A page of recorded stays, the newest recorded first; `next` as on every listing."""
+
+    stays: list[StayView]
+    next: str | None
+
+
+class AuditView(msgspec.Struct, frozen=True):
+    """One audit row: who (`actor`, a credential id) did what, when, to which permit or
+    holder, in which HTTP request (`request_id`, the X-Request-ID)."""
+
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    permit_id: str | None
+    holder: str | None
+    code: str | None
+    detail: dict[str, object]
+    request_id: str | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditView:
+        fields = msgspec.structs.asdict(entry)
+        return cls(**(fields | {"at": rfc3339(entry.at)}))
+
+
+class AuditPage(msgspec.Struct, frozen=True):
+    """A page of audit rows, newest first; `next` as on every listing."""
+
+    entries: list[AuditView]
+    next: str | None

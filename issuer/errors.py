@@ -359,3 +359,11 @@ class NotAnUmrahCompany(CheckpointError):
     code = "not_an_umrah_company"
     message_en = "Only an Umrah company (registered for Nusuk) has a class."
     message_ar = "التصنيف خاص بشركات العمرة المسجلة في نسك فقط."
+
+
+class InvalidCursor(CheckpointError):
+    """A listing's `cursor` that none of its pages gave out (changed, cut, or another's)."""
+
+    code = "invalid_cursor"
+    message_en = "The cursor is not one a page of this listing gave out."
+    message_ar = "المؤشر ليس صادرًا عن صفحة من هذه القائمة."

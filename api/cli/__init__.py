@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from api.cli import (
+    audit,
     blocks,
     credentials,
     demo,
@@ -19,6 +20,7 @@ from api.cli import (
     keys,
     permits,
     policy,
+    revoke,
     serve,
     verify,
 )
@@ -30,6 +32,7 @@ COMMAND_GROUPS = [
     keys,
     issue,
     permits,
+    revoke,
     verify,
     policy,
     demo,
@@ -37,6 +40,7 @@ COMMAND_GROUPS = [
     credentials,
     establishments,
     blocks,
+    audit,
 ]
 """The command modules, in the order `checkpoint --help` lists their commands."""
 

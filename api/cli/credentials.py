@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+
+import msgspec
 
 from api.cli.shared import Commands, UserError
 from api.runtime.clock import wall_clock
 from api.runtime.settings import Settings
+from api.schemas import rfc3339
 from checkpoint.model import Channel
 from issuer.store import credentials
 from issuer.store.credentials import ROLES, Credential
@@ -73,22 +77,51 @@ def _issues_for(credential: Credential) -> str:
     return f"{channels}:{credential.establishment}" if credential.establishment else channels
 
 
-def list_credentials(settings: Settings) -> str:
-    """One line per credential, never a key."""
+class CredentialView(msgspec.Struct, frozen=True):
+    """`credentials list --json`: a credential (never its key), times in RFC 3339."""
 
-    async def run() -> list[str]:
+    id: str
+    role: str
+    channels: tuple[str, ...]
+    checkpoint: str | None
+    establishment: str | None
+    label: str
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, credential: Credential) -> CredentialView:
+        disabled = credential.disabled_at
+        return cls(
+            id=credential.id,
+            role=credential.role,
+            channels=credential.channels,
+            checkpoint=credential.checkpoint,
+            establishment=credential.establishment,
+            label=credential.label,
+            created_at=rfc3339(credential.created_at),
+            disabled_at=None if disabled is None else rfc3339(disabled),
+        )
+
+
+def list_credentials(settings: Settings, *, as_json: bool = False) -> str:
+    """One line per credential, or (`as_json`) a JSON array of them; never a key."""
+
+    async def run() -> list[Credential]:
         registry = await Registry.open(settings.registry_url)
         try:
-            found = await credentials.list_credentials(registry)
+            return await credentials.list_credentials(registry)
         finally:
             await registry.close()
-        return [
-            f"{c.id:<14} {c.role:<8} {'disabled' if c.disabled else 'active':<9} "
-            f"{c.checkpoint or _issues_for(c) or '-':<20} {c.label}"
-            for c in found
-        ]
 
-    lines = asyncio.run(run())
+    found = asyncio.run(run())
+    if as_json:
+        return msgspec.json.encode([CredentialView.of(c) for c in found]).decode()
+    lines = [
+        f"{c.id:<14} {c.role:<8} {'disabled' if c.disabled else 'active':<9} "
+        f"{c.checkpoint or _issues_for(c) or '-':<20} {c.label}"
+        for c in found
+    ]
     return "\n".join(lines) if lines else "no credentials yet"
 
 
@@ -112,7 +145,7 @@ def cmd_credentials_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_credentials_list(args: argparse.Namespace, settings: Settings) -> int:
-    print(list_credentials(settings))
+    print(list_credentials(settings, as_json=args.json))
     return 0
 
 
@@ -148,9 +181,9 @@ def add_commands(commands: Commands) -> None:
     )
     create.add_argument("--label", default="", help="a note, e.g. the device or portal name")
     create.set_defaults(handler=cmd_credentials_create)
-    credential_commands.add_parser("list", help="list credentials (never their keys)").set_defaults(
-        handler=cmd_credentials_list
-    )
+    listing = credential_commands.add_parser("list", help="list credentials (never their keys)")
+    listing.add_argument("--json", action="store_true", help="a JSON array, times in RFC 3339")
+    listing.set_defaults(handler=cmd_credentials_list)
     disable = credential_commands.add_parser("disable", help="disable a credential for good")
     disable.add_argument("credential_id", help="the id shown by 'credentials list'")
     disable.set_defaults(handler=cmd_credentials_disable)

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import datetime as dt
 import getpass
+import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,11 +27,20 @@ from rich.progress import (
 from rich.text import Text
 
 from api.runtime.settings import Settings
-from checkpoint.model import CATEGORY_NAMES, Category, Decision, HolderId, Outcome
+from api.schemas import Reason
+from checkpoint.model import (
+    CATEGORY_NAMES,
+    Category,
+    Decision,
+    HolderId,
+    Outcome,
+    parse_permit_id,
+)
 from checkpoint.verify import Verifier
 from issuer.eligibility import EstablishmentId
 from issuer.qr import qr_png, qr_svg
 from issuer.store.keys import load_keyring
+from issuer.store.paging import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 from issuer.store.registry import Registry
 from issuer.store.revocations import load_mirror
 
@@ -162,6 +173,51 @@ def establishment_arg(text: str) -> str:
         return msgspec.convert(text, EstablishmentId)
     except msgspec.ValidationError as err:
         raise argparse.ArgumentTypeError(f"not an establishment id: {text!r} ({err})") from None
+
+
+def permit_id_arg(text: str) -> tuple[int, int]:
+    """argparse type: a permit id (`LIST.INDEX`) exactly as the API writes it."""
+    try:
+        return parse_permit_id(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def reason_arg(text: str) -> str:
+    """argparse type: a reason for the audit log, as the API accepts it."""
+    try:
+        return msgspec.convert(text, Reason)
+    except msgspec.ValidationError as err:
+        raise argparse.ArgumentTypeError(f"not a reason: {text!r} ({err})") from None
+
+
+def limit_arg(text: str) -> int:
+    """argparse type: a page size, 1 to MAX_LIMIT, in ASCII digits."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
+        raise argparse.ArgumentTypeError(f"a page holds 1 to {MAX_LIMIT} rows, not {text!r}")
+    return int(text)
+
+
+def cursor_arg(text: str) -> str:
+    """argparse type: the `next` cursor an earlier page printed."""
+    if not re.match(CURSOR_PATTERN, text):
+        raise argparse.ArgumentTypeError("a cursor is the `next` an earlier page printed")
+    return text
+
+
+def page_options(parser: argparse.ArgumentParser) -> None:
+    """--limit, --cursor and --json of a command that prints one page of a listing."""
+    parser.add_argument(
+        "--limit", type=limit_arg, default=DEFAULT_LIMIT, help=f"rows (default {DEFAULT_LIMIT})"
+    )
+    parser.add_argument("--cursor", type=cursor_arg, help="the `next` of the previous page")
+    parser.add_argument("--json", action="store_true", help="the page as the HTTP API answers")
+
+
+def print_next(cursor: str | None) -> None:
+    """Tell the person at the keyboard how to read on (stderr: stdout is the page)."""
+    if cursor is not None:
+        print(f"more: --cursor {cursor}", file=sys.stderr)
 
 
 async def open_registry(settings: Settings) -> Registry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from api.routes import admin, blocks, border, issuer, offline, ops, scanner
+from api.routes import admin, blocks, border, issuer, offline, ops, queries, scanner
 from api.runtime.settings import NodeRole
 
 ROUTERS: list[Router] = [
@@ -14,6 +14,8 @@ ROUTERS: list[Router] = [
     admin.router,
     blocks.router,
     border.router,
+    queries.admin_router,
+    queries.border_router,
     ops.router,
 ]
 """Every route of the service. No router declares `opt`: each handler declares its own

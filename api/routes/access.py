@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
-from litestar import Request
-from litestar.datastructures import State
+import msgspec
+from litestar import Request, Response
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
-from litestar.params import HeaderParameter
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from api.auth import credential_of
@@ -18,7 +20,10 @@ from checkpoint.model import Channel, parse_permit_id
 from issuer.errors import PermitNotFound
 from issuer.issuing import Grant
 from issuer.store.credentials import Credential
+from issuer.store.paging import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_CURSOR_LENGTH, MAX_LIMIT, Scope
 from issuer.store.permits import PermitRecord, get_permit
+
+T = TypeVar("T")
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 VERIFY_BODY_LIMIT = 4 * 1024
@@ -72,6 +77,30 @@ def parse_idempotency_key(header: str) -> str:
     return header
 
 
+def query_like(kind: Any, **changes: Any) -> QueryParameter:
+    """A query parameter with the constraints of a named msgspec type (HolderId, ...):
+    Litestar applies those of the parameter itself, not those of a type in an Optional."""
+    (meta,) = (m for m in kind.__metadata__ if isinstance(m, msgspec.Meta))
+    fields = ("pattern", "min_length", "max_length", "ge", "le", "description")
+    found = {f: getattr(meta, f) for f in fields if getattr(meta, f) is not None}
+    return QueryParameter(**(found | changes))
+
+
+Cursor = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=CURSOR_PATTERN,
+        max_length=MAX_CURSOR_LENGTH,
+        description="the `next` of the previous page, unchanged (absent: the first page)",
+    ),
+]
+Limit = Annotated[
+    int,
+    QueryParameter(ge=1, le=MAX_LIMIT, description=f"rows per page, 1 to {MAX_LIMIT}"),
+]
+PAGE_LIMIT = DEFAULT_LIMIT
+"""A listing's page size when the request names none."""
+
 ServicesDep = NamedDependency[Services]
 """How a handler asks for this process's Services."""
 
@@ -108,6 +137,34 @@ def grant_of(credential: Credential) -> Grant:
     if credential.role == "admin":
         return Grant(establishment=credential.establishment)
     return Grant(frozenset(Channel(c) for c in credential.channels), credential.establishment)
+
+
+def scope_of(credential: Credential) -> Scope:
+    """What a credential may read: what it may issue (grant_of), admins everything."""
+    grant = grant_of(credential)
+    channels = None if grant.channels is None else frozenset(c.value for c in grant.channels)
+    return Scope(channels, grant.establishment)
+
+
+NEXT_LINK = [
+    ResponseHeader(
+        name="Link",
+        documentation_only=True,
+        value="",  # its type is the header's schema (string); the value is never sent
+        description='`<...>; rel="next"`: the next page (absent on the last page)',
+    )
+]
+"""`response_headers` of a listing: the OpenAPI document names its Link header."""
+
+
+def paged(request: Request[Any, Any, Any], body: T, cursor: str | None) -> Response[T]:
+    """A listing's page, with an RFC 8288 `Link: <...>; rel="next"` when there is a next
+    page (the same request with `cursor` replaced)."""
+    if cursor is None:
+        return Response(body)
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    following = f"{request.url.path}?{urlencode([*query, ('cursor', cursor)])}"
+    return Response(body, headers={"Link": f'<{following}>; rel="next"'})
 
 
 async def permit_for(

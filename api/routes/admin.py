@@ -16,6 +16,7 @@ from api.auth import credential_of, roles
 from api.errors import ClassNotApplicable, RevocationTargetRequired
 from api.openapi import document, raises
 from api.routes.access import ADMIN_BODY_LIMIT, ServicesDep, permit_for
+from api.routes.queries import list_establishments
 from api.schemas import (
     NO_NUL,
     BlockRecord,
@@ -27,7 +28,7 @@ from api.schemas import (
 )
 from checkpoint.errors import KeyNotFound
 from checkpoint.policy import CompanyClass
-from issuer.blocking import block_holder, suspend_establishment
+from issuer import revoking
 from issuer.eligibility import EstablishmentId
 from issuer.errors import (
     BlockChoiceRequired,
@@ -38,16 +39,9 @@ from issuer.errors import (
     PermitNotFound,
 )
 from issuer.registration import register_establishment, set_company_class
-from issuer.store.blocks import Block
 from issuer.store.establishments import EstablishmentChannel
 from issuer.store.keys import revoke_key as revoke_signing_key
-from issuer.store.revocations import (
-    Revocation,
-    revocations_after,
-    revoke_establishment,
-    revoke_holder,
-    revoke_permit,
-)
+from issuer.store.revocations import revocations_after
 
 MAX_SEQ = 2**63 - 1
 """The largest sequence number the registry's BIGINT column holds."""
@@ -88,40 +82,22 @@ async def revoke(
         raise RevocationTargetRequired("`block` goes with holder or establishment")
     credential = credential_of(request)
     now = services.clock()
-    registry = services.registry
-    revocations: list[Revocation]
-    block: Block | None = None
+    ref: tuple[int, int] | None = None
     if data.permit_id is not None:
-        record = await permit_for(request, services, data.permit_id)
-        revocations = [
-            await revoke_permit(
-                registry,
-                record.list_id,
-                record.index,
-                reason=data.reason,
-                actor=credential.id,
-                at=now,
-            )
-        ]
+        ref = (await permit_for(request, services, data.permit_id)).ref
     elif credential.role != "admin":
         raise PermissionDeniedException("only an admin revokes by holder or establishment")
-    elif data.block is None:
-        raise BlockChoiceRequired("true: also refuse new permits until lifted; false: only revoke")
-    elif data.block:
-        put = block_holder if data.holder is not None else suspend_establishment
-        subject = data.holder or data.establishment
-        assert subject is not None
-        blocked = await put(registry, subject, reason=data.reason, actor=credential.id, at=now)
-        revocations, block = blocked.revocations, blocked.block
-    elif data.holder is not None:
-        revocations = await revoke_holder(
-            registry, data.holder, reason=data.reason, actor=credential.id, at=now
-        )
-    else:
-        assert data.establishment is not None
-        revocations = await revoke_establishment(
-            registry, data.establishment, reason=data.reason, actor=credential.id, at=now
-        )
+    done = await revoking.revoke(
+        services.registry,
+        reason=data.reason,
+        actor=credential.id,
+        at=now,
+        permit=ref,
+        holder=data.holder,
+        establishment=data.establishment,
+        block=data.block,
+    )
+    revocations, block = done.revocations, done.block
     await services.announce_change(now, revocations)
     metrics.REVOCATION_SEQ.set(services.mirror.seq)
     # The revocations' own numbers (an earlier revocation's when nothing new was revoked),
@@ -225,6 +201,9 @@ async def set_class(
 
 router = Router(
     path="/v1",
-    route_handlers=document("admin", [revoke, list_revocations, revoke_key, register, set_class]),
+    route_handlers=document(
+        "admin",
+        [revoke, list_revocations, revoke_key, register, list_establishments, set_class],
+    ),
 )
 """The admins' routes; each handler declares its own roles (the router declares none)."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ServiceUnavailableException
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from api import metrics
@@ -20,28 +20,38 @@ from api.routes.access import (
     BATCH_ISSUE_BODY_LIMIT,
     DEFAULT_BODY_LIMIT,
     ISSUE_BODY_LIMIT,
+    NEXT_LINK,
+    PAGE_LIMIT,
+    Cursor,
     IdempotencyKey,
+    Limit,
     ServicesDep,
     grant_of,
+    paged,
     parse_idempotency_key,
     permit_for,
+    query_like,
+    scope_of,
 )
 from api.runtime.services import Services
-from api.schemas import IssueBatchRequest, PermitList, PermitView, ProgrammeRequest
-from checkpoint.model import Permit
+from api.schemas import IssueBatchRequest, PermitList, PermitPage, PermitView, ProgrammeRequest
+from checkpoint.model import Category, Channel, HolderId, Permit, SeasonId
 from checkpoint.policy import Policy
 from issuer.card import CardUnavailable, card_pdf, card_png
-from issuer.eligibility import IssueRequest
+from issuer.eligibility import CategorySlug, EstablishmentId, IssueRequest
 from issuer.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    InvalidCursor,
     IssueRefused,
     PermitNotActive,
     PermitNotFound,
 )
 from issuer.issuing import Issued
 from issuer.qr import qr_png, qr_svg
+from issuer.store import permits as stored
 from issuer.store.idempotency import IdempotencyClaim, request_hash
+from issuer.store.permits import PermitQuery, PermitState
 
 Render = Callable[[Permit, str, Policy], bytes]
 CARD_FORMATS: dict[str, tuple[Render, str]] = {
@@ -184,6 +194,43 @@ async def replace_programme(
     return _created(PermitList([PermitView.of(r) for r in issued]), issued)
 
 
+@get(
+    "/",
+    opt=ISSUER_ROLES | raises(InvalidCursor),
+    operation_id="listPermits",
+    response_headers=NEXT_LINK,
+)
+async def list_permits(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    *,
+    holder: Annotated[str | None, query_like(HolderId)] = None,
+    establishment: Annotated[str | None, query_like(EstablishmentId)] = None,
+    season: Annotated[int | None, query_like(SeasonId)] = None,
+    # `state` is Litestar's name for the app's State: the parameter is renamed.
+    permit_state: Annotated[PermitState | None, QueryParameter(name="state")] = None,
+    category: FromQuery[CategorySlug | None] = None,
+    channel: FromQuery[Channel | None] = None,
+    cursor: Cursor = None,
+    limit: Limit = PAGE_LIMIT,
+) -> Response[PermitPage]:
+    """Search the permits the credential may read (an issuer: of its channels, and of its
+    establishment when bound to one; admins: all), newest first, a page at a time: each
+    filter given narrows the list; `next` (and the Link header) resumes after the page."""
+    query = PermitQuery(
+        holder=holder,
+        establishment=establishment,
+        season=season,
+        state=permit_state,
+        category=None if category is None else Category.parse(category),
+        channel=channel,
+    )
+    scope = scope_of(credential_of(request))
+    page = await stored.search(services.registry, query, scope, cursor=cursor, limit=limit)
+    body = PermitPage([PermitView.of(r) for r in page.items], page.next)
+    return paged(request, body, page.next)
+
+
 @get("/{permit_id:str}", opt=PERMIT_READ, operation_id="getPermit")
 async def get_permit(
     request: Request[Any, Any, Any], permit_id: FromPath[str], services: ServicesDep
@@ -303,6 +350,7 @@ router = Router(
         [
             issue_permit,
             issue_batch,
+            list_permits,
             replace_programme,
             get_permit,
             get_permit_png,

@@ -6,15 +6,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, RowMapping, false, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    Select,
+    false,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from checkpoint.model import Category, Channel, Permit, format_permit_id
+from checkpoint.model import Category, Channel, ListId, Permit, StatusIndex, format_permit_id
 from issuer.store import audit
+from issuer.store.paging import Page, Scope, clamp, decode_cursor, encode_cursor
 from issuer.store.registry import Registry, lock_key, serialize
 from issuer.store.schema import permits, status_lists
 
 PermitState = Literal["active", "revoked", "superseded", "cancelled"]
+PERMIT_STATES: tuple[PermitState, ...] = ("active", "revoked", "superseded", "cancelled")
 
 
 class PermitDraft(msgspec.Struct, frozen=True, kw_only=True):
@@ -186,6 +198,73 @@ async def matching(
         position = {ref: n for n, ref in enumerate(refs)}
         found.sort(key=lambda record: position[record.ref])
     return found
+
+
+class PermitQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The filters of a permit listing; each one given narrows it (None: any)."""
+
+    holder: str | None = None
+    establishment: str | None = None
+    season: int | None = None
+    state: PermitState | None = None
+    category: Category | None = None
+    channel: Channel | None = None
+
+
+PAGE_KEY = (ListId, StatusIndex)
+"""A permit listing's sort key: (list_id, index), newest first. Status indexes are taken in
+order under a lock, so a permit issued while a client pages sorts before every page it has
+not read yet; no permit is read twice or skipped."""
+
+
+async def search(
+    registry: Registry,
+    query: PermitQuery,
+    scope: Scope,
+    *,
+    cursor: str | None = None,
+    limit: int,
+) -> Page[PermitRecord]:
+    """One page of the permits within `scope` that match `query`, newest first."""
+    limit = clamp(limit)
+    async with registry.read() as conn:
+        rows = (await conn.execute(page_query(query, scope, cursor, limit))).mappings().all()
+    found = [_record(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(found, encode_cursor("permits", query, found[-1].ref) if more else None)
+
+
+def page_query(query: PermitQuery, scope: Scope, cursor: str | None, limit: int) -> Select[Any]:
+    """The SELECT of one page and one row more (whether there is a next page): an index
+    whose first column is a filter and whose rest is the sort key serves it in order."""
+    order = (permits.c.list_id.desc(), permits.c.idx.desc())
+    statement = select(permits).where(*_narrowed(query, scope)).order_by(*order).limit(limit + 1)
+    if cursor is not None:
+        list_id, index = decode_cursor("permits", query, cursor, PAGE_KEY)
+        statement = statement.where(tuple_(permits.c.list_id, permits.c.idx) < (list_id, index))
+    return statement
+
+
+def _narrowed(query: PermitQuery, scope: Scope) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of a listing: the caller's scope, then its filters."""
+    where: list[ColumnElement[bool]] = []
+    if scope.channels is not None:
+        where.append(permits.c.channel.in_(sorted(scope.channels)))
+    if scope.establishment is not None:
+        where.append(of_establishment(scope.establishment))
+    if query.holder is not None:
+        where.append(of_holder(query.holder))
+    if query.establishment is not None:
+        where.append(of_establishment(query.establishment))
+    if query.season is not None:
+        where.append(permits.c.season == query.season)
+    if query.state is not None:
+        where.append(permits.c.state == query.state)
+    if query.category is not None:
+        where.append(permits.c.category == int(query.category))
+    if query.channel is not None:
+        where.append(permits.c.channel == query.channel.value)
+    return where
 
 
 async def lock_holders(conn: AsyncConnection, holders: Iterable[str]) -> None:

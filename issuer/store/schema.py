@@ -84,6 +84,7 @@ audit = Table(
     Column("code", Text),
     Column("detail", Text, nullable=False),
     Column("request_id", Text),
+    Column("holder", Text),
 )
 
 establishments = Table(
@@ -193,6 +194,19 @@ def _companion_backfill(conn: Connection) -> None:
             text("UPDATE permits SET companion = :c WHERE list_id = :l AND idx = :i"),
             {"c": named, "l": list_id, "i": index},
         )
+
+
+def _audit_holder_backfill(conn: Connection) -> None:
+    """Copy `detail.holder` of the audit rows stored before the column existed."""
+    # The actions that name a holder in their detail rather than through a permit.
+    named_holder = "action IN ('arrival', 'departure', 'block', 'unblock')"
+    rows = conn.execute(text(f"SELECT id, detail FROM audit WHERE {named_holder}")).all()  # noqa: S608
+    for row_id, detail in rows:
+        named = json.loads(detail).get("holder")
+        if isinstance(named, str):
+            conn.execute(
+                text("UPDATE audit SET holder = :h WHERE id = :i"), {"h": named, "i": row_id}
+            )
 
 
 # Append only: a step once released is never edited. Edit the Tables above to match.
@@ -406,6 +420,29 @@ MIGRATIONS: list[Step] = [
             synced_at BIGINT NOT NULL,
             PRIMARY KEY (device_id, scan_id))""",
         "CREATE INDEX offline_scans_permit ON offline_scans (permit_id, zone, at)",
+    ],
+    [
+        # Listings (issue #14): keyset pages newest first, (list_id, idx) for permits and
+        # (at, id) for the audit log, each filter an index prefix of that order so a page
+        # reads its rows in index order and stops. The new indexes replace the one-column
+        # ones they start with.
+        "DROP INDEX permits_holder",
+        "CREATE INDEX permits_holder_page ON permits (holder, list_id, idx)",
+        "DROP INDEX permits_establishment",
+        "CREATE INDEX permits_establishment_page ON permits (establishment, list_id, idx)",
+        "CREATE INDEX permits_channel_page ON permits (channel, list_id, idx)",
+        "CREATE INDEX permits_state_page ON permits (state, list_id, idx)",
+        # The holder an arrival, departure or block names (permit rows name theirs through
+        # the permit), so the audit log is searched by holder through an index.
+        "ALTER TABLE audit ADD COLUMN holder TEXT",
+        _audit_holder_backfill,
+        "CREATE INDEX audit_at ON audit (at, id)",
+        "DROP INDEX audit_action",
+        "CREATE INDEX audit_action_at ON audit (action, at, id)",
+        "DROP INDEX audit_permit",
+        "CREATE INDEX audit_permit_at ON audit (permit_id, at, id)",
+        "CREATE INDEX audit_actor_at ON audit (actor, at, id)",
+        "CREATE INDEX audit_holder_at ON audit (holder, at, id)",
     ],
 ]
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import ColumnElement, exists, insert, literal, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, exists, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.store.paging import KeyInt, Page, clamp, decode_cursor, encode_cursor
+from issuer.store.registry import Registry
 from issuer.store.schema import stays
 
 
@@ -64,3 +66,40 @@ async def add_entry(conn: AsyncConnection, holder: str, at: int) -> None:
 async def close(conn: AsyncConnection, stay_id: int, at: int) -> None:
     """Record the exit that ends a stay."""
     await conn.execute(update(stays).where(stays.c.id == stay_id).values(departed_at=at))
+
+
+class StayQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The filters of a listing of stays (None: any)."""
+
+    holder: str | None = None
+    present: bool | None = None
+    """True: stays with no exit recorded yet; false: ended stays."""
+
+
+PAGE_KEY = (KeyInt,)
+"""A stay listing's sort key: the row id, newest recorded first."""
+
+
+async def listing(
+    registry: Registry, query: StayQuery, *, cursor: str | None = None, limit: int
+) -> Page[Stay]:
+    """One page of the recorded stays that match `query`, the newest recorded first."""
+    limit = clamp(limit)
+    statement = select(stays).order_by(stays.c.id.desc()).limit(limit + 1)
+    if query.holder is not None:
+        statement = statement.where(stays.c.holder == query.holder)
+    if query.present is not None:
+        departed = stays.c.departed_at
+        statement = statement.where(departed.is_(None) if query.present else departed.is_not(None))
+    if cursor is not None:
+        (after,) = decode_cursor("stays", query, cursor, PAGE_KEY)
+        # BIGINT on PostgreSQL, whatever the Table says: bound as one, never as an int4.
+        statement = statement.where(stays.c.id < literal(after, BigInteger))
+    async with registry.read() as conn:
+        rows = (await conn.execute(statement)).all()
+    found = [
+        Stay(holder=r.holder, entered_at=r.entered_at, departed_at=r.departed_at) for r in rows
+    ]
+    if len(rows) <= limit:
+        return Page(found, None)
+    return Page(found[:limit], encode_cursor("stays", query, (rows[limit - 1].id,)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -145,6 +146,11 @@ def read_qr(path: Path) -> list[str]:
         ["credentials", "create"],
         ["credentials", "list"],
         ["credentials", "disable"],
+        ["revoke"],
+        ["permits", "show"],
+        ["permits", "list"],
+        ["permits", "export"],
+        ["audit"],
         ["establishments"],
         ["establishments", "add"],
         ["establishments", "set-class"],
@@ -949,3 +955,152 @@ def test_trust_list_keys_generate_and_list(run: Runner, data_dir: Path) -> None:
     assert entry.kid not in permit_part
     assert f"  {entry.kid}: {entry.public_key}" in trust_part
     assert f"  {new.kid}: {new.public_key}" in trust_part
+
+
+# --- revoke, permits show|list|export, audit, credentials list --json (issue #14) ----------
+
+ISSUED_AT = dt.datetime.fromtimestamp(ISSUE_AT, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+"""The CLI's clock in RFC 3339, as the JSON and CSV outputs write times."""
+
+
+def test_revoke_takes_effect_for_verify_and_shows_in_the_audit(run: Runner) -> None:
+    permit_id, token = issue_one(run)
+    assert run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE).code == 0
+    revoked = run("revoke", permit_id, "--reason", "booking cancelled")
+    assert revoked.code == 0, revoked.err
+    assert revoked.out.startswith(f"revoked {permit_id} (seq 1, booking cancelled, by cli:")
+    verdict = run("verify", token, "--checkpoint", "shumaisi", "--at", INSIDE)
+    assert (verdict.code, "revoked" in verdict.out) == (1, True)
+    again = run("revoke", permit_id, "--reason", "twice")
+    assert "(seq 1, booking cancelled" in again.out  # the first record stands
+    entries = msgspec.json.decode(run("audit", "--permit", permit_id, "--json").out)["entries"]
+    assert [(e["action"], e["code"]) for e in entries] == [
+        ("revoke", "booking cancelled"),
+        ("issue", None),
+    ]
+    assert entries[0]["actor"].startswith("cli:")
+    assert entries[0]["at"] == ISSUED_AT
+    assert run("permits", "show", permit_id).out.startswith(f"permit {permit_id}: revoked")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["revoke", "0.0"],  # no reason
+        ["revoke", "0.0", "--reason", "x"],  # too short for the audit log
+        ["revoke", "00.0", "--reason", "booking cancelled"],
+        ["revoke", "0.0\n", "--reason", "booking cancelled"],
+        ["revoke", "٠.٠", "--reason", "booking cancelled"],
+        ["permits", "show", "0"],
+        ["permits", "list", "--limit", "0"],
+        ["permits", "list", "--limit", "501"],
+        ["permits", "list", "--limit", "١"],
+        ["permits", "list", "--state", "deleted"],
+        ["permits", "list", "--cursor", "not a cursor"],
+        ["audit", "--limit", "1\n"],
+        ["audit", "--permit", "1"],
+        ["permits", "export", "--csv", "--json"],
+    ],
+)
+def test_query_arguments_are_checked_as_the_api_checks_them(run: Runner, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(*argv)
+    assert info.value.code == 2
+
+
+def test_an_unknown_permit_or_a_forged_cursor_is_one_error_line(run: Runner) -> None:
+    issue_one(run)
+    missing = run("revoke", "0.9", "--reason", "booking cancelled")
+    assert (missing.code, "permit_not_found" in missing.error_line()) == (2, True)
+    assert "permit_not_found" in run("permits", "show", "3.3").error_line()
+    forged = run("permits", "list", "--cursor", "WyJwZXJtaXRzIiwiQUFBQUFBQUEiLDAsMF0")
+    assert (forged.code, "invalid_cursor" in forged.error_line()) == (2, True)
+
+
+def test_permits_show_and_list(run: Runner) -> None:
+    first, _ = issue_one(run)
+    second, token = issue_one(run, holder=IQAMA_2)
+    shown = msgspec.json.decode(run("permits", "show", second, "--json").out)
+    assert (shown["permit_id"], shown["holder"], shown["token"]) == (second, IQAMA_2, token)
+    assert shown["issued_at"] == ISSUED_AT
+    text = run("permits", "show", first).out
+    assert f"holder {IQAMA}, domestic_worker (absher), season 1" in text
+    page = run("permits", "list", "--limit", "1")
+    assert page.code == 0
+    assert page.out.split()[0] == second  # newest first
+    assert page.err.startswith("more: --cursor ")
+    cursor = page.err.split()[-1]
+    rest = run("permits", "list", "--limit", "1", "--cursor", cursor)
+    assert (rest.out.split()[0], rest.err) == (first, "")
+    assert run("permits", "list", "--holder", IQAMA, "--json").out.count('"permit_id"') == 1
+    body = msgspec.json.decode(run("permits", "list", "--state", "revoked", "--json").out)
+    assert body == {"permits": [], "next": None}
+    assert run("permits", "list", "--channel", "muqeem").out.strip() == "no permit matches"
+
+
+def test_permits_export_streams_every_page_as_csv_or_json_lines(
+    run: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("issuer.store.paging.MAX_LIMIT", 2)  # several pages for 5 permits
+    monkeypatch.setattr("api.cli.permits.MAX_LIMIT", 2)
+    source = write_csv(tmp_path / "in.csv", *CSV_ROWS)
+    assert run("issue", "--csv", source, "-o", tmp_path / "qr").code == 0
+    issue_one(run, holder=IQAMA_2)
+    every = run("permits", "export", "--csv")
+    assert every.code == 0, every.err
+    rows = list(csv.DictReader(every.out.splitlines()))
+    assert [r["permit_id"] for r in rows] == ["0.4", "0.3", "0.2", "0.1", "0.0"]
+    assert set(rows[0]) == {
+        "permit_id", "state", "holder", "category", "channel", "season", "establishment",
+        "not_before", "expires", "issued_at", "supersedes", "kid", "token",
+    }  # fmt: skip
+    assert rows[-1]["issued_at"] == ISSUED_AT
+    assert every.err.strip() == "exported 5 permit(s)"
+    out = tmp_path / "dependents.jsonl"
+    lines = run("permits", "export", "--json", "--category", "dependent", "-o", out)
+    assert lines.code == 0, lines.err
+    (dependent,) = [msgspec.json.decode(line) for line in out.read_text().splitlines()]
+    assert (dependent["permit_id"], dependent["category"]) == ("0.2", "dependent")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    mixed = run("permits", "export", "--csv", "--since", "now")
+    assert "--since" in mixed.error_line()
+    nowhere = run("permits", "export", "--holder", IQAMA)
+    assert "-o DIRECTORY" in nowhere.error_line()
+
+
+def test_audit_filters_from_the_command_line(run: Runner) -> None:
+    permit_id, _ = issue_one(run)
+    other, _ = issue_one(run, holder=IQAMA_2)
+    assert run("revoke", other, "--reason", "booking cancelled").code == 0
+    lines = run("audit").out.splitlines()
+    assert [line.split()[4] for line in lines[:3]] == ["revoke", "issue", "issue"]
+    assert run("audit", "--holder", IQAMA).out.count(" issue ") == 1
+    assert run("audit", "--holder", IQAMA_2).out.count(" revoke ") == 1
+    assert run("audit", "--action", "revoke").out.split()[5] == other
+    # The CLI's clock is ISSUE_AT: `--from` it (inclusive) has every row, `--to` (exclusive)
+    # none of those written at ISSUE_AT.
+    assert len(run("audit", "--from", str(ISSUE_AT), "--action", "issue").out.splitlines()) == 2
+    assert run("audit", "--to", str(ISSUE_AT), "--action", "issue").out.strip() == (
+        "no audit entry matches"
+    )
+    page = run("audit", "--limit", "1", "--json")
+    body = msgspec.json.decode(page.out)
+    assert [e["action"] for e in body["entries"]] == ["revoke"]
+    assert body["next"] is not None
+    rest = msgspec.json.decode(
+        run("audit", "--limit", "500", "--cursor", body["next"], "--json").out
+    )
+    assert permit_id in {e["permit_id"] for e in rest["entries"]}
+    assert rest["next"] is None
+
+
+def test_credentials_list_as_json(run: Runner) -> None:
+    assert run("credentials", "create", "--role", "admin", "--label", "duty officer").code == 0
+    assert run("credentials", "list", "--json").out.strip() != "[]"
+    (admin,) = msgspec.json.decode(run("credentials", "list", "--json").out)
+    assert (admin["role"], admin["label"], admin["disabled_at"]) == ("admin", "duty officer", None)
+    assert admin["created_at"].endswith("Z")
+    assert "key" not in " ".join(admin)
+    assert run("credentials", "disable", admin["id"]).code == 0
+    (disabled,) = msgspec.json.decode(run("credentials", "list", "--json").out)
+    assert disabled["disabled_at"] is not None

@@ -140,6 +140,11 @@ ROUTE_TABLE = [
         },
         BATCH_VERIFY_BODY_LIMIT,
     ),
+    # The listings (test_routes_queries: what each role sees of them)
+    Route("GET", "/v1/permits", frozenset({"issuer", "admin"})),
+    Route("GET", "/v1/establishments", frozenset({"issuer", "admin"})),
+    Route("GET", "/v1/stays", frozenset({"border", "admin"})),
+    Route("GET", "/v1/audit", frozenset({"admin"})),
 ]
 TESTED_ELSEWHERE = [
     # test_routes_rules: establishments, the border feed, amendments
