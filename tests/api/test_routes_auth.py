@@ -261,6 +261,10 @@ def test_wrong_role_is_403(app: Api, keys: dict[str, str], route: Route, role: s
 
 @pytest.mark.parametrize("route", ROUTE_TABLE, ids=str)
 def test_right_role_passes_the_guard(app: Api, keys: dict[str, str], route: Route) -> None:
+    if route.path == "/v1/offline/bundle":
+        # Built by a background loop: not yet, it is a 503 `bundle_not_built` (tested in
+        # test_offline); built now, so the guard's answer is what this test sees.
+        app.run(app.services.build_offline)
     for role in route.roles:
         response = _send(app, route, auth(keys[role]))
         assert response.status_code not in {401, 403}, (role, response.text)

@@ -350,7 +350,8 @@ def test_audit_filters_by_permit_holder_actor_action_and_time(
     assert entries(**one, **{"to": utc(NOW).replace("Z", ".5Z")}) == [issue]
     assert entries(**{"from": utc(NOW + 61)}) == []
     # Newest first over everything: the key the service made at start-up comes last.
-    assert [e["action"] for e in entries()] == ["revoke", "issue", "key_change"]
+    # The first run's two keys: the permit-signing key and the trust-list key.
+    assert [e["action"] for e in entries()] == ["revoke", "issue", "key_change", "key_change"]
 
 
 @pytest.mark.parametrize(

@@ -191,7 +191,12 @@ def test_revoking_a_key_rejects_every_permit_it_signed(
     trust = app.client.get("/v1/trust").json()
     assert [k["status"] for k in trust["keys"] if k["kid"] == kid] == ["revoked"]
     (entry,) = [e for e in app.audit_entries("key_change") if e.code == "key_revoked"]
-    assert entry.detail == {"kid": kid, "status": "revoked", "reason": "key leaked"}
+    assert entry.detail == {
+        "kid": kid,
+        "status": "revoked",
+        "reason": "key leaked",
+        "purpose": "permit",
+    }
 
 
 def test_revoking_an_unknown_key(app: Api, admin_key: str) -> None:
