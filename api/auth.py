@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 
+from api import metrics
 from api.runtime.services import Services
 from issuer.store.credentials import Credential
 
@@ -32,27 +34,97 @@ async def authorize(
     """Check the bearer API key, the route's roles and the caller's rate limit.
 
     A route that declares neither `public` nor `roles` is closed to everyone, so a
-    forgotten declaration fails safe.
+    forgotten declaration fails safe. A client address that used up its budget of failed
+    authentications is answered 429 before its key costs a registry read, unless the key
+    is one this process already knows (a scanner behind the same address keeps working).
     """
     if handler.opt.get("public"):
         return
     allowed: frozenset[str] = handler.opt.get("roles", frozenset())
     services: Services = connection.app.state.services
-    scheme, _, key = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    address = client_address(connection.scope)
+    header = connection.headers.get("authorization")
+    scheme, _, key = (header or "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        _spend_failure(services, address, "missing" if header is None else "malformed")
         raise NotAuthorizedException("send the API key as 'Authorization: Bearer <key>'")
-    credential = await services.authenticate(key.strip(), services.clock())
+    # A key this process has not seen may cost a registry read: the address pays for it
+    # with one failure before the read (so concurrent requests cannot overdraw the budget),
+    # given back if the key is good or the registry is away.
+    reserved = not services.credentials.remembers(key)
+    if reserved:
+        _reserve_failure(services, address)
+    try:
+        credential = await services.authenticate(key, services.clock())
+    except BaseException:
+        if reserved:
+            services.auth_failures.spend(address, time.monotonic(), -1)
+        raise
     if credential is None:
+        if not reserved:  # a known key disabled since: its failure is spent now
+            services.auth_failures.spend(address, time.monotonic())
+        _count_failure(services, address, "unknown")
         raise NotAuthorizedException("unknown or disabled API key")
+    if reserved:
+        services.auth_failures.spend(address, time.monotonic(), -1)
     if credential.role not in allowed:
         raise PermissionDeniedException(f"a {credential.role} credential may not call this")
-    if not services.limiter.allow(credential.id, time.monotonic()):
-        # A token comes back every 1/rate seconds: the earliest a retry can succeed.
-        retry_after = max(1, math.ceil(1 / services.limiter.rate))
-        raise TooManyRequestsException(
-            "rate limit reached for this credential", headers={"Retry-After": str(retry_after)}
-        )
+    charge(services, credential, 1)
     connection.scope["user"] = credential
+
+
+def charge(services: Services, credential: Credential, cost: int, *, paid: int = 0) -> None:
+    """Take `cost` tokens from the credential's bucket, `paid` of them already taken (the
+    guard's one for the request, when a batch pays for its items), or raise 429 with the
+    seconds until it holds them, taking no more than was paid."""
+    limiter, now = services.limiter, time.monotonic()
+    limiter.spend(credential.id, now, -paid)
+    waiting = limiter.take(credential.id, now, cost)
+    if waiting:
+        limiter.spend(credential.id, now, paid)
+        raise TooManyRequestsException(
+            f"rate limit reached for this credential ({cost} requests or batch items asked)",
+            headers={"Retry-After": str(max(1, math.ceil(waiting)))},
+        )
+
+
+def client_address(scope: Any) -> str:
+    """The address failed authentications are counted by: the connection's peer (behind a
+    proxy, the proxy), an IPv6 peer by its /64 (one host may hold the whole network)."""
+    client = scope.get("client")
+    host: str = client[0] if client else ""
+    if ":" in host:
+        try:
+            return str(ipaddress.IPv6Network((host, 64), strict=False))
+        except ValueError:
+            return host
+    return host
+
+
+def _reserve_failure(services: Services, address: str) -> None:
+    """Spend one failure of the address, or answer 429 if it has none left: such a request
+    costs no lookup, and is not counted against the address."""
+    now = time.monotonic()
+    waiting = services.auth_failures.wait(address, now)
+    if waiting:
+        metrics.AUTH_LIMITED.inc()
+        raise TooManyRequestsException(
+            "too many failed authentications from this address",
+            headers={"Retry-After": str(max(1, math.ceil(waiting)))},
+        )
+    services.auth_failures.spend(address, now)
+
+
+def _spend_failure(services: Services, address: str, reason: str) -> None:
+    _reserve_failure(services, address)
+    _count_failure(services, address, reason)
+
+
+def _count_failure(services: Services, address: str, reason: str) -> None:
+    metrics.AUTH_FAILURES.labels(reason).inc()
+    if services.auth_failures.tokens(address, time.monotonic()) < 1:
+        metrics.AUTH_LIMITED_ADDRESSES.inc()
 
 
 def credential_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Credential:

@@ -16,7 +16,7 @@ from litestar.status_codes import (
 )
 
 from api import metrics
-from api.auth import credential_of, roles
+from api.auth import charge, credential_of, roles
 from api.errors import UnreadableImage
 from api.openapi import FrameUpload, document, raises
 from api.routes.access import (
@@ -89,7 +89,11 @@ async def verify_token(
 async def verify_batch(
     request: Request[Any, Any, Any], data: JSONBody[VerifyBatchRequest], services: ServicesDep
 ) -> VerifyBatchResponse:
-    """Verify up to 500 tokens at the scanner's checkpoint, decisions in order."""
+    """Verify up to 500 tokens at the scanner's checkpoint, decisions in order.
+
+    Each token counts against the credential's rate limit as one request would: a batch the
+    bucket cannot pay for whole is refused whole (429 with Retry-After), none of it verified."""
+    charge(services, credential_of(request), len(data.tokens), paid=1)  # one in the guard
     return VerifyBatchResponse(await _decide(services, request, data.tokens))
 
 

@@ -79,7 +79,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     rate_limit: Annotated[float, Meta(gt=0)] = 200.0
     """Requests per second allowed to one credential, on average."""
     rate_burst: Annotated[float, Meta(ge=1)] = 400.0
-    """Requests one credential may send at once before the rate applies."""
+    """Requests one credential may send at once before the rate applies (each token of a
+    batch counts as one)."""
+    auth_failures: Annotated[int, Meta(ge=1)] = 20
+    """Failed authentications (no, malformed, unknown or disabled API key) one client address
+    may make at once; past them its requests without a known key answer 429 before any
+    registry read, and it earns one back every auth_failure_window / auth_failures seconds.
+    The address is the connection's peer: behind a proxy, the proxy's."""
+    auth_failure_window: Annotated[float, Meta(gt=0)] = 60.0
+    """Seconds in which a client address earns back all of its auth_failures."""
+    unknown_key_ttl: Annotated[int, Meta(ge=0, le=60)] = 5
+    """Seconds an unknown API key is answered 401 from memory, without a registry read; a
+    credential created or disabled on any node ends it within a second."""
     log_format: LogFormat = "text"
     """`text` lines, or `json`: one object per line (time, level, logger, message, fields)."""
     access_log: bool = False

@@ -193,13 +193,15 @@ def test_scan_oversize_is_413(app: Api, scanner_key: str) -> None:
 
 
 def test_scan_decision_is_audited_when_refused(app: Api, scanner_key: str) -> None:
-    """A QR that reads but is not a permit is refused like any token, and audited."""
+    """A QR that reads but is not a permit is refused like any token, and counted in the
+    audit (its minute's row)."""
     response = _scan(app, scanner_key, qr_png("hello"), "image/png")
     assert response.status_code == 200, response.text
     assert response.json()["found"] is True
     assert response.json()["code"] == "unknown_prefix"
-    decisions = app.audit_entries("decision")
-    assert [d.code for d in decisions] == ["unknown_prefix"]
+    app.clock.advance(60)
+    refusals = app.audit_entries("refusals")
+    assert [(d.code, d.detail["count"]) for d in refusals] == [("unknown_prefix", 1)]
 
 
 @pytest.mark.parametrize("image_format", ["BMP", "TIFF", "GIF", "WEBP", "PPM", "TGA", "PCX"])
