@@ -83,6 +83,7 @@ def charge(services: Services, credential: Credential, cost: int, *, paid: int =
     waiting = limiter.take(credential.id, now, cost)
     if waiting:
         limiter.spend(credential.id, now, paid)
+        waiting = limiter.wait(credential.id, now, cost)  # the refused request paid too
         raise TooManyRequestsException(
             f"rate limit reached for this credential ({cost} requests or batch items asked)",
             headers={"Retry-After": str(max(1, math.ceil(waiting)))},
@@ -105,15 +106,13 @@ def client_address(scope: Any) -> str:
 def _reserve_failure(services: Services, address: str) -> None:
     """Spend one failure of the address, or answer 429 if it has none left: such a request
     costs no lookup, and is not counted against the address."""
-    now = time.monotonic()
-    waiting = services.auth_failures.wait(address, now)
+    waiting = services.auth_failures.take(address, time.monotonic())
     if waiting:
         metrics.AUTH_LIMITED.inc()
         raise TooManyRequestsException(
             "too many failed authentications from this address",
             headers={"Retry-After": str(max(1, math.ceil(waiting)))},
         )
-    services.auth_failures.spend(address, now)
 
 
 def _spend_failure(services: Services, address: str, reason: str) -> None:

@@ -40,10 +40,13 @@ class TokenBucket:
     def take(self, key: str, now: float, cost: float = 1) -> float:
         """Take `cost` tokens for `key` if it can pay them now and answer 0; else take
         nothing and answer the seconds to wait. A cost above the burst leaves the bucket in
-        debt, repaid at the rate before the next request: over time `rate` holds."""
+        debt, repaid at the rate before the next request: over time `rate` holds. Either way
+        `key` is now the most recently touched."""
         waiting = self.wait(key, now, cost)
         if waiting == 0:
             self.spend(key, now, cost)
+        elif key in self._buckets:  # a key refused now is the last to forget
+            self._buckets[key] = self._buckets.pop(key)
         return waiting
 
     def spend(self, key: str, now: float, cost: float = 1) -> float:
