@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -18,6 +19,10 @@ from litestar.handlers.base import BaseRouteHandler
 from api import metrics
 from api.runtime.services import Services
 from issuer.store.credentials import Credential
+
+HELD_BACK_MAX = 1000
+"""429 answers held back at once at most (each a sleeping request); past it they are sent
+at once, so a flood over many connections cannot hold the server's memory."""
 
 PUBLIC = {"public": True}
 """`opt` of a route anyone may call (health, the public key set, the docs)."""
@@ -47,14 +52,14 @@ async def authorize(
     scheme, _, key = (header or "").partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        _spend_failure(services, address, "missing" if header is None else "malformed")
+        await _spend_failure(services, address, "missing" if header is None else "malformed")
         raise NotAuthorizedException("send the API key as 'Authorization: Bearer <key>'")
     # A key this process has not seen may cost a registry read: the address pays for it
     # with one failure before the read (so concurrent requests cannot overdraw the budget),
     # given back if the key is good or the registry is away.
     reserved = not services.credentials.remembers(key)
     if reserved:
-        _reserve_failure(services, address)
+        await _reserve_failure(services, address)
     try:
         credential = await services.authenticate(key, services.clock())
     except BaseException:
@@ -103,20 +108,27 @@ def client_address(scope: Any) -> str:
     return host
 
 
-def _reserve_failure(services: Services, address: str) -> None:
+async def _reserve_failure(services: Services, address: str) -> None:
     """Spend one failure of the address, or answer 429 if it has none left: such a request
-    costs no lookup, and is not counted against the address."""
-    waiting = services.auth_failures.take(address, time.monotonic())
-    if waiting:
+    costs no lookup and is not counted against the address, but its answer is held back."""
+    if services.auth_failures.take(address, time.monotonic()):
         metrics.AUTH_LIMITED.inc()
+        delay = services.settings.auth_failure_delay
+        if delay and services.held_back < HELD_BACK_MAX:
+            services.held_back += 1
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                services.held_back -= 1
+        waiting = services.auth_failures.wait(address, time.monotonic())
         raise TooManyRequestsException(
             "too many failed authentications from this address",
             headers={"Retry-After": str(max(1, math.ceil(waiting)))},
         )
 
 
-def _spend_failure(services: Services, address: str, reason: str) -> None:
-    _reserve_failure(services, address)
+async def _spend_failure(services: Services, address: str, reason: str) -> None:
+    await _reserve_failure(services, address)
     _count_failure(services, address, reason)
 
 

@@ -8,10 +8,11 @@ script, the load, on core 1):
     Linux), each request with a new random API key. The ratio flood / idle is the figure
     (goal <= 1.5x). The flood's answers are counted by status (401, 429);
   * the audit log's growth while one scanner key sends batches of 500 junk tokens as fast
-    as the server answers (the key's rate limit raised for the run, so the figure is the
-    audit path's, not the limiter's): audit rows a second and bytes a second of the
-    registry (its file and WAL), and an admin's revocation latency, idle and during that
-    flood (a revocation is a registry write, as the junk's audit rows are).
+    as the server answers: decision audit rows a second and bytes a second of the registry
+    (its file and WAL), and an admin's revocation latency, idle and during that flood (a
+    revocation is a registry write, as the junk's audit rows are). Twice: with the rate
+    limit raised (the audit path's figure, not the limiter's), then on a server restarted
+    with the default rate limit.
 Run it on another tree (`--tree DIR`, e.g. `git archive` of an older commit unpacked) to
 measure that code with this script: the server runs from DIR, so before/after is one
 command each.
@@ -43,20 +44,19 @@ TREE = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve() if "--tree" in sys
 sys.path.insert(0, str(TREE))
 
 import msgspec  # noqa: E402
-
-from api.runtime.serve import prepare, worker_environment  # noqa: E402
-from api.runtime.settings import Settings  # noqa: E402
-
-sys.path.append(str(ROOT))
-from bench.http_verify import (  # noqa: E402
+from http_verify import (  # noqa: E402 - beside this script, like bench/propagation.py
     CHECKPOINT,
     _free_port,
+    _now,
     policy_with_entry_window,
     provision,
     stop,
     tail,
     wait_ready,
 )
+
+from api.runtime.serve import prepare, worker_environment  # noqa: E402
+from api.runtime.settings import Settings  # noqa: E402
 
 SERVER_CORE = 0
 GENERATOR_CORE = 1
@@ -176,29 +176,30 @@ async def revocations(port: int, key: str, permit_ids: list[str]) -> list[float]
     latencies = []
     try:
         for permit_id in permit_ids:
+            await asyncio.sleep(0.05)
             body = msgspec.json.encode({"permit_id": permit_id, "reason": "bench/flood"})
             start = time.perf_counter()
             status, answer = await conn.call(post("/v1/revocations", port, key, body))
             latencies.append(time.perf_counter() - start)
             if status != 201:
                 raise RuntimeError(f"a revocation got {status}: {answer[:200]!r}")
-            await asyncio.sleep(0.05)
     finally:
         conn.close()
     return latencies
 
 
 def registry_state(data_dir: Path) -> tuple[int, int]:
-    """Rows of the audit log (with the counted refusals' counts, where there are any) and
+    """Decision rows of the audit log (one per refused token, or counted refusals) and
     bytes of the registry's files."""
     path = data_dir / "registry.sqlite3"
+    query = "SELECT count(*) FROM audit WHERE action IN ('decision', 'refusals')"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-        rows = db.execute("SELECT count(*) FROM audit").fetchone()[0]
+        rows = db.execute(query).fetchone()[0]
     size = sum(p.stat().st_size for p in data_dir.glob("registry.sqlite3*"))
     return int(rows), size
 
 
-async def with_flood(
+async def _with_flood(
     flood: asyncio.Task[None], stopping: asyncio.Event, measured: asyncio.Future[list[float]]
 ) -> list[float]:
     try:
@@ -216,43 +217,49 @@ async def scanner_phases(
     stopping, statuses = asyncio.Event(), Counter[int]()
     flood = asyncio.create_task(unauthenticated_flood(port, stopping, statuses))
     await asyncio.sleep(0.5)  # the flood under way
-    flooded = await with_flood(
+    flooded = await _with_flood(
         flood, stopping, asyncio.ensure_future(scanner_latencies(port, key, tokens, plan.phase))
     )
     return idle, flooded, statuses
 
 
-async def admin_phases(
+@dataclass
+class JunkPhase:
+    idle: list[float]
+    """Revocation latencies before the flood."""
+    flooded: list[float]
+    """Revocation latencies during it."""
+    statuses: Counter[int]
+    """The flood's answers by status, in those seconds."""
+    seconds: float
+    """How long the flood ran before the revocations, the audit's growth measured over it."""
+    rows: int
+    """Decision audit rows written in those seconds (per token, or counted refusals)."""
+    size: int
+    """Bytes the registry's files grew by in those seconds."""
+
+
+async def junk_phases(
     port: int, keys: dict[str, str], permit_ids: list[str], data_dir: Path, plan: Plan
-) -> dict[str, object]:
-    half = plan.revocations
+) -> JunkPhase:
+    """Revocations idle; then the junk flood alone (the audit's growth); then revocations
+    during it."""
+    half = len(permit_ids) // 2
     idle = await revocations(port, keys["admin"], permit_ids[:half])
     stopping, statuses = asyncio.Event(), Counter[int]()
-    rows0, size0 = registry_state(data_dir)
-    start = time.perf_counter()
     flood = asyncio.create_task(junk_flood(port, keys["junk"], stopping, statuses))
-    await asyncio.sleep(0.5)
-    flooded = await with_flood(
-        flood, stopping, asyncio.ensure_future(revocations(port, keys["admin"], permit_ids[half:]))
-    )
-    remaining = plan.phase - (time.perf_counter() - start)
-    if remaining > 0:  # the audit's growth over a whole phase at least
-        stopping = asyncio.Event()
-        flood = asyncio.create_task(junk_flood(port, keys["junk"], stopping, statuses))
-        await asyncio.sleep(remaining)
+    try:
+        await asyncio.sleep(1.0)  # under way, and the first flush behind it
+        rows0, size0 = registry_state(data_dir)
+        before, start = statuses.copy(), time.perf_counter()
+        await asyncio.sleep(plan.phase)
+        rows1, size1 = registry_state(data_dir)
+        seconds, window = time.perf_counter() - start, statuses - before
+        flooded = await revocations(port, keys["admin"], permit_ids[half:])
+    finally:
         stopping.set()
         await flood
-    elapsed = time.perf_counter() - start
-    await asyncio.sleep(1.0)  # the server's audit flush (every 0.25 s) catches up
-    rows1, size1 = registry_state(data_dir)
-    return {
-        "idle": idle,
-        "flooded": flooded,
-        "statuses": statuses,
-        "rows_per_s": (rows1 - rows0) / elapsed,
-        "bytes_per_s": (size1 - size0) / elapsed,
-        "elapsed": elapsed,
-    }
+    return JunkPhase(idle, flooded, window, seconds, rows1 - rows0, size1 - size0)
 
 
 async def admin_key_and_permit_ids(
@@ -265,7 +272,7 @@ async def admin_key_and_permit_ids(
 
     registry = await Registry.open(settings.registry_url)
     try:
-        now = int(time.time())
+        now = _now()
         _, admin = await create_credential(registry, role="admin", created_at=now)
         _, junk = await create_credential(
             registry, role="scanner", checkpoint=CHECKPOINT, created_at=now, label="junk"
@@ -276,9 +283,61 @@ async def admin_key_and_permit_ids(
     return {"admin": admin, "junk": junk}, [format_permit_id(p.list_id, p.index) for p in permits]
 
 
+def audit_totals(data_dir: Path) -> str:
+    """What the decision audit holds in all (read once the server stopped: it writes the
+    last minute's counted refusals as it stops)."""
+    path = data_dir / "registry.sqlite3"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        decisions = db.execute("SELECT count(*) FROM audit WHERE action = 'decision'").fetchone()
+        refusals = db.execute(
+            "SELECT count(*), coalesce(sum(json_extract(detail, '$.count')), 0) FROM audit "
+            "WHERE action = 'refusals'"
+        ).fetchone()
+    return (
+        f"{decisions[0]:,} decision rows (one per token) and {refusals[0]:,} rows of counted "
+        f"refusals ({refusals[1]:,} tokens)"
+    )
+
+
 def ms(values: list[float], q: float = 0.5) -> float:
     ordered = sorted(values)
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_server(settings: Settings, data_dir: Path, name: str) -> subprocess.Popen[bytes]:
+    """`checkpoint serve` of TREE on `settings`, pinned to SERVER_CORE, once ready."""
+    env = {**os.environ, **worker_environment(settings), "PYTHONPATH": str(TREE)}
+    log = data_dir / f"{name}.log"
+    with log.open("wb") as log_file:
+        os.sched_setaffinity(0, {SERVER_CORE})
+        try:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=TREE,
+                start_new_session=True,
+            )
+        finally:
+            os.sched_setaffinity(0, {GENERATOR_CORE})
+    wait_ready(server, settings.port, log)
+    return server
+
+
+def report_junk(junk: JunkPhase, limits: str) -> None:
+    seconds = junk.seconds
+    print(
+        f"junk-batch flood, {limits}: {junk.statuses[200] * BATCH / seconds:,.0f} junk tokens/s "
+        f"decided, {junk.statuses[429] / seconds:,.0f} batches/s answered 429; decision audit "
+        f"{junk.rows / seconds:,.1f} rows/s, registry {junk.size / seconds / 1024:,.1f} KiB/s"
+    )
+    idle, flooded = junk.idle, junk.flooded
+    print(
+        f"  admin revocation p50 idle {ms(idle):.1f} ms (max {max(idle) * 1000:.1f}), during "
+        f"the flood {ms(flooded):.1f} ms (max {max(flooded) * 1000:.1f}): "
+        f"{statistics.median(flooded) / statistics.median(idle):.2f}x"
+    )
 
 
 def run(plan: Plan) -> None:
@@ -288,47 +347,27 @@ def run(plan: Plan) -> None:
     server: subprocess.Popen[bytes] | None = None
     data_dir = Path(tempfile.mkdtemp(prefix="flood-"))
     try:
-        port = _free_port()
-        settings = Settings(
+        raised = Settings(
             data_dir=data_dir,
-            port=port,
+            port=_free_port(),
             rate_limit=1e6,
             rate_burst=1e6,
             policy=policy_with_entry_window(data_dir, 1),
         )
-        prepare(settings)
-        key, tokens = asyncio.run(provision(settings, PERMITS + 2 * plan.revocations))
+        prepare(raised)
+        key, tokens = asyncio.run(provision(raised, PERMITS + 4 * plan.revocations))
         scan_tokens, revoke_tokens = tokens[:PERMITS], tokens[PERMITS:]
-        keys, permit_ids = asyncio.run(admin_key_and_permit_ids(settings, revoke_tokens))
-        env = {**os.environ, **worker_environment(settings), "PYTHONPATH": str(TREE)}
-        log = data_dir / "server.log"
-        with log.open("wb") as log_file:
-            os.sched_setaffinity(0, {SERVER_CORE})
-            server = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=TREE,
-                start_new_session=True,
-            )
-            os.sched_setaffinity(0, {GENERATOR_CORE})
-        wait_ready(server, port, log)
-        commit = subprocess.run(
-            ["git", "-C", str(TREE), "log", "-1", "--format=%h %s"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        print(f"tree: {TREE} {commit[:70]}")
+        keys, permit_ids = asyncio.run(admin_key_and_permit_ids(raised, revoke_tokens))
+        os.sched_setaffinity(0, {GENERATOR_CORE})
+        server = start_server(raised, data_dir, "raised")
+        print(f"tree: {TREE}")
         print(
             f"server: checkpoint serve pid {server.pid} (SQLite, 1 worker) on core {SERVER_CORE}"
             f"; load on core {GENERATOR_CORE}; load average "
             + " ".join(f"{x:.2f}" for x in os.getloadavg())
         )
-        idle, flooded, statuses = asyncio.run(scanner_phases(port, key, scan_tokens, plan))
+        idle, flooded, statuses = asyncio.run(scanner_phases(raised.port, key, scan_tokens, plan))
         ratio = statistics.median(flooded) / statistics.median(idle)
-        flood_total = sum(statuses.values())
         print(
             f"scanner /v1/verify p50 idle {ms(idle):.2f} ms (p90 {ms(idle, 0.9):.2f}), under "
             f"the unauthenticated flood {ms(flooded):.2f} ms (p90 {ms(flooded, 0.9):.2f}): "
@@ -336,28 +375,28 @@ def run(plan: Plan) -> None:
         )
         print(
             f"  flood: {len(SOURCES)} source addresses x {FLOOD_CONNECTIONS} connections, a "
-            f"random key each request: {flood_total / plan.phase:,.0f} req/s answered, "
-            + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()))
+            f"random key each request: {sum(statuses.values()) / plan.phase:,.0f} req/s "
+            "answered, " + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items()))
         )
-        admin = asyncio.run(admin_phases(port, keys, permit_ids, data_dir, plan))
-        junk = admin["statuses"]
-        assert isinstance(junk, Counter)
-        batches = sum(n for s, n in junk.items() if s == 200)
-        idle_r, flood_r = admin["idle"], admin["flooded"]
-        assert isinstance(idle_r, list) and isinstance(flood_r, list)
-        print(
-            f"junk-batch flood ({JUNK_CONNECTIONS} connections, {BATCH} junk tokens a batch): "
-            f"{batches * BATCH / float(str(admin['elapsed'])):,.0f} tokens/s refused; audit "
-            f"{float(str(admin['rows_per_s'])):,.1f} rows/s, registry "
-            f"{float(str(admin['bytes_per_s'])) / 1024:,.1f} KiB/s"
-        )
-        print(
-            f"admin revocation p50 idle {ms(idle_r):.1f} ms (max {max(idle_r) * 1000:.1f}), "
-            f"during the junk flood {ms(flood_r):.1f} ms (max {max(flood_r) * 1000:.1f}): "
-            f"{statistics.median(flood_r) / statistics.median(idle_r):.2f}x"
-        )
+        print(f"junk-batch floods: {JUNK_CONNECTIONS} connections, {BATCH} junk tokens a batch")
+        half = 2 * plan.revocations
+        junk = asyncio.run(junk_phases(raised.port, keys, permit_ids[:half], data_dir, plan))
+        report_junk(junk, "rate limit raised to 1e6/s (the audit path)")
         if server.poll() is not None:
-            raise RuntimeError(f"the server exited during the run:\n{tail(log)}")
+            raise RuntimeError(
+                f"the server exited during the run:\n{tail(data_dir / 'raised.log')}"
+            )
+        stop(server)
+        default = msgspec.structs.replace(raised, rate_limit=200.0, rate_burst=400.0)
+        server = start_server(default, data_dir, "default")
+        junk = asyncio.run(junk_phases(default.port, keys, permit_ids[half:], data_dir, plan))
+        report_junk(junk, "the default rate limit (200/s, 400 at once)")
+        if server.poll() is not None:
+            raise RuntimeError(
+                f"the server exited during the run:\n{tail(data_dir / 'default.log')}"
+            )
+        stop(server)
+        print(f"the decision audit after both floods: {audit_totals(data_dir)}")
     finally:
         stop(server)
         shutil.rmtree(data_dir, ignore_errors=True)

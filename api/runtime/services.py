@@ -85,6 +85,8 @@ class Services:
             settings.auth_failures / settings.auth_failure_window, settings.auth_failures
         )
         """Failed authentications per client address."""
+        self.held_back = 0
+        """429 answers to addresses over their failure budget being held back now."""
         self.credentials = CredentialCache(registry, unknown_ttl=settings.unknown_key_ttl)
         self._audit: list[AuditEvent] = []
         self._refusals: dict[tuple[str, str, str, str, int], int] = {}

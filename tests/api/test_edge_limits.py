@@ -95,7 +95,12 @@ def with_peers(app: Api) -> Api:
 
 @pytest.fixture
 def limited(tmp_path: Path, clock: FakeClock, monotonic: Monotonic) -> Iterator[Api]:
-    settings = Settings(data_dir=tmp_path, auth_failures=BUDGET, auth_failure_window=WINDOW)
+    settings = Settings(
+        data_dir=tmp_path,
+        auth_failures=BUDGET,
+        auth_failure_window=WINDOW,
+        auth_failure_delay=0,
+    )
     with running(settings, clock) as app:
         yield with_peers(app)
 
@@ -197,6 +202,29 @@ def test_a_disabled_key_is_a_failure(limited: Api) -> None:
     for _ in range(BUDGET):
         assert_problem(verify(app, key), 401, "unauthorized")
     assert_problem(verify(app, key), 429, "rate_limited")
+
+
+@pytest.mark.parametrize("held_back", [0, api.auth.HELD_BACK_MAX])
+def test_the_429_of_a_limited_address_is_held_back(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, held_back: int
+) -> None:
+    """A flood that waits for its answers slows to one request a second per connection;
+    past HELD_BACK_MAX answers waiting at once, the rest are sent at once."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(api.auth, "asyncio", types.SimpleNamespace(sleep=sleep))
+    settings = Settings(data_dir=tmp_path, auth_failures=1, auth_failure_delay=0.75)
+    with running(settings, clock) as app:
+        app.services.held_back = held_back
+        assert_problem(verify(app, "cpk_a"), 401, "unauthorized")
+        assert slept == []
+        assert_problem(verify(app, "cpk_b"), 429, "rate_limited")
+        assert_problem(verify(app, None), 429, "rate_limited")
+        assert slept == ([] if held_back else [0.75, 0.75])
+        assert app.services.held_back == held_back
 
 
 def test_public_routes_are_open_to_a_limited_address(limited: Api) -> None:
