@@ -21,8 +21,8 @@ from api.runtime.services import Services
 from issuer.store.credentials import Credential
 
 HELD_BACK_MAX = 1000
-"""429 answers held back at once at most (each a sleeping request); past it they are sent
-at once, so a flood over many connections cannot hold the server's memory."""
+"""429 answers held back at once at most (each a sleeping request, a few KB); past it they
+are sent at once, so a flood over many connections cannot hold the server's memory."""
 
 PUBLIC = {"public": True}
 """`opt` of a route anyone may call (health, the public key set, the docs)."""
@@ -75,20 +75,21 @@ async def authorize(
         services.auth_failures.spend(address, time.monotonic(), -1)
     if credential.role not in allowed:
         raise PermissionDeniedException(f"a {credential.role} credential may not call this")
-    charge(services, credential, 1)
+    await charge(services, credential, 1)
     connection.scope["user"] = credential
 
 
-def charge(services: Services, credential: Credential, cost: int, *, paid: int = 0) -> None:
+async def charge(services: Services, credential: Credential, cost: int, *, paid: int = 0) -> None:
     """Take `cost` tokens from the credential's bucket, `paid` of them already taken (the
     guard's one for the request, when a batch pays for its items), or raise 429 with the
     seconds until it holds them, taking no more than was paid."""
-    limiter, now = services.limiter, time.monotonic()
-    limiter.spend(credential.id, now, -paid)
-    waiting = limiter.take(credential.id, now, cost)
+    limiter = services.limiter
+    limiter.spend(credential.id, time.monotonic(), -paid)
+    waiting = limiter.take(credential.id, time.monotonic(), cost)
     if waiting:
-        limiter.spend(credential.id, now, paid)
-        waiting = limiter.wait(credential.id, now, cost)  # the refused request paid too
+        limiter.spend(credential.id, time.monotonic(), paid)
+        await _hold_back(services, limiter.wait(credential.id, time.monotonic(), cost))
+        waiting = limiter.wait(credential.id, time.monotonic(), cost)
         raise TooManyRequestsException(
             f"rate limit reached for this credential ({cost} requests or batch items asked)",
             headers={"Retry-After": str(max(1, math.ceil(waiting)))},
@@ -111,20 +112,28 @@ def client_address(scope: Any) -> str:
 async def _reserve_failure(services: Services, address: str) -> None:
     """Spend one failure of the address, or answer 429 if it has none left: such a request
     costs no lookup and is not counted against the address, but its answer is held back."""
-    if services.auth_failures.take(address, time.monotonic()):
+    waiting = services.auth_failures.take(address, time.monotonic())
+    if waiting:
         metrics.AUTH_LIMITED.inc()
-        delay = services.settings.auth_failure_delay
-        if delay and services.held_back < HELD_BACK_MAX:
-            services.held_back += 1
-            try:
-                await asyncio.sleep(delay)
-            finally:
-                services.held_back -= 1
+        await _hold_back(services, waiting)
         waiting = services.auth_failures.wait(address, time.monotonic())
         raise TooManyRequestsException(
             "too many failed authentications from this address",
             headers={"Retry-After": str(max(1, math.ceil(waiting)))},
         )
+
+
+async def _hold_back(services: Services, waiting: float) -> None:
+    """Hold a 429 back for `limit_delay` seconds, or until a retry could succeed if that is
+    sooner; at once past HELD_BACK_MAX held back together."""
+    delay = min(services.settings.limit_delay, waiting)
+    if delay <= 0 or services.held_back >= HELD_BACK_MAX:
+        return
+    services.held_back += 1
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        services.held_back -= 1
 
 
 async def _spend_failure(services: Services, address: str, reason: str) -> None:

@@ -93,7 +93,7 @@ async def verify_batch(
 
     Each token counts against the credential's rate limit as one request would: a batch the
     bucket cannot pay for whole is refused whole (429 with Retry-After), none of it verified."""
-    charge(services, credential_of(request), len(data.tokens), paid=1)  # one in the guard
+    await charge(services, credential_of(request), len(data.tokens), paid=1)  # one in the guard
     return VerifyBatchResponse(await _decide(services, request, data.tokens))
 
 

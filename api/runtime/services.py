@@ -86,7 +86,7 @@ class Services:
         )
         """Failed authentications per client address."""
         self.held_back = 0
-        """429 answers to addresses over their failure budget being held back now."""
+        """429 answers being held back now (`limit_delay`)."""
         self.credentials = CredentialCache(registry, unknown_ttl=settings.unknown_key_ttl)
         self._audit: list[AuditEvent] = []
         self._refusals: dict[tuple[str, str, str, str, int], int] = {}

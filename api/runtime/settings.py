@@ -88,10 +88,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     The address is the connection's peer: behind a proxy, the proxy's."""
     auth_failure_window: Annotated[float, Meta(gt=0)] = 60.0
     """Seconds in which a client address earns back all of its auth_failures."""
-    auth_failure_delay: Annotated[float, Meta(ge=0, le=10)] = 1.0
-    """Seconds the 429 of an address over its failure budget is held back: a client that
-    waits for its answers (HTTP/1.1 does) then sends at most one such request a second per
-    connection, so a flood cannot crowd out the scanners."""
+    limit_delay: Annotated[float, Meta(ge=0, le=10)] = 1.0
+    """Seconds a 429 (a credential over its rate limit, an address over its failure budget)
+    is held back, at most until a retry could succeed: a client that waits for its answers
+    (HTTP/1.1 does) then sends at most one refused request a second per connection, so a
+    flood cannot crowd out the scanners and admins. 0 answers at once."""
     unknown_key_ttl: Annotated[int, Meta(ge=0, le=60)] = 5
     """Seconds an unknown API key is answered 401 from memory, without a registry read; a
     credential created or disabled on any node ends it within a second."""

@@ -262,8 +262,11 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(api.runtime.services, "SYNC_INTERVAL", 3600.0)
         patch.setattr(api.runtime.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
-        # The tests share one client address: none may use up the others' failure budget.
-        settings = Settings(data_dir=tmp_path_factory.mktemp("shared"), auth_failures=10**6)
+        # The tests share one client address: none may use up the others' failure budget,
+        # nor wait for a held-back 429.
+        settings = Settings(
+            data_dir=tmp_path_factory.mktemp("shared"), auth_failures=10**6, limit_delay=0
+        )
         with running(settings, FakeClock()) as started:
             yield started
 

@@ -99,7 +99,7 @@ def limited(tmp_path: Path, clock: FakeClock, monotonic: Monotonic) -> Iterator[
         data_dir=tmp_path,
         auth_failures=BUDGET,
         auth_failure_window=WINDOW,
-        auth_failure_delay=0,
+        limit_delay=0,
     )
     with running(settings, clock) as app:
         yield with_peers(app)
@@ -216,7 +216,7 @@ def test_the_429_of_a_limited_address_is_held_back(
         slept.append(seconds)
 
     monkeypatch.setattr(api.auth, "asyncio", types.SimpleNamespace(sleep=sleep))
-    settings = Settings(data_dir=tmp_path, auth_failures=1, auth_failure_delay=0.75)
+    settings = Settings(data_dir=tmp_path, auth_failures=1, limit_delay=0.75)
     with running(settings, clock) as app:
         app.services.held_back = held_back
         assert_problem(verify(app, "cpk_a"), 401, "unauthorized")
@@ -424,7 +424,8 @@ def test_refusals_of_a_permit_stay_one_row_each(
 @pytest.fixture
 def metered(tmp_path: Path, clock: FakeClock, monotonic: Monotonic) -> Iterator[Api]:
     """A rate of 1 a second, 10 at once."""
-    with running(Settings(data_dir=tmp_path, rate_limit=1, rate_burst=10), clock) as app:
+    settings = Settings(data_dir=tmp_path, rate_limit=1, rate_burst=10, limit_delay=0)
+    with running(settings, clock) as app:
         yield app
 
 
@@ -470,3 +471,25 @@ def test_a_batch_bigger_than_the_bucket_waits_for_a_full_one(
     assert_problem(batch(app, scanner, 1), 429, "rate_limited")
     monotonic.now += 1
     assert batch(app, scanner, 1).status_code == 200
+
+
+def test_a_credential_over_its_rate_is_held_back_until_it_may_retry(
+    tmp_path: Path, clock: FakeClock, monotonic: Monotonic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never longer than `limit_delay`, nor than the wait for a token."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(api.auth, "asyncio", types.SimpleNamespace(sleep=sleep))
+    settings = Settings(data_dir=tmp_path, rate_limit=2, rate_burst=10, limit_delay=1)
+    with running(settings, clock) as app:
+        scanner = app.key("scanner", checkpoint=CHECKPOINT)
+        assert batch(app, scanner, 10).status_code == 200
+        assert_problem(batch(app, scanner, 1), 429, "rate_limited")  # 0.5 s to a token
+        monotonic.now += 1  # two tokens, one paid by the refused batch
+        refused = batch(app, scanner, 10)
+        assert_problem(refused, 429, "rate_limited")  # 4.5 s to ten
+        assert slept == [0.5, 1]
+        assert refused.headers["Retry-After"] == "5"

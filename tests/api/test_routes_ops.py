@@ -160,7 +160,9 @@ def test_rate_limit_per_credential(
 ) -> None:
     frozen = types.SimpleNamespace(monotonic=lambda: 1000.0)
     monkeypatch.setattr(api.auth, "time", frozen)
-    with running(Settings(data_dir=tmp_path, rate_limit=1, rate_burst=2), clock) as app:
+    with running(
+        Settings(data_dir=tmp_path, rate_limit=1, rate_burst=2, limit_delay=0), clock
+    ) as app:
         first, second = app.key("admin"), app.key("admin")
         for _ in range(2):
             assert app.client.get("/v1/revocations", headers=auth(first)).status_code == 200
