@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
@@ -45,6 +46,10 @@ fits): checked from the header, before anything is decoded."""
 MAX_FRAME_SIDE = 4096
 FRAME_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"})
 """Pixel modes of ordinary PNG and JPEG frames; 16- and 32-bit modes cost more per pixel."""
+VERIFY_SLICE = 50
+"""Tokens of a batch verified in one turn of the event loop. A batch of 500 is 5-25 ms of
+CPU; every other request (a scan, an admin's revocation with its registry round trips)
+would wait behind whole batches once per await of its own."""
 
 
 async def _decide(
@@ -53,8 +58,16 @@ async def _decide(
     credential = credential_of(request)
     now = services.clock()
     await services.refresh_if_changed(now)
-    with metrics.VERIFY_SECONDS.time():
-        decisions = services.verifier.verify_batch(tokens, scanner_checkpoint(credential), now)
+    gate, verifier = scanner_checkpoint(credential), services.verifier
+    decisions: list[Decision] = []
+    spent = 0.0
+    for at in range(0, len(tokens), VERIFY_SLICE):
+        if at:
+            await asyncio.sleep(0)  # the other requests' turn
+        start = time.perf_counter()
+        decisions += verifier.verify_batch(tokens[at : at + VERIFY_SLICE], gate, now)
+        spent += time.perf_counter() - start
+    metrics.VERIFY_SECONDS.observe(spent)
     decisions = await check_duplicates(decisions, services.verifier.policy, services.entry_log)
     for decision in decisions:
         metrics.DECISIONS.labels(decision.outcome, decision.code).inc()
