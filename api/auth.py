@@ -84,10 +84,12 @@ async def charge(services: Services, credential: Credential, cost: int, *, paid:
     guard's one for the request, when a batch pays for its items), or raise 429 with the
     seconds until it holds them, taking no more than was paid."""
     limiter = services.limiter
-    limiter.spend(credential.id, time.monotonic(), -paid)
+    if paid:
+        limiter.spend(credential.id, time.monotonic(), -paid)
     waiting = limiter.take(credential.id, time.monotonic(), cost)
     if waiting:
-        limiter.spend(credential.id, time.monotonic(), paid)
+        if paid:
+            limiter.spend(credential.id, time.monotonic(), paid)
         await _hold_back(services, limiter.wait(credential.id, time.monotonic(), cost))
         waiting = limiter.wait(credential.id, time.monotonic(), cost)
         raise TooManyRequestsException(
