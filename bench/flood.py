@@ -294,7 +294,7 @@ def audit_totals(data_dir: Path) -> str:
             "WHERE action = 'refusals'"
         ).fetchone()
     return (
-        f"{decisions[0]:,} decision rows (one per token) and {refusals[0]:,} rows of counted "
+        f"{decisions[0]:,} decision rows (one a decision) and {refusals[0]:,} rows of counted "
         f"refusals ({refusals[1]:,} tokens)"
     )
 
