@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -18,6 +19,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from api import metrics
 from api.runtime.services import Services
+from api.runtime.settings import Network
 from issuer.store.credentials import Credential
 
 HELD_BACK_MAX = 1000
@@ -47,7 +49,7 @@ async def authorize(
         return
     allowed: frozenset[str] = handler.opt.get("roles", frozenset())
     services: Services = connection.app.state.services
-    address = client_address(connection.scope)
+    address = client_address(connection.scope, services.trusted_proxies)
     header = connection.headers.get("authorization")
     scheme, _, key = (header or "").partition(" ")
     key = key.strip()
@@ -98,17 +100,42 @@ async def charge(services: Services, credential: Credential, cost: int, *, paid:
         )
 
 
-def client_address(scope: Any) -> str:
-    """The address failed authentications are counted by: the connection's peer (behind a
-    proxy, the proxy), an IPv6 peer by its /64 (one host may hold the whole network)."""
+def client_address(scope: Any, trusted: Sequence[Network] = ()) -> str:
+    """The address failed authentications are counted by: the connection's peer, or for a
+    peer among the `trusted` proxies, the last X-Forwarded-For hop that is not one (what
+    the outermost trusted proxy saw; a client can only prepend hops). An IPv6 address
+    counts by its /64 (one host may hold the whole network)."""
     client = scope.get("client")
     host: str = client[0] if client else ""
-    if ":" in host:
-        try:
-            return str(ipaddress.IPv6Network((host, 64), strict=False))
-        except ValueError:
-            return host
-    return host
+    if trusted and _among(host, trusted):
+        forwarded = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for")
+        for raw in reversed(forwarded.decode("latin-1").split(",")):
+            hop = raw.strip()
+            if _ip(hop) is None:
+                break  # not an address: the proxy's own is the last one to believe
+            host = hop
+            if not _among(hop, trusted):
+                break
+    if ":" not in host:
+        return host
+    ip = _ip(host)
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return host
+    if ip.ipv4_mapped is not None:  # a dual-stack socket's IPv4 client
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _among(host: str, networks: Sequence[Network]) -> bool:
+    ip = _ip(host)
+    return ip is not None and any(ip in network for network in networks)
 
 
 async def _reserve_failure(services: Services, address: str) -> None:

@@ -85,6 +85,8 @@ class Services:
             settings.auth_failures / settings.auth_failure_window, settings.auth_failures
         )
         """Failed authentications per client address."""
+        self.trusted_proxies = settings.proxy_networks
+        """Whose X-Forwarded-For names the client address (none by default)."""
         self.held_back = 0
         """429 answers being held back now (`limit_delay`)."""
         self.credentials = CredentialCache(registry, unknown_ttl=settings.unknown_key_ttl)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,23 @@ def parse_sentinels(text: str) -> tuple[tuple[str, int], ...]:
             )
         sentinels.append((host.strip("[]"), int(port)))
     return tuple(sentinels)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`10.0.0.5,10.1.0.0/16` as networks; ValueError naming CHECKPOINT_TRUSTED_PROXIES."""
+    networks = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as err:
+            raise ValueError(
+                f"CHECKPOINT_TRUSTED_PROXIES: {entry!r} is not an address or a network "
+                "(a comma-separated list, e.g. 10.0.0.5,10.1.0.0/16)"
+            ) from err
+    return tuple(networks)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -93,6 +111,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     is held back, at most until a retry could succeed: a client that waits for its answers
     (HTTP/1.1 does) then sends at most one refused request a second per connection, so a
     flood cannot crowd out the scanners and admins. 0 answers at once."""
+    trusted_proxies: str = ""
+    """Addresses or networks of reverse proxies, comma-separated (`10.0.0.5,10.1.0.0/16`):
+    for a connection from one of them, the client address (of the failure budget) is the
+    last X-Forwarded-For hop that is not one of them. Empty: the connection's peer, always."""
     unknown_key_ttl: Annotated[int, Meta(ge=0, le=60)] = 5
     """Seconds an unknown API key is answered 401 from memory, without a registry read; a
     credential created or disabled on any node ends it within a second."""
@@ -111,6 +133,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if self.redis_sentinels is not None:
             parse_sentinels(self.redis_sentinels)
+        parse_networks(self.trusted_proxies)
 
     @property
     def redis(self) -> RedisAddress | None:
@@ -122,6 +145,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.redis_url:
             return RedisAddress(url=self.redis_url)
         return None
+
+    @property
+    def proxy_networks(self) -> tuple[Network, ...]:
+        """The networks of `trusted_proxies`."""
+        return parse_networks(self.trusted_proxies)
 
     @property
     def registry_url(self) -> str:

@@ -15,8 +15,9 @@ import api.auth
 import api.runtime.credential_cache
 import api.runtime.services
 import issuer.store.credentials
+from api.auth import client_address
 from api.runtime.services import REFUSALS
-from api.runtime.settings import Settings
+from api.runtime.settings import Settings, parse_networks
 from issuer.store.credentials import Credential, disable_credential
 from issuer.store.registry import Registry
 from tests.api.conftest import (
@@ -149,6 +150,67 @@ def test_an_ipv6_network_is_one_address(limited: Api) -> None:
         assert_problem(verify(app, f"cpk_unknown-{n}", peer=peer), 401, "unauthorized")
     assert_problem(verify(app, "cpk_x", peer="2001:db8:1:2:ffff::9"), 429, "rate_limited")
     assert_problem(verify(app, "cpk_x", peer="2001:db8:1:3::1"), 401, "unauthorized")
+
+
+def scope(peer: str, *forwarded: str) -> dict[str, Any]:
+    headers = [(b"x-forwarded-for", f.encode()) for f in forwarded]
+    return {"type": "http", "client": (peer, 40000), "headers": headers}
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "address"),
+    [
+        ("10.0.0.5", (), "10.0.0.5"),
+        ("10.0.0.5", ("1.2.3.4",), "1.2.3.4"),
+        ("10.0.0.5", ("6.6.6.6, 1.2.3.4",), "1.2.3.4"),  # the client's own hop is left
+        ("10.0.0.5", ("6.6.6.6", "1.2.3.4, 10.0.0.7"), "1.2.3.4"),  # two trusted proxies
+        ("10.0.0.5", ("10.0.0.8, 10.0.0.7",), "10.0.0.8"),  # all trusted: the first
+        ("10.0.0.5", ("1.2.3.4, not-an-address",), "10.0.0.5"),
+        ("10.0.0.5", ("2001:db8::1",), "2001:db8::/64"),
+        ("9.9.9.9", ("1.2.3.4",), "9.9.9.9"),  # not a trusted proxy: not believed
+        ("::ffff:1.2.3.4", (), "1.2.3.4"),  # a dual-stack socket's IPv4 peer
+        ("2001:db8:1:2:3:4:5:6", (), "2001:db8:1:2::/64"),
+    ],
+)
+def test_the_client_address(peer: str, forwarded: tuple[str, ...], address: str) -> None:
+    trusted = parse_networks("10.0.0.5, 10.0.0.0/24")
+    assert client_address(scope(peer, *forwarded), trusted) == address
+
+
+def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy(
+    limited: Api, tmp_path: Path, clock: FakeClock
+) -> None:
+    for _ in range(BUDGET):  # no proxy trusted (the default): one peer, one budget
+        headers = {PEER: "10.0.0.5", "X-Forwarded-For": "1.2.3.4"}
+        limited.client.post("/v1/verify", json={"token": "x"}, headers=headers)
+    spoofed = {PEER: "10.0.0.5", "X-Forwarded-For": "5.6.7.8"}
+    over = limited.client.post("/v1/verify", json={"token": "x"}, headers=spoofed)
+    assert_problem(over, 429, "rate_limited")
+
+    settings = Settings(
+        data_dir=tmp_path / "proxied",
+        auth_failures=BUDGET,
+        limit_delay=0,
+        trusted_proxies="10.0.0.5",
+    )
+    with running(settings, clock) as app:
+        with_peers(app)
+        for n in range(BUDGET):
+            headers = {PEER: "10.0.0.5", "X-Forwarded-For": f"5.5.5.5, 1.2.3.{n % 2}"}
+            response = app.client.post("/v1/verify", json={"token": "x"}, headers=headers)
+            assert_problem(response, 401, "unauthorized")
+        # 1.2.3.0 failed twice, 1.2.3.1 once; a spoofed first hop changes nothing.
+        headers = {PEER: "10.0.0.5", "X-Forwarded-For": "1.2.3.1, 1.2.3.0"}
+        assert_problem(
+            app.client.post("/v1/verify", json={"token": "x"}, headers=headers), 401, "unauthorized"
+        )
+        assert_problem(
+            app.client.post("/v1/verify", json={"token": "x"}, headers=headers), 429, "rate_limited"
+        )
+        other = {PEER: "10.0.0.5", "X-Forwarded-For": "1.2.3.1"}
+        assert_problem(
+            app.client.post("/v1/verify", json={"token": "x"}, headers=other), 401, "unauthorized"
+        )
 
 
 def test_the_budget_comes_back_over_the_window(limited: Api, monotonic: Monotonic) -> None:
