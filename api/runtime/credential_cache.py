@@ -64,9 +64,11 @@ class CredentialCache:
         since the last call (one cheap read): a disabled key is refused, and a new key
         accepted, on every node within a poll."""
         counts = await credential_counts(self.registry)
-        if counts != self._counts:
+        if self._counts is None or counts[1] != self._counts[1]:
             self.forget()
-            self._counts = counts
+        elif counts != self._counts:
+            self._unknown.clear()  # a new credential: it may hold a key missed before
+        self._counts = counts
 
     def forget(self) -> None:
         """Read every cached credential again on its next use (one may have been disabled);

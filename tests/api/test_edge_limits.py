@@ -403,6 +403,25 @@ def test_a_key_created_elsewhere_ends_the_miss_at_the_next_poll(
         assert app.run(services.authenticate, key, clock.now) is not None
 
 
+def test_a_creation_forgets_unknown_keys_only(
+    tmp_path: Path, clock: FakeClock, reads: Reads
+) -> None:
+    """Credentials looked up stay trusted for their TTL: only a disabling re-reads them."""
+    with running(Settings(data_dir=tmp_path), clock) as app:
+        services = app.services
+        credential, key = app.credential("scanner", checkpoint=CHECKPOINT)
+        app.run(services.credentials.follow)
+        assert app.run(services.authenticate, key, clock.now) == credential
+        assert app.run(services.authenticate, "cpk_unknown", clock.now) is None
+        assert reads.count == 2
+        app.key("scanner", checkpoint=CHECKPOINT)
+        app.run(services.credentials.follow)
+        assert app.run(services.authenticate, key, clock.now) == credential
+        assert reads.count == 2
+        assert app.run(services.authenticate, "cpk_unknown", clock.now) is None
+        assert reads.count == 3
+
+
 def test_a_disabled_key_stays_refused(tmp_path: Path, clock: FakeClock) -> None:
     """The cache of unknown keys never brings a disabled key back."""
     with running(Settings(data_dir=tmp_path), clock) as app:
