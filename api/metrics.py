@@ -43,6 +43,22 @@ PROBLEMS = Counter(
     "HTTP refusals (problem+json answers) by status and code; 429 rate_limited among them",
     ["status", "code"],
 )
+AUTH_FAILURES = Counter(
+    "checkpoint_auth_failures_total",
+    "Requests answered 401 for their API key, by reason: missing (no Authorization header), "
+    "malformed, unknown (an unknown or disabled key)",
+    ["reason"],
+)
+AUTH_LIMITED = Counter(
+    "checkpoint_auth_limited_total",
+    "Requests answered 429 before any registry read: their client address had used up its "
+    "budget of failed authentications",
+)
+AUTH_LIMITED_ADDRESSES = Counter(
+    "checkpoint_auth_limited_addresses_total",
+    "Failed authentications that left their client address with no failure to spend (it is "
+    "limited until it earns one back)",
+)
 DECISION_WARNINGS = Counter(
     "checkpoint_decision_warnings_total",
     "Warnings on decisions by code: anti-passback's duplicate_entry (soft categories) and "

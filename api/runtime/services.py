@@ -47,6 +47,9 @@ key revoked or a credential disabled on any node is refused on every node within
 SYNC_INTERVAL = 1.0
 """Seconds between background confirmations that the mirror is complete."""
 AUDIT_FLUSH_INTERVAL = 0.25
+REFUSALS = "refusals"
+"""The audit action of a count of refused tokens that were no authentic permit: one row per
+credential, code and minute (`detail.count`), written once the minute is over."""
 AUDIT_QUEUE_MAX = 50_000
 """Decision rows held for the registry at most (a registry outage of minutes at full scan
 rate); past it rows are dropped and counted (`audit_dropped`), never blocking a scan."""
@@ -98,8 +101,20 @@ class Services:
         self._issuer = None if keys is None else Issuer(registry, keys, policy)
         self.changes = ChangeSignal(settings.data_dir / CHANGES_FILE)
         self.limiter = TokenBucket(settings.rate_limit, settings.rate_burst)
-        self.credentials = CredentialCache(registry)
+        """Requests (and batch items) per credential."""
+        self.auth_failures = TokenBucket(
+            settings.auth_failures / settings.auth_failure_window, settings.auth_failures
+        )
+        """Failed authentications per client address."""
+        self.trusted_proxies = settings.proxy_networks
+        """Whose X-Forwarded-For names the client address (none by default)."""
+        self.held_back = 0
+        """429 answers being held back now (`limit_delay`)."""
+        self.credentials = CredentialCache(registry, unknown_ttl=settings.unknown_key_ttl)
         self._audit: list[AuditEvent] = []
+        self._refusals: dict[tuple[str, str, str, str, int], int] = {}
+        """Refusals of tokens that are no authentic permit, counted by credential, code,
+        outcome, checkpoint and minute until the minute is over."""
         self.audit_dropped = 0
         """Decision rows dropped because the queue was full (the registry not taking them)."""
         self._audit_full = False
@@ -220,7 +235,7 @@ class Services:
         if self._publishing is not None:
             await asyncio.wait({self._publishing}, timeout=STOP_GRACE)
         try:
-            await self.flush_audit()
+            await self.flush_audit(final=True)
         except RegistryUnavailable as err:
             log.warning("%d audit rows not written at shutdown: %s", len(self._audit), err)
         if self.redis is not None:
@@ -359,8 +374,22 @@ class Services:
     # --- audit --------------------------------------------------------------------------
 
     def audit_decision(self, decision: Decision, actor: str) -> None:
-        """Queue an audit row for every refused or undecided scan, and every warning."""
+        """Queue an audit row for every refused or undecided scan of a permit, and every
+        warning; count the refusals of tokens that are no authentic permit (junk, a bad
+        signature, an unknown key) into one row per credential, code and minute."""
         if decision.outcome is Outcome.VALID and not decision.warnings:
+            return
+        if decision.permit is None:
+            # Nothing to attribute: a flood of junk tokens is one row a minute, not a
+            # registry write per token.
+            key = (
+                actor,
+                decision.code,
+                str(decision.outcome),
+                decision.checkpoint,
+                decision.checked_at // 60,
+            )
+            self._refusals[key] = self._refusals.get(key, 0) + 1
             return
         if len(self._audit) >= AUDIT_QUEUE_MAX:
             self._drop_audit(1)
@@ -382,8 +411,35 @@ class Services:
             )
         )
 
-    async def flush_audit(self) -> None:
-        """Write queued audit rows in one transaction; on failure they stay queued."""
+    def _queue_refusals(self, before_minute: int | None) -> None:
+        """Queue one row per counted refusal key of a minute before `before_minute` (None:
+        every minute, at shutdown). The counts then share the queue's bound."""
+        closed = [k for k in self._refusals if before_minute is None or k[4] < before_minute]
+        for key in closed:
+            actor, code, outcome, checkpoint, minute = key
+            count = self._refusals.pop(key)
+            if len(self._audit) >= AUDIT_QUEUE_MAX:
+                self._drop_audit(1)
+                continue
+            self._audit.append(
+                AuditEvent(
+                    at=minute * 60,
+                    actor=actor,
+                    action=REFUSALS,
+                    code=code,
+                    detail={
+                        "count": count,
+                        "outcome": outcome,
+                        "checkpoint": checkpoint,
+                        "until": minute * 60 + 60,
+                    },
+                )
+            )
+
+    async def flush_audit(self, *, final: bool = False) -> None:
+        """Write queued audit rows in one transaction; on failure they stay queued. Counted
+        refusals are queued once their minute is over (every one when `final`)."""
+        self._queue_refusals(None if final else self.clock() // 60)
         if not self._audit:
             return
         pending, self._audit = self._audit, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,23 @@ def parse_sentinels(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(sentinels)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`10.0.0.5,10.1.0.0/16` as networks; ValueError naming CHECKPOINT_TRUSTED_PROXIES."""
+    networks = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as err:
+            raise ValueError(
+                f"CHECKPOINT_TRUSTED_PROXIES: {entry!r} is not an address or a network "
+                "(a comma-separated list, e.g. 10.0.0.5,10.1.0.0/16)"
+            ) from err
+    return tuple(networks)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a process needs to know; see `checkpoint serve --help`."""
 
@@ -81,7 +99,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     rate_limit: Annotated[float, Meta(gt=0)] = 200.0
     """Requests per second allowed to one credential, on average."""
     rate_burst: Annotated[float, Meta(ge=1)] = 400.0
-    """Requests one credential may send at once before the rate applies."""
+    """Requests one credential may send at once before the rate applies (each token of a
+    batch counts as one)."""
+    auth_failures: Annotated[int, Meta(ge=1)] = 20
+    """Failed authentications (no, malformed, unknown or disabled API key) one client address
+    may make at once; past them its requests without a known key answer 429 before any
+    registry read, and it earns one back every auth_failure_window / auth_failures seconds.
+    The address is the connection's peer: behind a proxy, the proxy's."""
+    auth_failure_window: Annotated[float, Meta(gt=0)] = 60.0
+    """Seconds in which a client address earns back all of its auth_failures."""
+    limit_delay: Annotated[float, Meta(ge=0, le=10)] = 1.0
+    """Seconds a 429 (a credential over its rate limit, an address over its failure budget)
+    is held back, at most until a retry could succeed: a client that waits for its answers
+    (HTTP/1.1 does) then sends at most one refused request a second per connection, so a
+    flood cannot crowd out the scanners and admins. 0 answers at once."""
+    trusted_proxies: str = ""
+    """Addresses or networks of reverse proxies, comma-separated (`10.0.0.5,10.1.0.0/16`):
+    for a connection from one of them, the client address (of the failure budget) is the
+    last X-Forwarded-For hop that is not one of them. Empty: the connection's peer, always."""
+    unknown_key_ttl: Annotated[int, Meta(ge=0, le=60)] = 5
+    """Seconds an unknown API key is answered 401 from memory, without a registry read; a
+    credential created or disabled on any node ends it within a second."""
     log_format: LogFormat = "text"
     """`text` lines, or `json`: one object per line (time, level, logger, message, fields)."""
     idempotency_ttl: Annotated[int, Meta(ge=60, le=30 * 86400)] = 86400
@@ -110,6 +148,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if self.redis_sentinels is not None:
             parse_sentinels(self.redis_sentinels)
+        parse_networks(self.trusted_proxies)
 
     @property
     def redis(self) -> RedisAddress | None:
@@ -121,6 +160,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.redis_url:
             return RedisAddress(url=self.redis_url)
         return None
+
+    @property
+    def proxy_networks(self) -> tuple[Network, ...]:
+        """The networks of `trusted_proxies`."""
+        return parse_networks(self.trusted_proxies)
 
     @property
     def registry_url(self) -> str:

@@ -125,12 +125,14 @@ async def disable_credential(registry: Registry, credential_id: str, *, at: int)
             raise CredentialNotFound(credential_id)
 
 
-async def disabled_count(registry: Registry) -> int:
-    """How many credentials are disabled: a disabling is never undone, so this number moves
-    exactly when one more is; nodes poll it to drop their cached credentials."""
-    query = select(func.count()).where(credentials.c.disabled_at.is_not(None))
+async def credential_counts(registry: Registry) -> tuple[int, int]:
+    """How many credentials exist and how many are disabled, in one read: neither a creation
+    nor a disabling is ever undone, so the pair moves exactly when a credential is created or
+    disabled; nodes poll it to drop cached credentials and cached unknown keys."""
+    query = select(func.count(), func.count(credentials.c.disabled_at))
     async with registry.read() as conn:
-        return int(await conn.scalar(query) or 0)
+        row = (await conn.execute(query)).one()
+    return int(row[0]), int(row[1])
 
 
 def _credential(row: RowMapping) -> Credential:

@@ -28,7 +28,7 @@ from api.app import create_app
 from api.routes import ROUTERS
 from api.runtime.services import Services
 from api.runtime.settings import Settings
-from checkpoint.model import Decision, Outcome
+from checkpoint.model import Decision, Outcome, PermitSummary
 from checkpoint.policy_file import default_policy
 from issuer.admission import MAKKAH
 from issuer.registration import register_establishment
@@ -164,8 +164,14 @@ def riyadh(day: int, month: int = 4, hour: int = 0) -> str:
     return dt.datetime(2027, month, day, hour, tzinfo=RIYADH).isoformat()
 
 
-def decision(outcome: Outcome, code: str, now: int) -> Decision:
-    """A decision at CHECKPOINT, as the verifier would make it (for the audit queue)."""
+SUMMARY = PermitSummary("0.1", "****6705", "domestic_worker", 1, NOW - 86400, NOW + 86400, 0)
+
+
+def decision(
+    outcome: Outcome, code: str, now: int, permit: PermitSummary | None = SUMMARY
+) -> Decision:
+    """A decision at CHECKPOINT on an authentic permit (None: a token that is none, such as
+    junk), as the verifier would make it (for the audit queue)."""
     return Decision(
         outcome=outcome,
         code=code,
@@ -174,6 +180,7 @@ def decision(outcome: Outcome, code: str, now: int) -> Decision:
         checkpoint=CHECKPOINT,
         checked_at=now,
         policy_version="test",
+        permit=permit,
     )
 
 
@@ -255,7 +262,11 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(api.runtime.services, "SYNC_INTERVAL", 3600.0)
         patch.setattr(api.runtime.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
-        settings = Settings(data_dir=tmp_path_factory.mktemp("shared"))
+        # The tests share one client address: none may use up the others' failure budget,
+        # nor wait for a held-back 429.
+        settings = Settings(
+            data_dir=tmp_path_factory.mktemp("shared"), auth_failures=10**6, limit_delay=0
+        )
         with running(settings, FakeClock()) as started:
             yield started
 

@@ -93,7 +93,7 @@ def test_handler_refusals_have_their_own_code(app: Api, admin_key: str) -> None:
 
 
 def test_a_rate_limited_caller_is_told_when_to_retry(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, rate_limit=0.25, rate_burst=1)
+    settings = Settings(data_dir=tmp_path, rate_limit=0.25, rate_burst=1, limit_delay=0)
     with running(settings, FakeClock()) as app:
         key = auth(app.key("admin"))
         assert app.client.get("/v1/revocations", headers=key).status_code == 200

@@ -127,18 +127,21 @@ def test_audit_records_issue_revoke_and_refused_decisions(
     )
     assert revoked.status_code == 201
     app.verify(scanner_key, permit["token"])
+    app.clock.advance(60)  # the junk token is counted in its minute's row, written after it
     entries = app.audit_entries()
     by_action: dict[str, list[Any]] = {}
     for entry in entries:
         by_action.setdefault(entry.action, []).append(entry)
-    assert {"issue", "revoke", "decision"} <= set(by_action)
+    assert {"issue", "revoke", "decision", "refusals"} <= set(by_action)
     (issue,) = by_action["issue"]
     assert issue.permit_id == permit_id
     (revoke,) = by_action["revoke"]
     assert (revoke.permit_id, revoke.code) == (permit_id, "fraud")
-    decisions = sorted((d.code, d.permit_id) for d in by_action["decision"])
-    assert decisions == [("revoked", permit_id), ("unknown_prefix", None)]
-    assert all(d.detail["checkpoint"] == CHECKPOINT for d in by_action["decision"])
+    (refused,) = by_action["decision"]
+    assert (refused.code, refused.permit_id) == ("revoked", permit_id)
+    (junk,) = by_action["refusals"]
+    assert (junk.code, junk.permit_id, junk.detail["count"]) == ("unknown_prefix", None, 1)
+    assert all(d.detail["checkpoint"] == CHECKPOINT for d in (refused, junk))
 
 
 def test_decision_audit_rows_are_written_when_the_app_stops(
@@ -148,8 +151,8 @@ def test_decision_audit_rows_are_written_when_the_app_stops(
         scanner = app.key("scanner", checkpoint=CHECKPOINT)
         app.verify(scanner, "junk")
     with running(settings, clock) as app:
-        entries = app.run(audit_entries, app.services.registry, action="decision")
-    assert [e.code for e in entries] == ["unknown_prefix"]
+        entries = app.run(audit_entries, app.services.registry, action="refusals")
+    assert [(e.code, e.detail["count"]) for e in entries] == [("unknown_prefix", 1)]
 
 
 def test_rate_limit_per_credential(
@@ -157,7 +160,9 @@ def test_rate_limit_per_credential(
 ) -> None:
     frozen = types.SimpleNamespace(monotonic=lambda: 1000.0)
     monkeypatch.setattr(api.auth, "time", frozen)
-    with running(Settings(data_dir=tmp_path, rate_limit=1, rate_burst=2), clock) as app:
+    with running(
+        Settings(data_dir=tmp_path, rate_limit=1, rate_burst=2, limit_delay=0), clock
+    ) as app:
         first, second = app.key("admin"), app.key("admin")
         for _ in range(2):
             assert app.client.get("/v1/revocations", headers=auth(first)).status_code == 200

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 from PIL import Image
 
+import api.routes.scanner
 from issuer.qr import qr_png
 from tests.api.conftest import (
     CHECKPOINT,
@@ -102,6 +103,22 @@ def test_verify_batch_keeps_order(app: Api, scanner_key: str, permit: dict[str, 
     ]
     assert decisions[2]["outcome"] == "INVALID"
     assert all(d["checkpoint"] == CHECKPOINT for d in decisions)
+
+
+def test_a_batch_verified_in_slices_keeps_order(
+    app: Api, scanner_key: str, permit: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other requests get their turn between slices of a batch; the answer is the same."""
+    monkeypatch.setattr(api.routes.scanner, "VERIFY_SLICE", 2)
+    tokens = ["junk", permit["token"], "CP9:xyz", "junk", permit["token"]]
+    response = app.client.post(
+        "/v1/verify/batch", json={"tokens": tokens}, headers=auth(scanner_key)
+    )
+    assert response.status_code == 200, response.text
+    codes = [d["code"] for d in response.json()["decisions"]]
+    assert codes[:2] == ["unknown_prefix", "valid"]
+    assert codes[3:] == ["unknown_prefix", "valid"]
+    assert len(codes) == 5
 
 
 def test_verify_batch_limits(client: TestClient[Litestar], scanner_key: str) -> None:
@@ -225,13 +242,15 @@ def test_scan_oversize_is_413(app: Api, scanner_key: str) -> None:
 
 
 def test_scan_decision_is_audited_when_refused(app: Api, scanner_key: str) -> None:
-    """A QR that reads but is not a permit is refused like any token, and audited."""
+    """A QR that reads but is not a permit is refused like any token, and counted in the
+    audit (its minute's row)."""
     response = _scan(app, scanner_key, qr_png("hello"), "image/png")
     assert response.status_code == 200, response.text
     assert response.json()["found"] is True
     assert response.json()["code"] == "unknown_prefix"
-    decisions = app.audit_entries("decision")
-    assert [d.code for d in decisions] == ["unknown_prefix"]
+    app.clock.advance(60)
+    refusals = app.audit_entries("refusals")
+    assert [(d.code, d.detail["count"]) for d in refusals] == [("unknown_prefix", 1)]
 
 
 @pytest.mark.parametrize("image_format", ["BMP", "TIFF", "GIF", "WEBP", "PPM", "TGA", "PCX"])

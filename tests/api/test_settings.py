@@ -104,6 +104,10 @@ def test_process_environment_is_the_default_source(
         ("CHECKPOINT_PORT", "80.5"),
         ("CHECKPOINT_WORKERS", "0"),
         ("CHECKPOINT_WORKERS", "65"),
+        ("CHECKPOINT_TRUSTED_PROXIES", "10.0.0.5,proxy.example"),
+        ("CHECKPOINT_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("CHECKPOINT_AUTH_FAILURES", "0"),
+        ("CHECKPOINT_LIMIT_DELAY", "-1"),
     ],
 )
 def test_invalid_variables_raise(name: str, value: str) -> None:
