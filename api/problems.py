@@ -46,6 +46,9 @@ from issuer.errors import (
     PermitNotActive,
     PermitNotFound,
     RegistryUnavailable,
+    TooManyWebhooks,
+    WebhookNotAllowed,
+    WebhookNotFound,
 )
 
 log = logging.getLogger("checkpoint")
@@ -77,6 +80,9 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (HsmUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
     (KeyringError, HTTP_400_BAD_REQUEST),
     (RequestRefused, HTTP_422_UNPROCESSABLE_ENTITY),
+    (WebhookNotFound, HTTP_404_NOT_FOUND),
+    (TooManyWebhooks, HTTP_409_CONFLICT),
+    (WebhookNotAllowed, HTTP_422_UNPROCESSABLE_ENTITY),
 ]
 
 _HTTP_PROBLEMS: dict[int, tuple[str, str, str]] = {

@@ -349,3 +349,24 @@ class NotAnUmrahCompany(CheckpointError):
     code = "not_an_umrah_company"
     message_en = "Only an Umrah company (registered for Nusuk) has a class."
     message_ar = "التصنيف خاص بشركات العمرة المسجلة في نسك فقط."
+
+
+# --- The event feed's webhooks (issue #14). ---
+
+
+class WebhookNotFound(CheckpointError):
+    code = "webhook_not_found"
+    message_en = "No webhook of this credential has this id."
+    message_ar = "لا يوجد خطاف ويب بهذا المعرّف لبيانات الاعتماد هذه."
+
+
+class TooManyWebhooks(CheckpointError):
+    code = "too_many_webhooks"
+    message_en = "This credential has as many webhooks as allowed: remove one first."
+    message_ar = "لدى بيانات الاعتماد هذه الحد الأقصى من خطافات الويب: احذف واحدًا أولًا."
+
+
+class WebhookNotAllowed(CheckpointError):
+    code = "webhook_not_allowed"
+    message_en = "Only an enabled issuer or admin credential receives the event feed."
+    message_ar = "لا يتلقى سجل الأحداث إلا بيانات اعتماد مُصدِر أو مشرف مفعّلة."

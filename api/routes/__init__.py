@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from api.routes import admin, blocks, border, issuer, ops, scanner
+from api.routes import admin, blocks, border, events, issuer, ops, scanner
 from api.runtime.settings import NodeRole
 
 ROUTERS: list[Router] = [
@@ -13,6 +13,7 @@ ROUTERS: list[Router] = [
     admin.router,
     blocks.router,
     border.router,
+    events.router,
     ops.router,
 ]
 """Every route of the service. No router declares `opt`: each handler declares its own

@@ -11,6 +11,8 @@ from api.runtime.anti_passback import EntryLog, LocalEntryLog, RedisEntryLog
 from api.runtime.changes import CHANGES_FILE, ChangeSignal
 from api.runtime.clock import Clock, wall_clock
 from api.runtime.credential_cache import CredentialCache
+from api.runtime.deliveries import DELIVERY_INTERVAL, WebhookDelivery
+from api.runtime.event_watch import EVENTS_POLL, EventWatch
 from api.runtime.loops import EXPECTED_FAILURES, STOP_GRACE, Loops
 from api.runtime.rate_limit import TokenBucket
 from api.runtime.redis_sync import PUBLISH_INTERVAL, RedisRevocations
@@ -84,6 +86,9 @@ class Services:
         self._audit_full = False
         self._announce_pending = False
         self.loops = Loops()
+        self.events = EventWatch(registry, self.loops.stopping)
+        """The event feed's long poll."""
+        self.deliveries = WebhookDelivery(registry, clock)
         self._publishing: asyncio.Task[bool] | None = None
         self.loaded = False
         self.redis: RedisRevocations | None = None
@@ -127,7 +132,8 @@ class Services:
 
     def start_loops(self) -> None:
         """The one place this process's background loops start: revocation sync, audit
-        flush, the no-arrival sweep and, with Redis, the revocation outbox and tail."""
+        flush, the no-arrival sweep, the event feed's watch and webhook deliveries and,
+        with Redis, the revocation outbox and tail."""
         loops = self.loops
         loops.start(self._sync_step, SYNC_INTERVAL, "revocation-sync")
         loops.start(self.refresh_keys, KEYRING_POLL, "keyring-sync")
@@ -140,6 +146,11 @@ class Services:
             loops.start(self._tail_step, 0, "revocation-tail")
             loops.start(self._fallback_step, FALLBACK_INTERVAL, "revocation-fallback")
         loops.start(self._sweep_step, SWEEP_INTERVAL, "no-arrival-sweep")
+        loops.start(self.events.follow, EVENTS_POLL, "event-watch")
+        loops.start(self._deliver_step, DELIVERY_INTERVAL, "webhook-delivery")
+
+    async def _deliver_step(self) -> None:
+        await self.deliveries.step()
 
     async def _sweep_step(self) -> None:
         await sweep_once(self)
@@ -175,6 +186,7 @@ class Services:
             log.warning("%d audit rows not written at shutdown: %s", len(self._audit), err)
         if self.redis is not None:
             await self.redis.close()
+        await self.deliveries.close()
         await self.registry.close()
 
     # --- revocations and keys -----------------------------------------------------------
