@@ -15,6 +15,7 @@ from api.cli import (
     credentials,
     demo,
     establishments,
+    events,
     issue,
     keys,
     permits,
@@ -37,6 +38,7 @@ COMMAND_GROUPS = [
     credentials,
     establishments,
     blocks,
+    events,
 ]
 """The command modules, in the order `checkpoint --help` lists their commands."""
 
