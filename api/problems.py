@@ -33,6 +33,7 @@ from issuer.errors import (
     BlockChoiceRequired,
     CredentialNotFound,
     CrossingTooEarly,
+    CursorAhead,
     EstablishmentExists,
     EstablishmentNotFound,
     HsmUnavailable,
@@ -83,6 +84,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (WebhookNotFound, HTTP_404_NOT_FOUND),
     (TooManyWebhooks, HTTP_409_CONFLICT),
     (WebhookNotAllowed, HTTP_422_UNPROCESSABLE_ENTITY),
+    (CursorAhead, HTTP_409_CONFLICT),
 ]
 
 _HTTP_PROBLEMS: dict[int, tuple[str, str, str]] = {

@@ -370,3 +370,15 @@ class WebhookNotAllowed(CheckpointError):
     code = "webhook_not_allowed"
     message_en = "Only an enabled issuer or admin credential receives the event feed."
     message_ar = "لا يتلقى سجل الأحداث إلا بيانات اعتماد مُصدِر أو مشرف مفعّلة."
+
+
+class CursorAhead(CheckpointError):
+    code = "cursor_ahead"
+    message_en = (
+        "The cursor is past the newest event: it is another deployment's, or the registry was "
+        "restored from an older copy. Read on from a cursor this feed gave, or from 0."
+    )
+    message_ar = (
+        "المؤشر بعد أحدث حدث: إما أنه من نشر آخر أو أن السجل استُعيد من نسخة أقدم. تابع القراءة "
+        "من مؤشر أعطاه هذا السجل أو من 0."
+    )

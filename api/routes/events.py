@@ -20,7 +20,13 @@ from api.schemas import (
     WebhookRequest,
     WebhookView,
 )
-from issuer.errors import CredentialNotFound, TooManyWebhooks, WebhookNotAllowed, WebhookNotFound
+from issuer.errors import (
+    CredentialNotFound,
+    CursorAhead,
+    TooManyWebhooks,
+    WebhookNotAllowed,
+    WebhookNotFound,
+)
 from issuer.store.events import Scope
 from issuer.webhooks import list_webhooks, register_webhook, remove_webhook
 
@@ -28,7 +34,7 @@ FEED_ROLES = roles("issuer", "admin")
 """Issuers see the events of their own channels (and establishment), admins every one."""
 
 
-@get("/events", opt=FEED_ROLES, operation_id="listEvents")
+@get("/events", opt=FEED_ROLES | raises(CursorAhead), operation_id="listEvents")
 async def list_events(
     request: Request[Any, Any, Any],
     services: ServicesDep,

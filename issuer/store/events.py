@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from issuer.errors import CursorAhead
 from issuer.store.credentials import Credential
 from issuer.store.registry import Registry, before_commit, serialize
 from issuer.store.schema import events, permits
@@ -169,11 +170,15 @@ async def head_in(conn: AsyncConnection) -> int:
 
 async def events_after(registry: Registry, after: int, scope: Scope, limit: int = 100) -> Page:
     """The events in `scope` above `after`, oldest first, at most `limit`: the one feed
-    routine of the HTTP API, the webhooks and the command line."""
+    routine of the HTTP API, the webhooks and the command line. CursorAhead for a cursor
+    past the newest event (a restored registry would otherwise hide events below it)."""
     async with registry.read() as conn:
         # The head first: on PostgreSQL each statement reads its own snapshot, and every
         # event up to a committed head is committed (ids commit in order).
         top = await head_in(conn)
+        if after > top:
+            # Every cursor handed out is at or below a committed head: this one is not ours.
+            raise CursorAhead(f"cursor {after}, newest event {top}")
         query = (
             select(events)
             .where(events.c.id > after, events.c.id <= top, scope.where())

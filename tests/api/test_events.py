@@ -26,7 +26,7 @@ from checkpoint.policy import CompanyClass
 from issuer.registration import register_establishment, set_company_class
 from issuer.store import webhooks
 from issuer.store.credentials import create_credential
-from issuer.store.events import Scope, events_after, head
+from issuer.store.events import Event, Scope, emit, events_after, head
 from issuer.store.registry import Registry
 from issuer.webhooks import (
     RETRY_FIRST,
@@ -56,13 +56,6 @@ from tests.api.test_routes_rules import COMPANY, slot_body
 from tests.postgres import throwaway_database
 
 HOUR = 3600
-
-
-@pytest.fixture(autouse=True)
-def deliveries_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests deliver by calling the delivery step, at the fake clock's time (one test
-    runs the service's own loop)."""
-    monkeypatch.setattr(api.runtime.services, "DELIVERY_INTERVAL", 3600.0)
 
 
 # --- a webhook receiver: a real HTTP server on a free port -------------------------------
@@ -336,10 +329,19 @@ def test_out_of_range_parameters_are_422(app: Api, name: str, value: str) -> Non
     assert_problem(response, 422, "invalid_body")
 
 
-def test_a_cursor_past_the_head_waits_for_events_above_it(app: Api) -> None:
+def test_a_cursor_past_the_newest_event_is_409_not_an_empty_wait(app: Api) -> None:
+    """Such a cursor is another deployment's, or the registry was restored: waiting for the
+    feed to pass it would hide every event below it."""
     admin = app.key("admin")
-    page = feed(app, admin, after="999999999999999999").json()
-    assert page == {"events": [], "cursor": "999999999999999999"}
+    issued = app.issue(app.key("issuer", channels=["absher"]))
+    (event,) = feed(app, admin).json()["events"]
+    assert feed(app, admin, after=str(event["id"])).json() == {
+        "events": [],
+        "cursor": str(event["id"]),
+    }
+    for cursor in (str(event["id"] + 1), "999999999999999999"):
+        assert_problem(feed(app, admin, after=cursor, wait=5), 409, "cursor_ahead")
+    assert issued["permit_id"] == event["permit_id"]
 
 
 # --- the long poll -----------------------------------------------------------------------
@@ -743,6 +745,31 @@ async def test_two_nodes_on_one_postgresql_registry_deliver_each_event_once(
             for event in delivery.events
         ]
         assert ids == list(range(1, changes + 1)), hook  # each once, in order
+
+
+async def test_a_failed_transaction_writes_none_of_its_events(tmp_path: Path) -> None:
+    """Events wait on the transaction until its commit: one that fails after queueing some
+    writes none, and leaves none behind for the next transaction on the same connection."""
+    registry = await Registry.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.sqlite3'}")
+    change = Event(at=NOW, type="establishment_reinstated", establishment=COMPANY)
+
+    async def refused_half_way() -> None:
+        async with registry.write() as conn:
+            emit(conn, [change])
+            raise RuntimeError("refused half-way")
+
+    try:
+        with pytest.raises(RuntimeError):
+            await refused_half_way()
+        async with registry.write() as conn:
+            pass
+        assert await head(registry) == 0
+        async with registry.write() as conn:
+            emit(conn, [change, change])
+        page = await events_after(registry, 0, Scope(), 10)
+        assert [e.id for e in page.events] == [1, 2]
+    finally:
+        await registry.close()
 
 
 async def test_a_lease_lost_to_another_node_is_not_reported_delivered(tmp_path: Path) -> None:
