@@ -439,6 +439,22 @@ def test_key_revocation_and_establishment_changes_reach_the_feed_once(app: Api) 
     assert read_all(app, bound, cursor)[0] == events[-1:]
 
 
+def test_a_recorded_departure_reaches_the_company_as_departed(app: Api) -> None:
+    admin, border = app.key("admin"), app.key("border")
+    register_company(app, admin)
+    nusuk = app.key("issuer", channels=["nusuk"])
+    arrive(app, border, "B0000001")
+    slot = app.issue(nusuk, **slot_body(holder="B0000001"))["permit_id"]
+    left = {"holder": "B0000001", "at": riyadh(20, hour=11)}
+    for _ in range(2):  # reported twice
+        response = app.client.post("/v1/departures", json=left, headers=auth(border))
+        assert response.status_code == 200, response.text
+    assert summary(read_all(app, nusuk, "0")[0]) == [
+        ("issued", slot, None),
+        ("revoked", slot, "departed"),
+    ]
+
+
 def test_cli_events_and_webhooks_go_through_the_same_routines(
     app: Api, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
