@@ -763,6 +763,60 @@ async def test_two_nodes_on_one_postgresql_registry_deliver_each_event_once(
         assert ids == list(range(1, changes + 1)), hook  # each once, in order
 
 
+async def test_concurrent_writers_on_postgresql_never_make_a_reader_skip_an_event() -> None:
+    """Eight writers on two nodes commit events at once (each its own company's class, so no
+    row lock orders them), while a reader tails the feed from its cursor: it must see every
+    event once, none skipped because a larger id committed first."""
+    companies = [f"CO-{n}" for n in range(8)]
+    changes = 30
+    async with throwaway_database() as url:
+        nodes = [await Registry.open(url), await Registry.open(url)]
+        try:
+            for company in companies:
+                await register_establishment(
+                    nodes[0],
+                    establishment_id=company,
+                    channel="nusuk",
+                    name=company,
+                    city="makkah",
+                    company_class="A",
+                    rules=POLICY.rules,
+                    actor="test",
+                    at=NOW,
+                )
+            done = asyncio.Event()
+
+            async def write(number: int) -> None:
+                for n in range(changes):
+                    to: CompanyClass = "B" if n % 2 == 0 else "A"
+                    node = nodes[number % 2]
+                    await set_company_class(node, companies[number], to, actor="t", at=NOW)
+
+            async def writers() -> None:
+                await asyncio.gather(*(write(n) for n in range(len(companies))))
+                done.set()
+
+            seen: list[int] = []
+
+            async def read() -> None:
+                cursor = 0
+                while True:
+                    finished = done.is_set()
+                    page = await events_after(nodes[1], cursor, Scope(), 3)
+                    seen.extend(e.id for e in page.events)
+                    cursor = page.cursor
+                    if finished and not page.events:
+                        return
+                    await asyncio.sleep(0)
+
+            async with asyncio.timeout(120):
+                await asyncio.gather(writers(), read())
+        finally:
+            for node in nodes:
+                await node.close()
+    assert seen == list(range(1, len(companies) * changes + 1))
+
+
 async def test_a_failed_transaction_writes_none_of_its_events(tmp_path: Path) -> None:
     """Events wait on the transaction until its commit: one that fails after queueing some
     writes none, and leaves none behind for the next transaction on the same connection."""
