@@ -49,6 +49,7 @@ from tests.api.conftest import (
     assert_problem,
     auth,
     muqeem_body,
+    permit_body,
     riyadh,
     running,
 )
@@ -437,6 +438,23 @@ def test_key_revocation_and_establishment_changes_reach_the_feed_once(app: Api) 
         ("revoked", domestic["permit_id"], "key"),
     ]
     assert read_all(app, bound, cursor)[0] == events[-1:]
+
+
+def test_a_retried_issue_or_revocation_adds_no_second_event(app: Api) -> None:
+    key, admin = app.key("issuer", channels=["absher"]), app.key("admin")
+    headers = auth(key) | {"Idempotency-Key": "retry-0001"}
+    answers = [app.client.post("/v1/permits", json=permit_body(), headers=headers) for _ in "ab"]
+    assert [a.status_code for a in answers] == [201, 201]
+    permit_id = answers[0].json()["permit_id"]
+    assert answers[1].json()["permit_id"] == permit_id
+    revoke = {"permit_id": permit_id, "reason": "booking cancelled"}
+    for _ in "ab":
+        response = app.client.post("/v1/revocations", json=revoke, headers=auth(admin))
+        assert response.status_code == 201, response.text
+    assert summary(read_all(app, key, "0")[0]) == [
+        ("issued", permit_id, None),
+        ("revoked", permit_id, "admin"),
+    ]
 
 
 def test_a_recorded_departure_reaches_the_company_as_departed(app: Api) -> None:
