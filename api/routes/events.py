@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Router, delete, get, post
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
 
@@ -71,6 +72,7 @@ async def list_events(
     opt=FEED_ROLES | raises(CredentialNotFound, WebhookNotAllowed, TooManyWebhooks),
     operation_id="addWebhook",
     request_max_body_size=ADMIN_BODY_LIMIT,
+    cache_control=CacheControlHeader(no_store=True),  # the answer holds the secret
 )
 async def add_webhook(
     request: Request[Any, Any, Any], data: JSONBody[WebhookRequest], services: ServicesDep
