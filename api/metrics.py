@@ -136,6 +136,12 @@ REVOCATION_SEQ = Gauge(
     multiprocess_mode="max",
 )
 
+WEBHOOK_DELIVERIES = Counter(
+    "checkpoint_webhook_deliveries_total",
+    "Webhook deliveries (POSTs of up to 100 events) by outcome: delivered or failed",
+    ["outcome"],
+)
+
 
 def revocation_reason(reason: str) -> str:
     """The label of a withdrawal's reason: the service's own reasons as they are, `admin`

@@ -33,6 +33,7 @@ from issuer.errors import (
     BlockChoiceRequired,
     CredentialNotFound,
     CrossingTooEarly,
+    CursorAhead,
     EstablishmentExists,
     EstablishmentNotFound,
     HsmUnavailable,
@@ -48,6 +49,9 @@ from issuer.errors import (
     PermitNotActive,
     PermitNotFound,
     RegistryUnavailable,
+    TooManyWebhooks,
+    WebhookNotAllowed,
+    WebhookNotFound,
 )
 
 log = logging.getLogger("checkpoint")
@@ -83,6 +87,10 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (KeyringError, HTTP_400_BAD_REQUEST),
     (InvalidCursor, HTTP_400_BAD_REQUEST),
     (RequestRefused, HTTP_422_UNPROCESSABLE_ENTITY),
+    (WebhookNotFound, HTTP_404_NOT_FOUND),
+    (TooManyWebhooks, HTTP_409_CONFLICT),
+    (WebhookNotAllowed, HTTP_422_UNPROCESSABLE_ENTITY),
+    (CursorAhead, HTTP_409_CONFLICT),
 ]
 
 _HTTP_PROBLEMS: dict[int, tuple[str, str, str]] = {

@@ -16,9 +16,11 @@ from issuer.eligibility import EstablishmentId, IssueRequest
 from issuer.store.audit import AuditEntry
 from issuer.store.blocks import Block, BlockKind
 from issuer.store.establishments import Establishment, EstablishmentChannel
+from issuer.store.events import Event, EventType, Page
 from issuer.store.permits import PermitRecord
 from issuer.store.revocations import Revocation
 from issuer.store.stays import Stay
+from issuer.store.webhooks import Webhook
 
 MAX_BATCH_PERMITS = 1000
 MAX_BATCH_TOKENS = 500
@@ -344,3 +346,112 @@ class AuditPage(msgspec.Struct, frozen=True):
 
     entries: list[AuditView]
     next: str | None
+
+
+# --- The event feed and its webhooks (issue #14) ---------------------------------------
+
+CURSOR_PATTERN = r"^(0|[1-9][0-9]{0,17})$(?!\n)"
+"""A feed cursor as the API hands it out (at most 18 digits: it fits the registry's BIGINT)."""
+Cursor = Annotated[str, Meta(pattern=CURSOR_PATTERN, examples=["0", "1042"])]
+WebhookUrl = Annotated[
+    str,
+    Meta(
+        min_length=10,
+        max_length=2048,
+        # A host (name, IPv4 or [IPv6]) and port, no user:password@, no whitespace.
+        pattern=r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?#][!-~]*)?$(?!\n)",
+        description="where deliveries are POSTed (http or https)",
+        examples=["https://portal.example/checkpoint/events"],
+    ),
+]
+CredentialId = Annotated[str, Meta(pattern=r"^[0-9a-f]{12}$(?!\n)", examples=["3fa85f6457c1"])]
+
+
+class EventView(msgspec.Struct, frozen=True):
+    """One change in the feed. `id` grows with every event and is never reused: a receiver
+    that already processed an id drops the event (deliveries are at least once)."""
+
+    id: int
+    type: EventType
+    at: dt.datetime
+    permit_id: str | None
+    """The permit of a permit event (`issued`, `amended`, `revoked`)."""
+    establishment: str | None
+    channel: str | None
+    reason: str | None
+    """`revoked`: admin, no_arrival, departed, stay_too_long, superseded,
+    companion_withdrawn or key."""
+    detail: dict[str, str]
+    """`amended`: `supersedes`; `revoked`: `note` (the text given), `kid` for a key;
+    `establishment_class_changed`: `from` and `to`."""
+
+    @classmethod
+    def of(cls, event: Event) -> EventView:
+        return cls(
+            id=event.id,
+            type=event.type,
+            at=rfc3339(event.at),
+            permit_id=event.permit_id,
+            establishment=event.establishment,
+            channel=event.channel,
+            reason=event.reason,
+            detail=dict(event.detail),
+        )
+
+
+class EventPage(msgspec.Struct, frozen=True):
+    """Events in order; read on with `after=<cursor>` (the body of a webhook delivery too)."""
+
+    events: list[EventView]
+    cursor: str
+
+    @classmethod
+    def of(cls, page: Page) -> EventPage:
+        return cls([EventView.of(e) for e in page.events], str(page.cursor))
+
+
+class WebhookRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A URL to POST the feed to; `credential_id` (admins only): whose scope it carries."""
+
+    url: WebhookUrl
+    credential_id: CredentialId | None = None
+
+
+class WebhookView(msgspec.Struct, frozen=True):
+    """A webhook and how its deliveries stand (never its secret)."""
+
+    id: str
+    credential_id: str
+    url: str
+    created_at: dt.datetime
+    cursor: str
+    """Delivered up to here: the next delivery holds the events after it."""
+    attempts: int
+    """Failed tries of the next delivery in a row (0: none)."""
+    next_attempt: dt.datetime | None
+    last_error: str | None
+
+    @classmethod
+    def of(cls, webhook: Webhook) -> WebhookView:
+        retry = webhook.next_attempt
+        return cls(
+            id=webhook.id,
+            credential_id=webhook.credential_id,
+            url=webhook.url,
+            created_at=rfc3339(webhook.created_at),
+            cursor=str(webhook.delivered),
+            attempts=webhook.attempts,
+            next_attempt=rfc3339(retry) if retry else None,
+            last_error=webhook.last_error,
+        )
+
+
+class WebhookCreated(msgspec.Struct, frozen=True):
+    """A new webhook and its signing secret, shown this once."""
+
+    webhook: WebhookView
+    secret: str
+
+
+class WebhookList(msgspec.Struct, frozen=True):
+    webhooks: list[WebhookView]

@@ -16,7 +16,7 @@ from issuer.errors import (
     NotBlocked,
     item,
 )
-from issuer.store import audit, blocks, establishments, permits
+from issuer.store import audit, blocks, establishments, events, permits
 from issuer.store.blocks import Block, BlockKind
 from issuer.store.permits import PermitDraft
 from issuer.store.registry import Registry
@@ -101,6 +101,35 @@ def _permits_of(kind: BlockKind, subject: str) -> ColumnElement[bool]:
     return permits.of_holder(subject) if kind == "holder" else permits.of_establishment(subject)
 
 
+async def _channel_of(conn: AsyncConnection, kind: BlockKind, subject: str) -> str | None:
+    """An establishment's channel (EstablishmentNotFound if it is not registered)."""
+    if kind != "establishment":
+        return None
+    found = await establishments.find(conn, subject)
+    if found is None:
+        raise EstablishmentNotFound(subject)
+    return found.channel
+
+
+def _feed(
+    conn: AsyncConnection,
+    block: Block,
+    kind: events.EventType,
+    channel: str | None,
+) -> None:
+    """An establishment's suspension or reinstatement in the portals' feed (a holder's
+    block is not: the permits it withdraws are)."""
+    if block.kind == "establishment":
+        event = events.Event(
+            at=block.at,
+            type=kind,
+            establishment=block.subject,
+            channel=channel,
+            detail={"note": block.reason},
+        )
+        events.emit(conn, [event])
+
+
 async def _put(
     registry: Registry,
     kind: BlockKind,
@@ -113,8 +142,7 @@ async def _put(
 ) -> Blocked:
     async with registry.write() as conn:
         await blocks.hold(conn, exclusive=True)
-        if kind == "establishment" and await establishments.find(conn, subject) is None:
-            raise EstablishmentNotFound(subject)
+        channel = await _channel_of(conn, kind, subject)
         block = await blocks.find(conn, kind, subject)
         created = block is None
         if block is None:
@@ -125,6 +153,7 @@ async def _put(
                 at=at, actor=actor, action=action, code=reason, detail={kind: subject}
             )
             await audit.append(conn, [event])
+            _feed(conn, block, "establishment_suspended", channel)
         withdrawn = []
         if revoke:
             where = _permits_of(kind, subject)
@@ -141,6 +170,9 @@ async def _lift(
         if block is None:
             raise NotBlocked(subject)
         await blocks.remove(conn, kind, subject)
+        channel = await _channel_of(conn, kind, subject)
+        lifted = Block(kind=kind, subject=subject, reason=reason, actor=actor, at=at)
+        _feed(conn, lifted, "establishment_reinstated", channel)
         detail = {kind: subject, "blocked_by": block.actor, "blocked_at": block.at}
         event = audit.AuditEvent(
             at=at, actor=actor, action=LIFT_ACTIONS[kind][1], code=reason, detail=detail

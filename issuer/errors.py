@@ -367,3 +367,36 @@ class InvalidCursor(CheckpointError):
     code = "invalid_cursor"
     message_en = "The cursor is not one a page of this listing gave out."
     message_ar = "المؤشر ليس صادرًا عن صفحة من هذه القائمة."
+
+
+# --- The event feed's webhooks (issue #14). ---
+
+
+class WebhookNotFound(CheckpointError):
+    code = "webhook_not_found"
+    message_en = "No webhook of this credential has this id."
+    message_ar = "لا يوجد خطاف ويب بهذا المعرّف لبيانات الاعتماد هذه."
+
+
+class TooManyWebhooks(CheckpointError):
+    code = "too_many_webhooks"
+    message_en = "This credential has as many webhooks as allowed: remove one first."
+    message_ar = "لدى بيانات الاعتماد هذه الحد الأقصى من خطافات الويب: احذف واحدًا أولًا."
+
+
+class WebhookNotAllowed(CheckpointError):
+    code = "webhook_not_allowed"
+    message_en = "Only an enabled issuer or admin credential receives the event feed."
+    message_ar = "لا يتلقى سجل الأحداث إلا بيانات اعتماد مُصدِر أو مشرف مفعّلة."
+
+
+class CursorAhead(CheckpointError):
+    code = "cursor_ahead"
+    message_en = (
+        "The cursor is past the newest event: it is another deployment's, or the registry was "
+        "restored from an older copy. Read on from a cursor this feed gave, or from 0."
+    )
+    message_ar = (
+        "المؤشر بعد أحدث حدث: إما أنه من نشر آخر أو أن السجل استُعيد من نسخة أقدم. تابع القراءة "
+        "من مؤشر أعطاه هذا السجل أو من 0."
+    )

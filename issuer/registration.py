@@ -6,7 +6,7 @@ import msgspec
 
 from checkpoint.policy import CompanyClass, Rules
 from issuer.errors import EstablishmentExists, EstablishmentNotFound, NotAnUmrahCompany
-from issuer.store import audit, establishments
+from issuer.store import audit, establishments, events
 from issuer.store.establishments import Establishment, EstablishmentChannel
 from issuer.store.registry import Registry
 
@@ -73,4 +73,13 @@ async def set_company_class(
             at=at, actor=actor, action="set_class", detail=detail | {"to": company_class}
         )
         await audit.append(conn, [event])
+        changed = events.Event(
+            at=at,
+            type="establishment_class_changed",
+            establishment=establishment_id,
+            channel=found.channel,
+            detail={"from": found.company_class, "to": company_class},
+        )
+        if found.company_class != company_class:
+            events.emit(conn, [changed])
     return msgspec.structs.replace(found, company_class=company_class)

@@ -16,6 +16,7 @@ from api.cli import (
     credentials,
     demo,
     establishments,
+    events,
     issue,
     keys,
     permits,
@@ -41,6 +42,7 @@ COMMAND_GROUPS = [
     establishments,
     blocks,
     audit,
+    events,
 ]
 """The command modules, in the order `checkpoint --help` lists their commands."""
 

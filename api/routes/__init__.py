@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from api.routes import admin, blocks, border, issuer, offline, ops, queries, scanner
+from api.routes import admin, blocks, border, events, issuer, offline, ops, queries, scanner
 from api.runtime.settings import NodeRole
 
 ROUTERS: list[Router] = [
@@ -16,6 +16,7 @@ ROUTERS: list[Router] = [
     border.router,
     queries.admin_router,
     queries.border_router,
+    events.router,
     ops.router,
 ]
 """Every route of the service. No router declares `opt`: each handler declares its own

@@ -11,6 +11,8 @@ from api.runtime.anti_passback import EntryLog, FileEntryLog, RedisEntryLog
 from api.runtime.changes import CHANGES_FILE, ChangeSignal
 from api.runtime.clock import Clock, wall_clock
 from api.runtime.credential_cache import CredentialCache
+from api.runtime.deliveries import DELIVERY_INTERVAL, WebhookDelivery
+from api.runtime.event_watch import EVENTS_POLL, EventWatch
 from api.runtime.loops import EXPECTED_FAILURES, STOP_GRACE, Loops
 from api.runtime.rate_limit import TokenBucket
 from api.runtime.redis_sync import PUBLISH_INTERVAL, RedisRevocations
@@ -120,6 +122,9 @@ class Services:
         self._audit_full = False
         self._announce_pending = False
         self.loops = Loops()
+        self.events = EventWatch(registry, self.loops.stopping)
+        """The event feed's long poll."""
+        self.deliveries = WebhookDelivery(registry, clock)
         self._publishing: asyncio.Task[bool] | None = None
         self.loaded = False
         self.redis: RedisRevocations | None = None
@@ -176,7 +181,8 @@ class Services:
 
     def start_loops(self) -> None:
         """The one place this process's background loops start: revocation sync, audit
-        flush, the no-arrival sweep and, with Redis, the revocation outbox and tail."""
+        flush, the no-arrival sweep, the event feed's watch and webhook deliveries and,
+        with Redis, the revocation outbox and tail."""
         loops = self.loops
         loops.start(self._sync_step, SYNC_INTERVAL, "revocation-sync")
         loops.start(self.refresh_keys, KEYRING_POLL, "keyring-sync")
@@ -191,6 +197,11 @@ class Services:
         loops.start(self._sweep_step, SWEEP_INTERVAL, "no-arrival-sweep")
         if self.keys is not None:
             loops.start(self.build_offline, OFFLINE_BUILD_INTERVAL, "offline-bundle")
+        loops.start(self.events.follow, EVENTS_POLL, "event-watch")
+        loops.start(self._deliver_step, DELIVERY_INTERVAL, "webhook-delivery")
+
+    async def _deliver_step(self) -> None:
+        await self.deliveries.step()
 
     async def build_offline(self) -> None:
         """Sign and store the offline bundle if the stored one is behind (a node that signs).
@@ -242,6 +253,7 @@ class Services:
             await self.redis.close()
         if self._entry_file is not None:
             self._entry_file.close()
+        await self.deliveries.close()
         await self.registry.close()
 
     # --- revocations and keys -----------------------------------------------------------

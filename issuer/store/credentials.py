@@ -10,6 +10,7 @@ from typing import Literal, get_args
 
 import msgspec
 from sqlalchemy import RowMapping, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Channel
 from issuer.errors import CredentialNotFound
@@ -104,6 +105,13 @@ async def authenticate(registry: Registry, api_key: str) -> Credential | None:
         return None
     credential = _credential(row)
     return None if credential.disabled else credential
+
+
+async def find(conn: AsyncConnection, credential_id: str) -> Credential | None:
+    """The credential with this id (enabled or not), or None, in the caller's transaction."""
+    query = select(credentials).where(credentials.c.id == credential_id)
+    row = (await conn.execute(query)).mappings().first()
+    return None if row is None else _credential(row)
 
 
 async def list_credentials(registry: Registry) -> list[Credential]:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from checkpoint.errors import KeyNotFound
 from checkpoint.signing import KeyEntry, Keyring, KeyStatus
 from issuer.errors import LastSigningKey
-from issuer.store import audit
+from issuer.store import audit, events
 from issuer.store.registry import Registry, serialize
 from issuer.store.schema import signing_keys, trust_state
 
@@ -114,6 +114,9 @@ async def revoke_key(
         await _changed(
             conn, revoked, "key_revoked", actor=actor, at=at, reason=reason, purpose=purpose
         )
+        if entry.status is not KeyStatus.REVOKED and purpose == "permit":
+            # The portals learn of every permit this withdraws, once.
+            events.emit_key_revoked(conn, kid, at=at, note=reason)
     return revoked
 
 

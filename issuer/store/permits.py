@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.model import Category, Channel, ListId, Permit, StatusIndex, format_permit_id
-from issuer.store import audit
+from issuer.store import audit, events
 from issuer.store.paging import Page, Scope, clamp, decode_cursor, encode_cursor
 from issuer.store.registry import Registry, lock_key, serialize
 from issuer.store.schema import permits, status_lists
@@ -133,8 +133,23 @@ async def allocate(conn: AsyncConnection, count: int, capacity: int) -> list[tup
 async def insert_records(
     conn: AsyncConnection, records: Sequence[PermitRecord], *, action: str
 ) -> None:
-    """Store signed permits with one audit row each (`action`: issue or amend)."""
+    """Store signed permits with one audit row and one feed event each (`action`: issue or
+    amend: an amended permit's event names the one it `supersedes`)."""
     await conn.execute(insert(permits), [_row(r) for r in records])
+    events.emit(
+        conn,
+        [
+            events.Event(
+                at=r.issued_at,
+                type="amended" if action == "amend" else "issued",
+                permit_id=r.permit_id,
+                establishment=r.establishment,
+                channel=r.channel.value,
+                detail={} if r.supersedes is None else {"supersedes": r.supersedes},
+            )
+            for r in records
+        ],
+    )
     await audit.append(
         conn,
         [

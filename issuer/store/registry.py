@@ -8,7 +8,7 @@ import importlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,9 @@ from issuer.errors import RegistryUnavailable
 from issuer.store.schema import migrate
 
 MIGRATION_LOCK = 0x43_4B_50_4D  # "CKPM"
+_BEFORE_COMMIT = "checkpoint_before_commit"
+BeforeCommit = Callable[[AsyncConnection, Sequence[Any]], Awaitable[None]]
+"""Work a write transaction runs last, on every item queued for it (`before_commit`)."""
 DEFAULT_LIST_CAPACITY = 2**20
 """Permits per status list; a full list is never reopened, allocation moves to the next id."""
 BUSY_TIMEOUT_MS = 10_000
@@ -130,7 +133,11 @@ class Registry:
         committing = False
         try:
             async with self._write_lock, self._writer.begin() as conn:
-                yield conn
+                try:
+                    yield conn
+                    await _run_before_commit(conn)
+                finally:
+                    conn.info.pop(_BEFORE_COMMIT, None)  # a failed transaction's, too
                 committing = True
         except RegistryUnavailable:
             raise
@@ -160,6 +167,21 @@ class Registry:
         """One round trip (RegistryUnavailable when the registry cannot be reached)."""
         async with self.read() as conn:
             await conn.execute(text("SELECT 1"))
+
+
+def before_commit(conn: AsyncConnection, hook: BeforeCommit, item: object) -> None:
+    """Queue `item` for `hook`, which the write transaction runs once, with every item queued
+    for it in order, after the caller's statements and just before COMMIT. A lock the hook
+    takes is then the transaction's last, held only through the commit, so it cannot
+    deadlock against the locks the flows take in their own order."""
+    queued: dict[BeforeCommit, list[object]] = conn.info.setdefault(_BEFORE_COMMIT, {})
+    queued.setdefault(hook, []).append(item)
+
+
+async def _run_before_commit(conn: AsyncConnection) -> None:
+    while queued := conn.info.pop(_BEFORE_COMMIT, None):
+        for hook, items in queued.items():
+            await hook(conn, items)
 
 
 def _engine_options(backend: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from checkpoint.model import Channel, format_permit_id
 from checkpoint.statuslist import StatusMirror
 from issuer.errors import PermitNotFound
-from issuer.store import audit
+from issuer.store import audit, events
 from issuer.store.permits import PermitState, is_permit
 from issuer.store.registry import Registry, serialize
 from issuer.store.schema import permits, revocations
@@ -24,6 +24,10 @@ CHUNK = 5000
 """Permit ids per IN list: well under SQLite's limit of bound parameters."""
 COMPANION_WITHDRAWN = "companion_withdrawn"
 """The reason of a minor's permit withdrawn with its companion's."""
+FEED_REASONS: dict[Withdrawn, str] = {"revoked": "admin", "superseded": "superseded"}
+"""The feed's reason of a withdrawal by its state: a revocation (an admin's, or a portal's of
+its own permit) is `admin` and a supersession `superseded`, whatever text was given; a
+cancellation keeps the service's own reason (no_arrival, departed, ...)."""
 _ACTIONS: dict[PermitState, str] = {
     "revoked": "revoke",
     "superseded": "amend",
@@ -164,11 +168,12 @@ async def _claim(
         update(permits)
         .where(where, permits.c.state == "active")
         .values(state=state)
-        .returning(permits.c.list_id, permits.c.idx)
+        .returning(permits.c.list_id, permits.c.idx, permits.c.channel, permits.c.establishment)
     )
+    found = sorted(claimed.all())
     values = [
         {"list_id": list_id, "idx": index, "reason": reason, "actor": actor, "at": at}
-        for list_id, index in sorted(claimed.all())
+        for list_id, index, _, _ in found
     ]
     if not values:
         return []
@@ -183,6 +188,22 @@ async def _claim(
                 at=at, actor=actor, action=_ACTIONS[state], permit_id=r.permit_id, code=reason
             )
             for r in done
+        ],
+    )
+    feed_reason = FEED_REASONS.get(state, reason)
+    events.emit(
+        conn,
+        [
+            events.Event(
+                at=at,
+                type="revoked",
+                permit_id=format_permit_id(list_id, index),
+                establishment=establishment,
+                channel=channel,
+                reason=feed_reason,
+                detail={} if reason == feed_reason else {"note": reason},
+            )
+            for list_id, index, channel, establishment in found
         ],
     )
     return done

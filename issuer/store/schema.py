@@ -178,6 +178,38 @@ offline_scans = Table(
     Column("flagged", Boolean, nullable=False),
     Column("synced_at", BigInteger, nullable=False),
 )
+# The event feed (issue #14): what portals learn of their permits and establishments, one
+# row per change, written in the change's transaction; `id` is the feed's cursor.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("permit_id", Text),
+    Column("establishment", Text),
+    Column("channel", Text),
+    Column("reason", Text),
+    Column("detail", Text, nullable=False),
+)
+# Webhooks: a URL per credential the feed is POSTed to, from its own cursor (`delivered`),
+# with a lease so that one node of a fleet delivers each event, and a backoff on failure.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("credential_id", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("delivered", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt", BigInteger, nullable=False),
+    Column("lease_until", BigInteger, nullable=False),
+    Column("lease_token", Text),
+    Column("last_error", Text),
+)
 
 Step = Sequence[str | Callable[[Connection], None]]
 """One migration: SQL statements (or callables on the sync connection), run in order."""
@@ -443,6 +475,36 @@ MIGRATIONS: list[Step] = [
         "CREATE INDEX audit_permit_at ON audit (permit_id, at, id)",
         "CREATE INDEX audit_actor_at ON audit (actor, at, id)",
         "CREATE INDEX audit_holder_at ON audit (holder, at, id)",
+    ],
+    [
+        # The portals' event feed: ids taken under a lock held to the commit, so they
+        # commit in order and a reader past id n never later finds a smaller one.
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at BIGINT NOT NULL,
+            type TEXT NOT NULL,
+            permit_id TEXT,
+            establishment TEXT,
+            channel TEXT,
+            reason TEXT,
+            detail TEXT NOT NULL DEFAULT '{}')""",
+        "CREATE INDEX events_channel ON events (channel, id)",
+        "CREATE INDEX events_establishment ON events (establishment, id)",
+        # No foreign key to credentials: its table is rebuilt to widen its role CHECK.
+        """CREATE TABLE webhooks (
+            id TEXT NOT NULL PRIMARY KEY,
+            credential_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            created_by TEXT NOT NULL,
+            delivered BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt BIGINT NOT NULL DEFAULT 0,
+            lease_until BIGINT NOT NULL DEFAULT 0,
+            lease_token TEXT,
+            last_error TEXT)""",
+        "CREATE INDEX webhooks_credential ON webhooks (credential_id)",
     ],
 ]
 

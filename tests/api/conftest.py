@@ -1,9 +1,10 @@
 """Fixtures of the HTTP API tests: an app on a temporary data directory, a clock the test
 moves by hand, and API keys of each role created straight in the app's registry.
 
-The background loops of `api.runtime.services` (revocation sync every second, audit flush) are
-pushed far into the future so that no test depends on them: freshness is confirmed when the
-app starts and whenever a change is announced, and audit rows are flushed explicitly.
+The background loops of `api.runtime.services` (revocation sync every second, audit flush,
+webhook deliveries) are pushed far into the future so that no test depends on them:
+freshness is confirmed when the app starts and whenever a change is announced, audit rows
+are flushed and webhooks delivered explicitly.
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ def no_background_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never depend on the background loops' wall-clock timing."""
     monkeypatch.setattr(api.runtime.services, "SYNC_INTERVAL", 3600.0)
     monkeypatch.setattr(api.runtime.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
+    monkeypatch.setattr(api.runtime.services, "DELIVERY_INTERVAL", 3600.0)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
 
 
@@ -262,6 +264,7 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(api.runtime.services, "SYNC_INTERVAL", 3600.0)
         patch.setattr(api.runtime.services, "AUDIT_FLUSH_INTERVAL", 3600.0)
+        patch.setattr(api.runtime.services, "DELIVERY_INTERVAL", 3600.0)
         # The tests share one client address: none may use up the others' failure budget,
         # nor wait for a held-back 429.
         settings = Settings(

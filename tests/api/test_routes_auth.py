@@ -145,6 +145,16 @@ ROUTE_TABLE = [
     Route("GET", "/v1/establishments", frozenset({"issuer", "admin"})),
     Route("GET", "/v1/stays", frozenset({"border", "admin"})),
     Route("GET", "/v1/audit", frozenset({"admin"})),
+    Route("GET", "/v1/events", frozenset({"issuer", "admin"})),
+    Route("GET", "/v1/webhooks", frozenset({"issuer", "admin"})),
+    Route(
+        "POST",
+        "/v1/webhooks",
+        frozenset({"issuer", "admin"}),
+        {"url": "https://portal.example/hook"},
+        ADMIN_BODY_LIMIT,
+    ),
+    Route("DELETE", "/v1/webhooks/wh_0", frozenset({"issuer", "admin"})),
 ]
 TESTED_ELSEWHERE = [
     # test_routes_rules: establishments, the border feed, amendments
@@ -203,6 +213,7 @@ def test_the_table_covers_every_route() -> None:
         f"/{KID}/": "/{kid:str}/",
         "/0": "/{list_id:int}",
         "/EST-7/": "/{establishment_id:str}/",
+        "/wh_0": "/{webhook_id:str}",
     }
     tested = set()
     for route in ROUTE_TABLE:

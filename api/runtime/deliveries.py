@@ -1,0 +1,116 @@
+"""Webhook deliveries: the feed POSTed to each webhook from its cursor, signed, retried."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+
+import httpx
+import msgspec
+
+from api import metrics
+from api.runtime.clock import Clock
+from api.schemas import EventPage
+from issuer.store import webhooks
+from issuer.store.events import Page, Scope, events_after
+from issuer.store.registry import Registry
+from issuer.store.webhooks import Claim
+from issuer.webhooks import SIGNATURE_HEADER, retry_delay, signature
+
+log = logging.getLogger("checkpoint")
+
+DELIVERY_INTERVAL = 1.0
+"""Seconds between looks for webhooks behind the feed (one cheap read when none is)."""
+TIMEOUT = 10.0
+"""Seconds a receiver has to answer one delivery."""
+LEASE = 60
+"""Seconds a node holds a webhook it delivers to (well over TIMEOUT): no other node
+delivers to it meanwhile. A node that dies holding one leaves it to the others after this."""
+BATCH = 100
+"""Events per delivery at most."""
+PAGES_PER_LEASE = 10
+"""Deliveries to one webhook in a row before it is released (others get their turn)."""
+CLAIMS_PER_STEP = 20
+"""Webhooks one node delivers to at once."""
+_ENCODER = msgspec.json.Encoder()
+
+
+class WebhookDelivery:
+    """Delivers every webhook of the registry that is behind the feed, in order and at least
+    once: a delivery answered 2xx moves its cursor; any other answer, a timeout or a refused
+    connection is retried after a doubling wait (`retry_delay`). Every node of a fleet runs
+    it; a lease in the registry makes one node deliver each webhook at a time."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        clock: Clock,
+        *,
+        client: httpx.AsyncClient | None = None,
+        delay: Callable[[int], int] = retry_delay,
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.delay = delay
+        # No redirects: a receiver says where it is when it registers, not per delivery.
+        self.client = client or httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+
+    async def close(self) -> None:
+        """Close the HTTP connections."""
+        await self.client.aclose()
+
+    async def step(self) -> int:
+        """Loop step: lease the webhooks that are due and deliver to them; the events sent."""
+        claims = await webhooks.claim_due(
+            self.registry,
+            now=self.clock(),
+            lease=LEASE,
+            token=secrets.token_hex(8),
+            limit=CLAIMS_PER_STEP,
+        )
+        return sum(await asyncio.gather(*(self._deliver(claim) for claim in claims)))
+
+    async def _deliver(self, claim: Claim) -> int:
+        scope = Scope.of(claim.credential)
+        cursor, attempts, sent = claim.webhook.delivered, claim.webhook.attempts, 0
+        for turn in range(PAGES_PER_LEASE):
+            page = await events_after(self.registry, cursor, scope, BATCH)
+            if page.events:
+                error = await self._post(claim, page)
+                if error is not None:
+                    attempts += 1
+                    metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+                    log.info("webhook %s: delivery failed (%s)", claim.webhook.id, error)
+                    retry = self.clock() + self.delay(attempts)
+                    await webhooks.failed(self.registry, claim, next_attempt=retry, error=error)
+                    return sent
+                metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
+                sent += len(page.events)
+            cursor, attempts = page.cursor, 0
+            more = len(page.events) == BATCH and turn + 1 < PAGES_PER_LEASE
+            renew = self.clock() + LEASE if more else None
+            if not await webhooks.delivered(self.registry, claim, cursor, lease_until=renew):
+                log.warning("webhook %s: lease lost mid-delivery", claim.webhook.id)
+                return sent
+            if not more:
+                break
+        return sent
+
+    async def _post(self, claim: Claim, page: Page) -> str | None:
+        """POST one page; None when the receiver took it (2xx), else what went wrong."""
+        body = _ENCODER.encode(EventPage.of(page))
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature(claim.secret, self.clock(), body),
+            "Checkpoint-Webhook": claim.webhook.id,
+            "User-Agent": "checkpoint-webhooks/1",
+        }
+        try:
+            response = await self.client.post(claim.webhook.url, content=body, headers=headers)
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
+            return f"{type(err).__name__}: {err}".rstrip(": ")
+        if not response.is_success:
+            return f"HTTP {response.status_code}"
+        return None
