@@ -12,6 +12,7 @@ import redis
 
 from checkpoint.signing import InProcessKey, Keyring, key_entry
 from tests.redis_server import RedisServer
+from tests.softhsm import PROCESS_TOKENS, softhsm_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -70,3 +71,11 @@ def redis_prefix(_session_redis: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The SoftHSM2 module, with the tokens PROCESS_TOKENS. SoftHSM reads its configuration
+    once per process, so every test of this process shares this one directory."""
+    with softhsm_tokens(tmp_path_factory.mktemp("softhsm"), PROCESS_TOKENS) as module:
+        yield module

@@ -26,6 +26,11 @@ def softhsm_module() -> str:
     raise RuntimeError("SoftHSM2 is not installed: run ./dev test, or apt-get install softhsm2")
 
 
+PROCESS_TOKENS = ("checkpoint", "pin-test", "offline")
+"""The tokens of the test process's one SoftHSM2 directory (the `softhsm` fixture): the
+PKCS#11 tests', a token never logged in to (for the wrong-PIN test), the offline bundle's."""
+
+
 @contextmanager
 def softhsm_tokens(directory: Path, labels: tuple[str, ...]) -> Iterator[str]:
     """Initialise one token per label in `directory` (PIN USER_PIN), point SOFTHSM2_CONF at

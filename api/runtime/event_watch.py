@@ -13,6 +13,8 @@ EVENTS_POLL = 0.25
 any node (any process, SQLite or PostgreSQL) wakes the waiters of every node within this."""
 MAX_WAIT = 30
 """Seconds a request may ask to wait for an event (`wait`)."""
+monotonic = time.monotonic
+"""The clock a long poll's deadline is read on (tests replace it and `_first`)."""
 
 
 class EventWatch:
@@ -45,13 +47,13 @@ class EventWatch:
     async def page(self, after: int, scope: Scope, *, limit: int, wait: float) -> Page:
         """The events in `scope` after `after`; when there are none yet, wait up to `wait`
         seconds for one, answering as soon as it is committed (or the service stops)."""
-        deadline = time.monotonic() + wait
+        deadline = monotonic() + wait
         self.waiting += 1
         try:
             while True:
                 bell = self._bell
                 found = await events_after(self.registry, after, scope, limit)
-                remaining = deadline - time.monotonic()
+                remaining = deadline - monotonic()
                 if found.events or remaining <= 0 or self.stopping.is_set():
                     return found
                 after = found.cursor  # past what is out of scope, read once

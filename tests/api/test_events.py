@@ -18,6 +18,7 @@ import pytest
 import api.runtime.deliveries
 import api.runtime.event_watch
 import api.runtime.services
+from api.runtime import event_watch
 from api.runtime.clock import Clock
 from api.runtime.deliveries import WebhookDelivery
 from api.runtime.settings import Settings
@@ -379,12 +380,24 @@ def test_a_long_poll_answers_as_soon_as_an_event_is_committed_on_another_node(
         assert node_a.services.events.waiting == 0
 
 
-def test_a_long_poll_with_nothing_to_send_answers_empty_after_its_wait(app: Api) -> None:
+def test_a_long_poll_with_nothing_to_send_answers_empty_after_its_wait(
+    app: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The poll's clock and its wait are replaced: a wait that nobody rings passes its whole
+    # timeout at once, and the poll answers when its deadline is reached, not before.
+    now = [1000.0]
+    waits: list[float] = []
+
+    async def nobody_rings(bell: asyncio.Event, stopping: asyncio.Event, timeout: float) -> None:
+        waits.append(timeout)
+        now[0] += timeout
+
+    monkeypatch.setattr(event_watch, "monotonic", lambda: now[0])
+    monkeypatch.setattr(event_watch, "_first", nobody_rings)
     key = app.key("admin")
-    started = time.monotonic()
-    page = feed(app, key, wait=1).json()
+    page = feed(app, key, wait=7).json()
     assert page == {"events": [], "cursor": "0"}
-    assert time.monotonic() - started >= 1
+    assert waits == [7]
 
 
 # --- what each kind of change puts in the feed ------------------------------------------

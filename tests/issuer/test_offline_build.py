@@ -20,7 +20,7 @@ from issuer.store.keys import load_keyring, revoke_key
 from issuer.store.registry import Registry
 from issuer.store.revocations import revoke_permit
 from tests.issuer.conftest import NOW, POLICY
-from tests.softhsm import USER_PIN, softhsm_tokens
+from tests.softhsm import USER_PIN
 
 
 async def _trust(registry: Registry) -> Keyring:
@@ -134,12 +134,11 @@ async def _seed_permit(registry: Registry, index: int) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def hsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pkcs11Keys]:
-    with softhsm_tokens(tmp_path_factory.mktemp("softhsm"), ("offline",)) as module:
-        keys = Pkcs11Keys(module, "offline", USER_PIN)
-        yield keys
-        keys.close()
+@pytest.fixture
+def hsm(softhsm: str) -> Iterator[Pkcs11Keys]:
+    keys = Pkcs11Keys(softhsm, "offline", USER_PIN)
+    yield keys
+    keys.close()
 
 
 async def test_the_trust_list_key_in_a_pkcs11_token(registry: Registry, hsm: Pkcs11Keys) -> None:

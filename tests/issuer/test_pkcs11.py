@@ -42,12 +42,11 @@ from issuer.store.keys import add_key
 from issuer.store.registry import Registry
 from tests.issuer.conftest import NOW, register, verifier
 from tests.issuer.test_issuing import INSIDE, request
-from tests.softhsm import USER_PIN, softhsm_tokens
+from tests.softhsm import PROCESS_TOKENS, USER_PIN
 
-TOKEN = "checkpoint"
-PIN_TOKEN = "pin-test"
-"""Never logged in with the right PIN: login is shared by every session of a process, so a
-wrong PIN is only refused by a token this process is not logged in to."""
+TOKEN, PIN_TOKEN, _ = PROCESS_TOKENS
+# PIN_TOKEN is never logged in with the right PIN: login is shared by every session of a
+# process, so a wrong PIN is only refused by a token this process is not logged in to.
 
 POLICY = default_policy()
 HAJJ = POLICY.seasons[1]
@@ -55,10 +54,9 @@ T0 = HAJJ.opens - 30 * 86_400
 AT = HAJJ.opens + 86_400
 
 
-@pytest.fixture(scope="session")
-def module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with softhsm_tokens(tmp_path_factory.mktemp("softhsm"), (TOKEN, PIN_TOKEN)) as path:
-        yield path
+@pytest.fixture
+def module(softhsm: str) -> str:
+    return softhsm
 
 
 @pytest.fixture
