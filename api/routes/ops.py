@@ -25,6 +25,7 @@ STATIC_TYPES = {
     # The page's QR reader where the browser has no BarcodeDetector: zxing-wasm, vendored
     # (zxing-wasm.LICENSE). `application/wasm` lets the browser compile it while it loads.
     "qr-reader.js": "text/javascript",
+    "verify.js": "text/javascript",
     "zxing-reader.js": "text/javascript",
     "zxing_reader.wasm": "application/wasm",
     # The API documentation page (api/docs_page.py): Swagger UI, vendored (swagger-ui.LICENSE).
