@@ -10,11 +10,19 @@ from typing import Any
 
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
 from litestar.openapi.spec import RequestBody as RequestBodySpec
 
 from api.problems import PROBLEM_JSON, Problem, http_code, status_for
 from checkpoint.errors import CheckpointError
+from checkpoint.offline import STATUS_LIST_MEDIA_TYPE
 from issuer.errors import RegistryUnavailable
 
 Raised = type[CheckpointError] | int
@@ -55,6 +63,17 @@ class FrameUpload(Operation):
             description="One camera frame (at most 2 MiB)",
             required=True,
         )
+
+
+@dataclass
+class StatusListOperation(Operation):
+    """GET /v1/status-lists/{id}: JSON, or the signed Status List Token when asked for it."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            token = Schema(type=OpenAPIType.STRING, description="a compact JWS (statuslist+jwt)")
+            ok.content[STATUS_LIST_MEDIA_TYPE] = OpenAPIMediaType(schema=token)
 
 
 def _leaves(kind: type[CheckpointError]) -> Iterable[type[CheckpointError]]:

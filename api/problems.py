@@ -19,7 +19,7 @@ from litestar.status_codes import (
 )
 
 from api import metrics
-from api.errors import RequestRefused
+from api.errors import BundleNotBuilt, OfflineArtifactMissing, RequestRefused
 from checkpoint.errors import (
     BadPrivateKey,
     CheckpointError,
@@ -70,6 +70,8 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (KeyNotFound, HTTP_404_NOT_FOUND),
     (EstablishmentNotFound, HTTP_404_NOT_FOUND),
     (RegistryUnavailable, HTTP_503_SERVICE_UNAVAILABLE),
+    (OfflineArtifactMissing, HTTP_404_NOT_FOUND),
+    (BundleNotBuilt, HTTP_503_SERVICE_UNAVAILABLE),
     # The service's own signing key: a fault of the deployment, never of the request.
     (KeyCannotSign, HTTP_503_SERVICE_UNAVAILABLE),
     (PrivateKeyMissing, HTTP_503_SERVICE_UNAVAILABLE),

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from checkpoint.model import PERMIT_ID_PATTERN, Decision, HolderId
+from checkpoint.model import PERMIT_ID_PATTERN, Decision, HolderId, Outcome
 from checkpoint.signing import KeyEntry
 from checkpoint.statuslist import TokenStatusList
 from issuer.eligibility import EstablishmentId, IssueRequest
@@ -177,12 +177,60 @@ class KeyRevokeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class TrustBundle(msgspec.Struct, frozen=True):
-    """What an offline scanner needs: public keys with status and windows, and the policy."""
+    """What an offline scanner needs: public keys with status and windows, and the policy;
+    `trust_keys` are the trust-list keys that sign the offline bundle (pin them)."""
 
     keys: list[KeyEntry]
     policy_version: str
     policy: dict[str, object]
     revocation_seq: int
+    trust_keys: list[KeyEntry] = msgspec.field(default_factory=list)
+
+
+MAX_SYNC_SCANS = 500
+ScanRef = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$(?!\n)",
+        description="an id the device chose: letters, digits, . _ : -",
+        examples=["handheld-17"],
+    ),
+]
+ReasonCode = Annotated[
+    str, Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$(?!\n)", examples=["valid"], description="a code")
+]
+GateCode = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,31}$(?!\n)", examples=["shumaisi"])]
+
+
+class OfflineScan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One decision a device made offline: what it read, where, when, and what it answered."""
+
+    scan_id: ScanRef
+    token: TokenText
+    checkpoint: GateCode
+    at: Annotated[int, Meta(ge=0, le=0xFF_FFFF_FFFF, description="Unix seconds of the scan")]
+    outcome: Outcome
+    code: ReasonCode
+
+
+class SyncRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    device_id: ScanRef
+    scans: Annotated[list[OfflineScan], Meta(min_length=1, max_length=MAX_SYNC_SCANS)]
+
+
+class SyncResult(msgspec.Struct, frozen=True):
+    """`recorded`: new; `duplicate_scan`: this device's scan id was synced before (nothing
+    recorded again); `flagged`: new, and the permit entered the same zone within the
+    anti-passback window in another offline scan."""
+
+    scan_id: str
+    status: Literal["recorded", "duplicate_scan", "flagged"]
+    permit_id: str | None = None
+
+
+class SyncResponse(msgspec.Struct, frozen=True):
+    device_id: str
+    results: list[SyncResult]
 
 
 class StatusListBundle(msgspec.Struct, frozen=True):

@@ -285,3 +285,90 @@ class PermitTooLarge(CheckpointError):
     code = "permit_too_large"
     message_en = "The permit does not fit the token size limit."
     message_ar = "التصريح يتجاوز الحد الأقصى لحجم الرمز."
+
+
+# --- Signed offline artifacts (bundle, status-list tokens): refused by a device's check. ---
+
+
+class OfflineTrustError(CheckpointError):
+    """Base of the reasons a signed offline bundle or status-list token is refused; a
+    device that refuses one decides nothing from it (MANUAL CHECK)."""
+
+    code = "offline_trust_error"
+    message_en = "The offline trust data cannot be used."
+    message_ar = "تعذّر استخدام بيانات الثقة دون اتصال."
+
+
+class MalformedJws(OfflineTrustError):
+    code = "jws_malformed"
+    message_en = "The signed offline data is damaged (not a compact JWS)."
+    message_ar = "البيانات الموقّعة دون اتصال تالفة (ليست JWS مضغوطًا)."
+
+
+class UnsupportedJwsAlgorithm(OfflineTrustError):
+    code = "jws_unsupported_alg"
+    message_en = "The signed offline data uses an algorithm other than EdDSA."
+    message_ar = "البيانات الموقّعة دون اتصال تستخدم خوارزمية غير EdDSA."
+
+
+class WrongJwsType(OfflineTrustError):
+    code = "jws_wrong_type"
+    message_en = "The signed offline data is not of the expected type."
+    message_ar = "البيانات الموقّعة دون اتصال ليست من النوع المتوقع."
+
+
+class UnknownTrustKey(OfflineTrustError):
+    code = "trust_key_unknown"
+    message_en = "The offline data was signed with a trust-list key this device does not know."
+    message_ar = "البيانات دون اتصال موقّعة بمفتاح قائمة ثقة لا يعرفه هذا الجهاز."
+
+
+class TrustKeyRevoked(OfflineTrustError):
+    code = "trust_key_revoked"
+    message_en = "The trust-list key that signed the offline data has been withdrawn."
+    message_ar = "تم سحب مفتاح قائمة الثقة الذي وقّع البيانات دون اتصال."
+
+
+class TrustKeyOutsideWindow(OfflineTrustError):
+    code = "trust_key_outside_window"
+    message_en = "The offline data was signed outside its trust-list key's signing period."
+    message_ar = "وُقّعت البيانات دون اتصال خارج فترة التوقيع لمفتاح قائمة الثقة."
+
+
+class BadJwsSignature(OfflineTrustError):
+    code = "jws_bad_signature"
+    message_en = "The offline data's signature is not valid: it may be altered."
+    message_ar = "توقيع البيانات دون اتصال غير صالح: قد تكون معدّلة."
+
+
+class MalformedClaims(OfflineTrustError):
+    code = "jws_malformed_claims"
+    message_en = "The signed offline data has missing or wrong fields."
+    message_ar = "البيانات الموقّعة دون اتصال ناقصة أو حقولها غير صحيحة."
+
+
+class JwsNotYetValid(OfflineTrustError):
+    code = "jws_not_yet_valid"
+    message_en = "The offline data is dated in the future: check the device's clock."
+    message_ar = "البيانات دون اتصال مؤرخة في المستقبل: تحقق من ساعة الجهاز."
+
+
+class JwsExpired(OfflineTrustError):
+    code = "jws_expired"
+    message_en = "The offline data has expired: connect to refresh it."
+    message_ar = "انتهت صلاحية البيانات دون اتصال: اتصل بالشبكة لتحديثها."
+
+
+OFFLINE_TRUST_ERRORS: tuple[type[OfflineTrustError], ...] = (
+    MalformedJws,
+    UnsupportedJwsAlgorithm,
+    WrongJwsType,
+    UnknownTrustKey,
+    TrustKeyRevoked,
+    TrustKeyOutsideWindow,
+    BadJwsSignature,
+    MalformedClaims,
+    JwsNotYetValid,
+    JwsExpired,
+)
+"""Every reason a device's check refuses offline trust data, in the order it checks."""

@@ -209,6 +209,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     """By code. Encoded as `checkpoints`, the name the trust bundle's JSON gives them."""
     rules: Rules = msgspec.field(default_factory=Rules)
     duplicate_entry: DuplicateEntryRules = msgspec.field(default_factory=DuplicateEntryRules)
+    offline_revocation_bound: int = 3600
+    """Seconds a handheld may decide offline on revocation data this old; past them it
+    answers MANUAL CHECK (the offline bundle carries it)."""
     timezone: str = TIMEZONE
     utc_offset: int = 3 * 3600
 

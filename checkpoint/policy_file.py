@@ -46,6 +46,10 @@ StalenessSeconds = Annotated[
     int,
     Meta(ge=1, le=DAY, description="revocation data older than this gives INDETERMINATE"),
 ]
+OfflineBoundSeconds = Annotated[
+    int,
+    Meta(ge=60, le=7 * DAY, description="offline decisions on older revocations: MANUAL CHECK"),
+]
 Code = Annotated[
     str,
     Meta(max_length=32, pattern=r"^[a-z][a-z0-9-]*\Z", description="lower-case slug: al-kar"),
@@ -119,6 +123,7 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     checkpoints: list[GateEntry] = []
     rules: Rules = msgspec.field(default_factory=Rules)
     duplicate_entry: DuplicateEntryRules = msgspec.field(default_factory=DuplicateEntryRules)
+    offline_revocation_bound: OfflineBoundSeconds = 3600
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
@@ -191,6 +196,7 @@ def _build(raw: PolicyFile) -> Policy:
         gates=gates,
         rules=raw.rules,
         duplicate_entry=raw.duplicate_entry,
+        offline_revocation_bound=raw.offline_revocation_bound,
         timezone=TIMEZONE,
         utc_offset=offset,
     )
@@ -337,7 +343,8 @@ def describe_policy(policy: Policy) -> str:
     zone = f"{policy.timezone} (UTC{sign}{clock(abs(policy.utc_offset))})"
     lines = [
         f"Policy {policy.version}",
-        f"  leeway {policy.leeway} s, revocation staleness {policy.revocation_staleness} s",
+        f"  leeway {policy.leeway} s, revocation staleness {policy.revocation_staleness} s, "
+        f"offline revocation bound {policy.offline_revocation_bound} s",
         f"  days and hours are local to {zone}",
         f"  rules: {msgspec.json.encode(policy.rules).decode()}",
         f"  duplicate entry: {msgspec.json.encode(policy.duplicate_entry).decode()}",

@@ -68,9 +68,12 @@ class StatusList:
         """The bitmap with bit 0 as the most significant bit of byte 0 (Redis SETBIT order)."""
         return bytes(self.bits).translate(_BIT_REVERSE)
 
-    def export(self) -> TokenStatusList:
-        """The list in the IETF Token Status List layout: 1 bit per permit, zlib, base64url."""
-        compressed = zlib.compress(bytes(self.bits), 9)
+    def export(self, capacity: int = 0) -> TokenStatusList:
+        """The list in the IETF Token Status List layout: 1 bit per permit, zlib, base64url.
+        With `capacity` (permits), the bytes cover every index of the list, so a relying
+        party can tell an index past its end from a valid one, as the draft requires."""
+        size = max(len(self.bits), -(-capacity // 8))
+        compressed = zlib.compress(bytes(self.bits).ljust(size, b"\0"), 9)
         return TokenStatusList(
             bits=STATUS_BITS, lst=base64.urlsafe_b64encode(compressed).rstrip(b"=").decode()
         )
@@ -82,10 +85,17 @@ class TokenStatusList(msgspec.Struct, frozen=True):
     bits: int
     lst: str
 
-    def decompress(self) -> bytes:
-        """The raw status bytes (index 0 at the least significant bit of byte 0)."""
+    def decompress(self, max_bytes: int = -1) -> bytes:
+        """The raw status bytes (index 0 at the least significant bit of byte 0); with
+        `max_bytes`, ValueError past it (a small `lst` may inflate to gigabytes)."""
         padded = self.lst + "=" * (-len(self.lst) % 4)
-        return zlib.decompress(base64.urlsafe_b64decode(padded))
+        if max_bytes < 0:
+            return zlib.decompress(base64.urlsafe_b64decode(padded))
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.urlsafe_b64decode(padded), max_bytes)
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError(f"more than {max_bytes} bytes, or truncated")
+        return raw
 
 
 class StatusMirror:

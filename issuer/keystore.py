@@ -154,6 +154,40 @@ async def ensure_signing_key(
     )
 
 
+async def generate_trust_key(
+    registry: Registry, keys: PrivateKeys, *, now: int, actor: str, lead: int, label: str = ""
+) -> KeyEntry:
+    """A new trust-list key, published in the keyring now and signing from `now + lead`:
+    devices learn it from the bundles the current key still signs, so when it starts
+    signing every device that synced within `lead` seconds already trusts it. (With no
+    trust-list key able to sign, it signs at once: nothing could announce it.)"""
+    current = (await load_keyring(registry, "trust")).keyring
+    starts = now + lead if _can_sign(current, now) else now
+    entry = new_entry(keys, starts, label)
+    return await add_key(registry, entry, actor=actor, at=now, purpose="trust")
+
+
+async def ensure_trust_key(
+    registry: Registry, keys: PrivateKeys, *, now: int, actor: str
+) -> tuple[KeyEntry, bool]:
+    """A trust-list key that can sign now, creating the fleet's first one when there is none."""
+    return await first_key(
+        registry,
+        lambda: new_entry(keys, now, "trust list, created on first run"),
+        now=now,
+        actor=actor,
+        purpose="trust",
+    )
+
+
+def _can_sign(keyring: Keyring, now: int) -> bool:
+    try:
+        signing_entry(keyring, now)
+    except KeyCannotSign:
+        return False
+    return True
+
+
 async def import_keyring_file(registry: Registry, path: Path, *, actor: str, at: int) -> int:
     """Bring a keyring.json of an earlier release into an empty registry keyring (once);
     the number of keys imported."""

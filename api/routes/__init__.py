@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from litestar import Router
 
-from api.routes import admin, blocks, border, issuer, ops, scanner
+from api.routes import admin, blocks, border, issuer, offline, ops, scanner
 from api.runtime.settings import NodeRole
 
 ROUTERS: list[Router] = [
     scanner.router,
+    offline.router,
     issuer.router,
     admin.router,
     blocks.router,

@@ -98,13 +98,15 @@ async def static_file(name: FromPath[str]) -> Response[bytes]:
 
 @get("/v1/trust", opt=PUBLIC, operation_id="getTrust")
 async def trust(services: ServicesDep) -> TrustBundle:
-    """Public keys with status and signing windows, and the policy, for offline scanners."""
+    """Public keys with status and signing windows, and the policy, for offline scanners;
+    `trust_keys`: the trust-list keys that sign the offline bundle, to pin on devices."""
     policy = services.policy
     return TrustBundle(
         keys=list(services.verifier.keyring),
         policy_version=policy.version,
         policy=msgspec.to_builtins(policy),
         revocation_seq=services.mirror.seq,
+        trust_keys=list(services.trust_keys),
     )
 
 

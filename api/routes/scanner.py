@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from litestar import Request, Response, Router, get, post
+from litestar import MediaType, Request, Response, Router, get, post
 from litestar.exceptions import ClientException
 from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import (
@@ -17,8 +17,9 @@ from litestar.status_codes import (
 
 from api import metrics
 from api.auth import credential_of, roles
-from api.errors import UnreadableImage
-from api.openapi import FrameUpload, document, raises
+from api.conditional import artifact_response, none_match
+from api.errors import StatusListTokenMissing, UnreadableImage
+from api.openapi import FrameUpload, StatusListOperation, document, raises
 from api.routes.access import (
     BATCH_VERIFY_BODY_LIMIT,
     SCAN_BODY_LIMIT,
@@ -35,7 +36,9 @@ from api.schemas import (
     VerifyRequest,
 )
 from checkpoint.model import Decision
+from checkpoint.offline import STATUS_LIST_MEDIA_TYPE
 from checkpoint.statuslist import StatusList
+from issuer.store.offline import current_artifact
 
 SCAN_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 """The only decoders a camera frame may reach, by the media type it is sent as."""
@@ -43,6 +46,8 @@ MAX_FRAME_PIXELS = 4_000_000
 """A frame's pixels at most (the scanner page sends 960 px wide frames; a 2560x1440 photo
 fits): checked from the header, before anything is decoded."""
 MAX_FRAME_SIDE = 4096
+LIST_MEDIA_TYPES = [MediaType.JSON, STATUS_LIST_MEDIA_TYPE]
+"""What GET /v1/status-lists/{id} answers in, JSON first (the default, also for */*)."""
 FRAME_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"})
 """Pixel modes of ordinary PNG and JPEG frames; 16- and 32-bit modes cost more per pixel."""
 
@@ -152,18 +157,37 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
     )
 
 
-@get("/status-lists/{list_id:int}", opt=roles("scanner", "admin"), operation_id="getStatusList")
+@get(
+    "/status-lists/{list_id:int}",
+    opt=roles("scanner", "admin") | raises(StatusListTokenMissing),
+    operation_id="getStatusList",
+    operation_class=StatusListOperation,
+)
 async def status_list(
     request: Request[Any, Any, Any],
     list_id: Annotated[int, PathParameter(ge=0, le=0xFFFF)],
     services: ServicesDep,
 ) -> Response[StatusListBundle | bytes]:
     """The revocation bitmap of one status list for offline scanners, with an ETag:
-    `If-None-Match` with the current one answers 304 and no body."""
+    `If-None-Match` with the current one answers 304 and no body. JSON by default; with
+    `Accept: application/statuslist+jwt`, the signed Status List Token of the newest
+    offline build (draft-ietf-oauth-status-list), the same bytes on every node."""
+    if (
+        request.accept.best_match(LIST_MEDIA_TYPES, default=MediaType.JSON)
+        == STATUS_LIST_MEDIA_TYPE
+    ):
+        artifact = await current_artifact(services.registry, f"list:{list_id}")
+        if artifact is None:
+            raise StatusListTokenMissing(str(list_id))
+        # Response is invariant in its content: the token's bytes are one of the two.
+        return cast(
+            "Response[StatusListBundle | bytes]",
+            artifact_response(request, artifact, STATUS_LIST_MEDIA_TYPE),
+        )
     seq = services.mirror.seq
     etag = f'"{list_id}.{seq}"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == etag:
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept"}
+    if none_match(request.headers.get("if-none-match"), etag):
         return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=headers)
     status = services.mirror.lists.get(list_id) or StatusList(list_id)
     return Response(StatusListBundle(list_id, seq, status.export()), headers=headers)

@@ -24,7 +24,14 @@ from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
 from issuer.errors import RegistryUnavailable
 from issuer.issuing import Issuer
-from issuer.keystore import PrivateKeys, ensure_signing_key, load_signer, signing_entry
+from issuer.keystore import (
+    PrivateKeys,
+    ensure_signing_key,
+    ensure_trust_key,
+    load_signer,
+    signing_entry,
+)
+from issuer.offline import build_offline
 from issuer.store.audit import REQUEST_ID, AuditEvent, record_events
 from issuer.store.credentials import Credential
 from issuer.store.entries import ENTRIES_FILE, EntryFile
@@ -45,6 +52,9 @@ AUDIT_QUEUE_MAX = 50_000
 rate); past it rows are dropped and counted (`audit_dropped`), never blocking a scan."""
 PUBLISH_NOW_TIMEOUT = 0.5
 """Seconds a revoke call waits for Redis to take the change before answering anyway."""
+OFFLINE_BUILD_INTERVAL = 1.0
+"""Seconds between checks, on a node that signs, that the stored offline bundle is current
+(a build only when the registry moved or the bundle's ttl ran out)."""
 REGISTRY_FALLBACK_AFTER = 2
 """With Redis: seconds (of the service clock) without a confirmation through Redis after
 which the process confirms its mirror from the registry instead, as without Redis."""
@@ -80,6 +90,9 @@ class Services:
         self.mirror = StatusMirror()
         self.verifier = Verifier(keyring.keyring, policy, self.mirror)
         self.keyring_version = keyring.version
+        self.trust_keys = Keyring()
+        """The trust-list keys (they sign the offline bundle), published in /v1/trust."""
+        self.trust_keys_version = -1
         self._issuer = None if keys is None else Issuer(registry, keys, policy)
         self.changes = ChangeSignal(settings.data_dir / CHANGES_FILE)
         self.limiter = TokenBucket(settings.rate_limit, settings.rate_burst)
@@ -126,6 +139,9 @@ class Services:
             entry, created = await ensure_signing_key(registry, keys, now=now, actor="serve")
             if created:
                 log.warning("created signing key %s (%s)", entry.kid, keys.location(entry.kid))
+            entry, created = await ensure_trust_key(registry, keys, now=now, actor="serve")
+            if created:
+                log.warning("created trust-list key %s (%s)", entry.kid, keys.location(entry.kid))
         keyring = await load_keyring(registry)
         services = cls(
             settings,
@@ -135,6 +151,7 @@ class Services:
             policy=settings.load_policy(),
             clock=clock,
         )
+        await services.refresh_keys()  # the trust-list keys, before /v1/trust answers
         services.start_loops()
         if services.redis is None:
             await services.load_revocations(now)
@@ -155,6 +172,13 @@ class Services:
             loops.start(self._tail_step, 0, "revocation-tail")
             loops.start(self._fallback_step, FALLBACK_INTERVAL, "revocation-fallback")
         loops.start(self._sweep_step, SWEEP_INTERVAL, "no-arrival-sweep")
+        if self.keys is not None:
+            loops.start(self.build_offline, OFFLINE_BUILD_INTERVAL, "offline-bundle")
+
+    async def build_offline(self) -> None:
+        """Sign and store the offline bundle if the stored one is behind (a node that signs)."""
+        assert self.keys is not None
+        await build_offline(self.registry, self.keys, self.policy, now=self.clock())
 
     async def _sweep_step(self) -> None:
         await sweep_once(self)
@@ -236,9 +260,14 @@ class Services:
     async def refresh_keys(self) -> None:
         """Take the registry's keyring into use when it changed on any node (a new key, a
         rotation, a revoked key): one read of its version, the keys only when it moved."""
-        if await keyring_version(self.registry) > self.keyring_version:
+        version = await keyring_version(self.registry)
+        if version > self.keyring_version:
             stored = await load_keyring(self.registry)
             self.use_keyring(stored.keyring, stored.version)
+        if version > self.trust_keys_version:
+            # Not carried through Redis with the permit keys: read here, on the poll.
+            trust = await load_keyring(self.registry, "trust")
+            self.trust_keys, self.trust_keys_version = trust.keyring, trust.version
 
     async def refresh_if_changed(self, now: int) -> None:
         """On the request path: one `stat`; a database read only when another process

@@ -116,6 +116,7 @@ signing_keys = Table(
     Column("not_after", BigInteger),
     Column("label", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("purpose", Text, nullable=False, default="permit"),
 )
 trust_state = Table(
     "trust_state",
@@ -134,6 +135,46 @@ blocks = Table(
     Column("reason", Text, nullable=False),
     Column("actor", Text, nullable=False),
     Column("at", BigInteger, nullable=False),
+)
+
+# The signed offline artifacts (issue #12): built by a node that holds the trust-list key,
+# stored here so that every node serves the same bytes. A build is one state of the registry
+# (revocation seq, keyring and policy versions); its artifacts are the full bundle, a delta
+# from each earlier build kept, and one Status List Token per list.
+offline_builds = Table(
+    "offline_builds",
+    metadata,
+    Column("build", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("keyring_version", BigInteger, nullable=False),
+    Column("policy_version", Text, nullable=False),
+    Column("iat", BigInteger, nullable=False),
+    Column("exp", BigInteger, nullable=False),
+)
+offline_artifacts = Table(
+    "offline_artifacts",
+    metadata,
+    Column("build", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text, primary_key=True),
+    Column("etag", Text, nullable=False),
+    Column("body", Text, nullable=False),
+)
+# Decisions handhelds made offline, synced later: one row per (device, scan), so a retried
+# sync records nothing twice.
+offline_scans = Table(
+    "offline_scans",
+    metadata,
+    Column("device_id", Text, primary_key=True),
+    Column("scan_id", Text, primary_key=True),
+    Column("credential_id", Text, nullable=False),
+    Column("permit_id", Text),
+    Column("checkpoint", Text, nullable=False),
+    Column("zone", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("flagged", Boolean, nullable=False),
+    Column("synced_at", BigInteger, nullable=False),
 )
 
 Step = Sequence[str | Callable[[Connection], None]]
@@ -322,6 +363,40 @@ MIGRATIONS: list[Step] = [
         "ALTER TABLE credentials_v3 RENAME TO credentials",
         # The X-Request-ID of the request an audit row was written for.
         "ALTER TABLE audit ADD COLUMN request_id TEXT",
+    ],
+    [
+        # Offline handhelds (issue #12). A trust-list key signs the offline bundle and the
+        # Status List Tokens; it sits in the keyring beside the permit keys, told apart by
+        # its purpose, so it rotates and is revoked the same way but never signs a permit.
+        "ALTER TABLE signing_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'permit' "
+        "CHECK (purpose IN ('permit', 'trust'))",
+        """CREATE TABLE offline_builds (
+            build BIGINT NOT NULL PRIMARY KEY,
+            seq BIGINT NOT NULL,
+            keyring_version BIGINT NOT NULL,
+            policy_version TEXT NOT NULL,
+            iat BIGINT NOT NULL,
+            exp BIGINT NOT NULL)""",
+        """CREATE TABLE offline_artifacts (
+            build BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            etag TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (build, name))""",
+        """CREATE TABLE offline_scans (
+            device_id TEXT NOT NULL,
+            scan_id TEXT NOT NULL,
+            credential_id TEXT NOT NULL,
+            permit_id TEXT,
+            checkpoint TEXT NOT NULL,
+            zone TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            outcome TEXT NOT NULL,
+            code TEXT NOT NULL,
+            flagged BOOLEAN NOT NULL,
+            synced_at BIGINT NOT NULL,
+            PRIMARY KEY (device_id, scan_id))""",
+        "CREATE INDEX offline_scans_permit ON offline_scans (permit_id, zone, at)",
     ],
 ]
 

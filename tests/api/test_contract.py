@@ -133,7 +133,16 @@ def test_the_scan_body_is_a_jpeg_or_png_frame(spec: dict[str, Any]) -> None:
 def _generate_client(spec: dict[str, Any], where: Path) -> Path:
     """A client package generated from `spec` by openapi-python-client, under `where`."""
     (where / "openapi.json").write_bytes(msgspec.json.encode(spec))
-    binary = dict.fromkeys(("image/jpeg", "image/png", "image/svg+xml"), "application/octet-stream")
+    binary = dict.fromkeys(
+        (
+            "image/jpeg",
+            "image/png",
+            "image/svg+xml",
+            "application/checkpoint-bundle+jwt",
+            "application/statuslist+jwt",
+        ),
+        "application/octet-stream",
+    )
     config = {
         "package_name_override": CLIENT_PACKAGE,
         "project_name_override": "checkpoint-contract-client",

@@ -120,6 +120,26 @@ ROUTE_TABLE = [
     ),
     Route("GET", "/v1/status-lists/0", frozenset({"scanner", "admin"})),
     Route("GET", "/metrics", frozenset({"admin", "monitor"})),
+    Route("GET", "/v1/offline/bundle", frozenset({"scanner"})),
+    Route(
+        "POST",
+        "/v1/scans/sync",
+        frozenset({"scanner"}),
+        {
+            "device_id": "handheld-17",
+            "scans": [
+                {
+                    "scan_id": "s-1",
+                    "token": "junk",
+                    "checkpoint": CHECKPOINT,
+                    "at": 0,
+                    "outcome": "INVALID",
+                    "code": "unknown_prefix",
+                }
+            ],
+        },
+        BATCH_VERIFY_BODY_LIMIT,
+    ),
 ]
 TESTED_ELSEWHERE = [
     # test_routes_rules: establishments, the border feed, amendments
