@@ -1,10 +1,16 @@
 // The scanner page: the QR is read on the device (qr-reader.js) and only its token goes to
 // POST /v1/verify, then the verdict fills the screen. Where no reader can run, camera frames
 // go to POST /v1/scan as before. ES modules, no build step, nothing from outside this server.
+import { decideOffline, enqueue, refresh, storedBundle, sync } from "/static/offline.js";
 import { createReader } from "/static/qr-reader.js";
 
 (() => {
   const KEY_STORE = "checkpoint.scannerKey";
+  const TRUST_STORE = "checkpoint.trustKey"; // the trust-list key pinned at provisioning
+  const CHECKPOINT_STORE = "checkpoint.checkpoint"; // learned from the server's decisions
+  const DEVICE_STORE = "checkpoint.deviceId";
+  const ONLINE_BUDGET_MS = 2500; // a verification slower than this is decided on the device
+  const REFRESH_MS = 60000; // the offline bundle, refreshed in the background
   const FRAME_INTERVAL_MS = 300; // a few frames a second: enough to feel instant, light on data
   const READ_INTERVAL_MS = 120; // reading on the device costs no data: look again soon
   const RETRY_MS = 2000; // after a lost network or a server error, keep trying but calmly
@@ -81,6 +87,7 @@ import { createReader } from "/static/qr-reader.js";
     };
     try {
       return {
+        clock: new Intl.DateTimeFormat("en-GB", { timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }),
         en: new Intl.DateTimeFormat("en-GB", { ...options, month: "short" }),
         // The Umm al-Qura date, as Saudi documents give it, short enough for one line on a
         // phone; Latin digits like the line above. The hour is on the English line.
@@ -93,7 +100,11 @@ import { createReader } from "/static/qr-reader.js";
       };
     } catch {
       const utc = { ...options, timeZone: "UTC", timeZoneName: "short", month: "short" };
-      return { en: new Intl.DateTimeFormat("en-GB", utc), ar: new Intl.DateTimeFormat("ar", utc) };
+      return {
+        clock: new Intl.DateTimeFormat("en-GB", utc),
+        en: new Intl.DateTimeFormat("en-GB", utc),
+        ar: new Intl.DateTimeFormat("ar", utc),
+      };
     }
   }
 
@@ -198,9 +209,9 @@ import { createReader } from "/static/qr-reader.js";
 
   // --- requests ------------------------------------------------------------------------
 
-  async function call(path, body, contentType) {
+  async function call(path, body, contentType, budget = REQUEST_TIMEOUT_MS) {
     const controller = new AbortController();
-    const timeout = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    const timeout = setTimeout(() => controller.abort(), budget);
     let response;
     try {
       response = await fetch(path, {
@@ -364,7 +375,7 @@ import { createReader } from "/static/qr-reader.js";
       schedule(READ_INTERVAL_MS);
       return;
     }
-    const result = await call("/v1/verify", JSON.stringify({ token }), "application/json");
+    const result = await decideToken(token);
     if (!scanning) return; // the officer moved on while the token was in flight
     switch (result.kind) {
       case "ok":
@@ -423,6 +434,17 @@ import { createReader } from "/static/qr-reader.js";
     const result = $("result");
     result.dataset.outcome = outcome;
     result.dataset.code = decision.code;
+    result.dataset.offline = decision.offline ? "true" : "false";
+    const note = $("offline-note");
+    note.hidden = !decision.offline;
+    if (decision.offline) {
+      const asOf = decision.revocations_as_of;
+      const time = asOf === null ? "—" : formatted(dates.clock, asOf);
+      note.replaceChildren(
+        line(`Offline decision, on this device · revocations as of ${time}`),
+        line(`قرار دون اتصال، على هذا الجهاز · الإلغاءات حتى ${time}`, "ar"),
+      );
+    }
     $("verdict-mark").textContent = verdict.mark;
     $("verdict-word").textContent = verdict.en;
     $("verdict-ar").textContent = verdict.ar;
@@ -452,6 +474,100 @@ import { createReader } from "/static/qr-reader.js";
     $("next").focus();
   }
 
+  // --- deciding: online first, on the device when the network is gone or slow ------------
+
+  function stored(name) {
+    try {
+      return localStorage.getItem(name) || "";
+    } catch {
+      return "";
+    }
+  }
+
+  function remember(name, value) {
+    try {
+      localStorage.setItem(name, value);
+    } catch {
+      // Private mode without storage: kept for this page only, below.
+    }
+  }
+
+  function nowSeconds() {
+    return Math.floor(Date.now() / 1000);
+  }
+
+  function deviceId() {
+    let id = stored(DEVICE_STORE);
+    if (!id) {
+      id = `page-${crypto.randomUUID()}`;
+      remember(DEVICE_STORE, id);
+    }
+    return id;
+  }
+
+  // The server's answer, or when it cannot be had within the budget (no network, a 5xx),
+  // the device's own from the signed bundle, queued for the audit log.
+  async function decideToken(token) {
+    const result = await call("/v1/verify", JSON.stringify({ token }), "application/json", ONLINE_BUDGET_MS);
+    if (result.kind === "ok") {
+      if (result.data.checkpoint) remember(CHECKPOINT_STORE, result.data.checkpoint);
+      syncQueue();
+      return result;
+    }
+    if (result.kind !== "network" && result.kind !== "server-error") return result;
+    const decision = await decideOffline(token, stored(CHECKPOINT_STORE), nowSeconds());
+    try {
+      await enqueue(decision, token);
+    } catch {
+      // No IndexedDB (private mode): the decision is still shown.
+    }
+    return { kind: "ok", data: decision };
+  }
+
+  let syncing = false;
+
+  async function syncQueue() {
+    if (syncing || !sessionKey) return;
+    syncing = true;
+    try {
+      while ((await sync({ apiKey: sessionKey, deviceId: deviceId() })) > 0) {
+        // up to 500 a call: go on until the queue is empty
+      }
+    } catch {
+      // IndexedDB or the network failed: the next round tries again
+    } finally {
+      syncing = false;
+    }
+  }
+
+  async function refreshBundle() {
+    if (!sessionKey) return;
+    let state;
+    try {
+      state = await refresh({ apiKey: sessionKey, pinnedKey: stored(TRUST_STORE), now: nowSeconds() });
+    } catch {
+      state = "unreachable";
+    }
+    if (state === "current" || state === "unchanged") document.body.dataset.bundle = "current";
+    else if (state === "refused") document.body.dataset.bundle = "refused";
+    else if (!document.body.dataset.bundle) {
+      document.body.dataset.bundle = (await storedBundle().catch(() => null)) ? "current" : "none";
+    }
+  }
+
+  let background = 0;
+
+  function startBackground() {
+    if (background) return;
+    const round = () => {
+      syncQueue();
+      refreshBundle();
+    };
+    round();
+    background = setInterval(round, REFRESH_MS);
+    window.addEventListener("online", round);
+  }
+
   // --- manual entry --------------------------------------------------------------------
 
   function showManualError(code, en, ar) {
@@ -468,7 +584,7 @@ import { createReader } from "/static/qr-reader.js";
     const token = $("token-input").value.replace(/[\r\n]+/g, "").toUpperCase();
     if (!token) return;
     $("manual-error").hidden = true;
-    const result = await call("/v1/verify", JSON.stringify({ token }), "application/json");
+    const result = await decideToken(token);
     switch (result.kind) {
       case "ok":
         $("token-input").value = "";
@@ -502,6 +618,10 @@ import { createReader } from "/static/qr-reader.js";
     const key = $("key-input").value.trim();
     if (!key) return;
     storeKey(key);
+    // `checkpoint keys list` prints "KID: BASE64": the key is the last word.
+    const trust = $("trust-input").value.trim().split(/\s+/).pop();
+    if (trust) remember(TRUST_STORE, trust);
+    startBackground();
     $("key-error").hidden = true;
     unlockAudio();
     startScanning();
@@ -532,6 +652,13 @@ import { createReader } from "/static/qr-reader.js";
     else if (document.body.dataset.screen === "scanner" && !scanning) startScanning();
   });
 
-  if (sessionKey) startScanning();
-  else show("setup");
+  if ("serviceWorker" in navigator) {
+    // The page and its files, cached so that a reload with no network still opens it.
+    navigator.serviceWorker.register("/scan-sw.js", { scope: "/scan" }).catch(() => {});
+  }
+
+  if (sessionKey) {
+    startBackground();
+    startScanning();
+  } else show("setup");
 })();
