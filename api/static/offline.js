@@ -286,7 +286,12 @@ function manual(code, checkpoint, now, policyVersion) {
 // `revocations_as_of` (the bundle's iat) added. Past the bundle's offline bound (or its
 // expiry) a permit that would pass is MANUAL CHECK (revocation_stale), never ACCEPT.
 export async function decideOffline(token, checkpoint, now) {
-  const held = await storedBundle();
+  let held = null;
+  try {
+    held = await storedBundle();
+  } catch {
+    held = null; // no IndexedDB here (a private window): nothing trusted to decide from
+  }
   let decision;
   if (!held) decision = manual("offline_data_missing", checkpoint, now);
   else if (!checkpoint || !Object.prototype.hasOwnProperty.call(held.policy.checkpoints, checkpoint)) {

@@ -464,7 +464,7 @@ import { createReader } from "/static/qr-reader.js";
         `${formatted(dates.ar, permit.not_before)} – ${formatted(dates.ar, permit.expires)}`;
     }
     const checkpoint = labels.checkpoints[decision.checkpoint];
-    const where = checkpoint ? checkpoint[0] : decision.checkpoint;
+    const where = checkpoint ? checkpoint[0] : decision.checkpoint || "this device";
     const permitId = permit ? ` · permit ${permit.permit_id}` : "";
     $("meta").textContent =
       `${where} · ${formatted(dates.en, decision.checked_at)}${permitId} · policy ${decision.policy_version}`;

@@ -261,6 +261,28 @@ def test_past_the_offline_bound_is_manual_check(
     phone.screenshot("scan-offline-stale.png")
 
 
+def test_a_network_slower_than_the_budget_is_decided_on_the_device(
+    phones: Callable[[], Phone], deployment: OfflineDeployment
+) -> None:
+    phone = phones()
+    page = phone.page
+    _provision(phone, deployment)
+    phone.expect_result("VALID", "valid")
+    _bundle_state(page, "current")
+    # The verification hangs (a link that carries nothing): past the page's budget of
+    # 2.5 s it decides from the bundle, without waiting for the request's own timeout.
+    hung: list[Route] = []
+
+    def hold(route: Route) -> None:
+        hung.append(route)  # never answered
+
+    page.route("**/v1/verify", hold)
+    page.click("#next")
+    phone.expect_result("VALID", "valid")
+    expect(page.locator("#result")).to_have_attribute("data-offline", "true")
+    assert hung
+
+
 def _tamper(route: Route) -> None:
     """One character of the bundle's claims changed, the signature kept."""
     response = route.fetch()

@@ -300,7 +300,9 @@ def test_a_key_of_another_role_is_refused(phone: Phone, deployment: Deployment) 
 def test_a_lost_network_is_said_while_the_preview_stays_live(
     phone: Phone, deployment: Deployment
 ) -> None:
-    phone.page.route("**/v1/verify", lambda route: route.abort("internetdisconnected"))
+    # A page that sends frames (no reader on the device): it can only say it is offline.
+    phone.page.add_init_script("delete window.BarcodeDetector; delete window.WebAssembly;")
+    phone.page.route("**/v1/scan", lambda route: route.abort("internetdisconnected"))
     phone.open(deployment.scanner)
     status = phone.page.locator("#status")
     expect(status).to_have_attribute("data-state", "offline", timeout=RESULT_TIMEOUT_MS)
@@ -311,11 +313,30 @@ def test_a_lost_network_is_said_while_the_preview_stays_live(
     assert playing
     phone.screenshot("scan-offline.png")
 
-    phone.page.unroute("**/v1/verify")
+    phone.page.unroute("**/v1/scan")
     # Back online, the very next frame is decided; whether VALID or already revoked does not
     # matter here, only that the page recovered by itself.
     expect(phone.page.locator("body")).to_have_attribute(
         "data-screen", "result", timeout=RESULT_TIMEOUT_MS
+    )
+
+
+def test_a_lost_network_with_no_offline_data_is_manual_check(
+    phone: Phone, deployment: Deployment
+) -> None:
+    # The QR is read on the device, but no trusted bundle is held (no trust-list key was
+    # pinned): the device decides, and can only say MANUAL CHECK, offline, in so many words.
+    phone.page.route("**/v1/verify", lambda route: route.abort("internetdisconnected"))
+    phone.open(deployment.scanner)
+    phone.expect_result("INDETERMINATE", "offline_data_missing")
+    expect(phone.page.locator("#result")).to_have_attribute("data-offline", "true")
+    expect(phone.page.locator("#offline-note")).to_contain_text("Offline decision")
+    expect(phone.page.locator("#reason-en")).to_contain_text("No trusted offline data")
+
+    phone.page.unroute("**/v1/verify")
+    phone.page.click("#next")
+    expect(phone.page.locator("#result")).to_have_attribute(
+        "data-offline", "false", timeout=RESULT_TIMEOUT_MS
     )
 
 

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from checkpoint.model import Category, Permit
 from checkpoint.policy import Policy
@@ -76,8 +76,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[Page]:
-    """A page on a loopback origin (a secure context: WebCrypto) serving api/static/."""
+def browser() -> Iterator[tuple[Browser, str]]:
+    """Chromium, and a loopback origin (a secure context: WebCrypto) serving api/static/."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `./dev test` installs Debian's chromium package")
     handler = functools.partial(_Quiet, directory=str(STATIC))
@@ -90,15 +90,30 @@ def page() -> Iterator[Page]:
                 executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
             )
             try:
-                opened = browser.new_page()
-                opened.goto(f"http://127.0.0.1:{server.server_address[1]}/verify.js")
-                opened.evaluate("async () => { window.V = await import('/verify.js'); }")
-                yield opened
+                yield browser, f"http://127.0.0.1:{server.server_address[1]}"
             finally:
                 browser.close()
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _open(browser: tuple[Browser, str], init_script: str = "") -> Page:
+    chromium, base = browser
+    opened = chromium.new_page()
+    if init_script:
+        opened.add_init_script(init_script)
+    opened.goto(f"{base}/verify.js")
+    opened.evaluate("async () => { window.V = await import('/verify.js'); }")
+    return opened
+
+
+@pytest.fixture(scope="module")
+def page(browser: tuple[Browser, str]) -> Iterator[Page]:
+    """A page with the verifier loaded as `V`."""
+    opened = _open(browser)
+    yield opened
+    opened.close()
 
 
 JS_VERIFY = """
@@ -475,3 +490,31 @@ def test_raw_signature_verification_agrees_with_libsodium(page: Page) -> None:
     cctv = [i - wycheproof_count for i, ok in enumerate(got) if ok and i >= wycheproof_count]
     assert cctv == accepted["accepted"]
     assert 0 < sum(got) < len(got)
+
+
+def test_without_webcrypto_ed25519_nothing_is_accepted(browser: tuple[Browser, str]) -> None:
+    # A browser before Chromium 137: WebCrypto refuses the algorithm.
+    no_ed25519 = (
+        "const importKey = crypto.subtle.importKey.bind(crypto.subtle);"
+        "crypto.subtle.importKey = (format, data, algorithm, ...rest) =>"
+        " (algorithm && algorithm.name === 'Ed25519')"
+        " ? Promise.reject(new DOMException('no', 'NotSupportedError'))"
+        " : importKey(format, data, algorithm, ...rest);"
+    )
+    old = _open(browser, no_ed25519)
+    try:
+        scenario = Scenario(_entries(), POLICY, {})
+        now = SEASON.opens + DAY
+        permit = Permit(
+            1, 1, "2123456705", Category.DOMESTIC_WORKER, 1, now - DAY, now + DAY, now - DAY
+        )
+        scenario.add(sign_permit(ACTIVE, permit), "shumaisi", now, now)
+        assert [d["code"] for d in scenario.expected] == ["valid"]
+        (decision,) = old.evaluate(JS_VERIFY, scenario.payload())
+        assert (decision["outcome"], decision["code"]) == (
+            "INDETERMINATE",
+            "signature_check_unavailable",
+        )
+        assert "check manually" in decision["message_en"]
+    finally:
+        old.close()
