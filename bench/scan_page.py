@@ -53,27 +53,32 @@ async ({ token, gate, now, keys, policy, rounds }) => {
 """
 
 
+COUNT_UPLOADS = """
+window.uploads = [];
+const send = window.fetch.bind(window);
+window.fetch = (url, options) => {
+  if (/\\/v1\\/(scan|verify)$/.test(String(url)) && options && options.body) {
+    const body = options.body;
+    window.uploads.push(typeof body === "string" ? new Blob([body]).size : body.size);
+  }
+  return send(url, options);
+};
+"""
+"""Counts the page's request bodies at the source (Playwright sees no Blob body)."""
+
+
 def _bytes_until_a_decision(browser: Browser, base: str, key: str, init: str) -> tuple[int, int]:
     """Request body bytes the page sent, and how many requests, until its first verdict."""
     context = browser.new_context(base_url=base)
     page = context.new_page()
-    sent: list[int] = []
-    page.on(
-        "request",
-        lambda r: (
-            sent.append(len(r.post_data_buffer or b""))
-            if r.url.endswith(("/v1/scan", "/v1/verify"))
-            else None
-        ),
-    )
-    if init:
-        page.add_init_script(init)
+    page.add_init_script(init + COUNT_UPLOADS)
     page.goto("/scan")
     page.fill("#key-input", key)
     page.click("#key-form button[type=submit]")
     page.wait_for_selector("#result", state="visible", timeout=30_000)
+    uploads: list[int] = page.evaluate("window.uploads")
     context.close()
-    return sum(sent), len(sent)
+    return sum(uploads), len(uploads)
 
 
 def main() -> None:
