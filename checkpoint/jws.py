@@ -82,6 +82,8 @@ def open_signed(token: str, typ: str, trust: Keyring) -> tuple[KeyEntry, bytes]:
     if len(parts) != 3 or len(parts[2]) != SIGNATURE_CHARS:
         raise MalformedJws("expected header.payload.signature with a 64-byte signature")
     encoded_header, encoded_claims, encoded_signature = parts
+    claims = b64url_decode(encoded_claims)
+    signature = b64url_decode(encoded_signature)
     try:
         header = _header_decoder.decode(b64url_decode(encoded_header))
     except msgspec.DecodeError as err:
@@ -96,8 +98,6 @@ def open_signed(token: str, typ: str, trust: Keyring) -> tuple[KeyEntry, bytes]:
         raise UnknownTrustKey(header.kid) from None
     if entry.status is KeyStatus.REVOKED:
         raise TrustKeyRevoked(header.kid)
-    claims = b64url_decode(encoded_claims)
-    signature = b64url_decode(encoded_signature)
     signing_input = f"{encoded_header}.{encoded_claims}".encode("ascii")
     try:
         verify_signature(entry.raw_public_key, signing_input, signature)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, cast
 
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.exceptions import ClientException
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import (
     HTTP_200_OK,
@@ -162,6 +163,7 @@ async def scan_image(request: Request[Any, Any, Any], services: ServicesDep) -> 
     opt=roles("scanner", "admin") | raises(StatusListTokenMissing),
     operation_id="getStatusList",
     operation_class=StatusListOperation,
+    responses={304: ResponseSpec(None, description="Not modified: `If-None-Match` named it")},
 )
 async def status_list(
     request: Request[Any, Any, Any],

@@ -13,7 +13,7 @@ from api.metrics import MULTIPROCESS_ENV
 from api.runtime import logs
 from api.runtime.clock import wall_clock
 from api.runtime.settings import ENV_PREFIX, Settings
-from issuer.keystore import KEYRING_FILE, ensure_signing_key, import_keyring_file
+from issuer.keystore import KEYRING_FILE, ensure_signing_key, ensure_trust_key, import_keyring_file
 from issuer.store.keys import load_keyring
 from issuer.store.registry import Registry
 
@@ -21,7 +21,8 @@ from issuer.store.registry import Registry
 def prepare(settings: Settings) -> str:
     """First-run set-up, done once before any worker starts: data directory, registry
     schema, and on a node that signs the fleet's first signing key (an earlier release's
-    keyring.json is imported first). Returns a line saying what was found or created."""
+    keyring.json is imported first) and first trust-list key. Returns a line saying what
+    was found or created."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return asyncio.run(_prepare(settings))
 
@@ -38,11 +39,16 @@ async def _prepare(settings: Settings) -> str:
             return f"verify node: {len(keyring)} key(s) in the registry's keyring, no private key"
         keys = settings.private_keys()
         entry, created = await ensure_signing_key(registry, keys, now=now, actor="serve")
+        trust, trust_created = await ensure_trust_key(registry, keys, now=now, actor="serve")
     finally:
         await registry.close()
     state = "created" if created else "using"
     found = f" ({imported} imported from {KEYRING_FILE})" if imported else ""
-    return f"{state} signing key {entry.kid} in {keys.location(entry.kid)}{found}"
+    trust_state = "created" if trust_created else "using"
+    return (
+        f"{state} signing key {entry.kid} in {keys.location(entry.kid)}{found}; "
+        f"{trust_state} trust-list key {trust.kid} (pin {trust.public_key} on handhelds)"
+    )
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:

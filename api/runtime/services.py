@@ -16,13 +16,13 @@ from api.runtime.rate_limit import TokenBucket
 from api.runtime.redis_sync import PUBLISH_INTERVAL, RedisRevocations
 from api.runtime.settings import Settings
 from api.runtime.sweep import SWEEP_INTERVAL, sweep_once
-from checkpoint.errors import CheckpointError
+from checkpoint.errors import CheckpointError, KeyringError
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy import DuplicateMode, Policy
 from checkpoint.signing import Keyring
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
-from issuer.errors import RegistryUnavailable
+from issuer.errors import HsmUnavailable, RegistryUnavailable
 from issuer.issuing import Issuer
 from issuer.keystore import (
     PrivateKeys,
@@ -93,6 +93,8 @@ class Services:
         self.trust_keys = Keyring()
         """The trust-list keys (they sign the offline bundle), published in /v1/trust."""
         self.trust_keys_version = -1
+        self.offline_problem: str | None = None
+        """Why this node last could not build the offline bundle (a code), or None."""
         self._issuer = None if keys is None else Issuer(registry, keys, policy)
         self.changes = ChangeSignal(settings.data_dir / CHANGES_FILE)
         self.limiter = TokenBucket(settings.rate_limit, settings.rate_burst)
@@ -176,9 +178,18 @@ class Services:
             loops.start(self.build_offline, OFFLINE_BUILD_INTERVAL, "offline-bundle")
 
     async def build_offline(self) -> None:
-        """Sign and store the offline bundle if the stored one is behind (a node that signs)."""
+        """Sign and store the offline bundle if the stored one is behind (a node that signs).
+        A node that cannot sign it (no trust-list key in its window, or its private half in
+        another backend) says so once and leaves it to a node that can."""
         assert self.keys is not None
-        await build_offline(self.registry, self.keys, self.policy, now=self.clock())
+        try:
+            await build_offline(self.registry, self.keys, self.policy, now=self.clock())
+        except (KeyringError, HsmUnavailable) as err:
+            if self.offline_problem != err.code:
+                log.warning("offline bundle not built here: %s: %s", err.code, err.detail)
+            self.offline_problem = err.code
+            return
+        self.offline_problem = None
 
     async def _sweep_step(self) -> None:
         await sweep_once(self)

@@ -889,3 +889,38 @@ def test_block_and_suspend_from_the_command_line(run: Runner, tmp_path: Path) ->
     assert "establishment_suspended" in staff.error_line()
     assert run("establishments", "reinstate", "EST-7", "--reason", "restored").code == 0
     assert run("establishments", "suspend", "EST-9", "--reason", "licence").code == 2
+
+
+def trust_keys(data_dir: Path) -> Keyring:
+    """The trust-list keys in the registry of `data_dir`."""
+
+    async def read() -> Keyring:
+        registry = await Registry.open(f"sqlite+aiosqlite:///{data_dir / 'registry.sqlite3'}")
+        try:
+            return (await load_keyring(registry, "trust")).keyring
+        finally:
+            await registry.close()
+
+    return asyncio.run(read())
+
+
+def test_trust_list_keys_generate_and_list(run: Runner, data_dir: Path) -> None:
+    run("keys", "generate")
+    first = run("keys", "generate", "--trust", "--label", "trust one")
+    assert first.code == 0
+    (entry,) = trust_keys(data_dir)
+    assert entry.not_before == ISSUE_AT  # the first one signs at once: nothing announces it
+    assert entry.public_key in first.out
+    ahead = run("keys", "generate", "--trust")
+    assert ahead.code == 0
+    new = next(e for e in trust_keys(data_dir) if e.kid != entry.kid)
+    # Published now, signing after the policy's offline bound: devices learn it first.
+    assert new.not_before == ISSUE_AT + default_policy().offline_revocation_bound
+    assert run("keys", "generate", "--trust", "--lead", "60").code == 0
+    assert len(trust_keys(data_dir)) == 3
+    assert len(keyring(data_dir)) == 1  # the permit keyring holds no trust-list key
+    listed = run("keys", "list").out
+    permit_part, trust_part = listed.split("trust-list keys")
+    assert entry.kid not in permit_part
+    assert f"  {entry.kid}: {entry.public_key}" in trust_part
+    assert f"  {new.kid}: {new.public_key}" in trust_part

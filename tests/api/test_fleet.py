@@ -97,7 +97,7 @@ def test_two_nodes_one_trust_state(tmp_path: Path, policy: Path, fleet_env: dict
         )
         assert refused.status_code in (404, 405)
         assert _private_key_files(verify_dir) == []
-        assert len(_private_key_files(issue_dir)) == 1
+        assert len(_private_key_files(issue_dir)) == 2  # the signing and trust-list keys
 
         revoked = httpx.post(
             f"{node_a.base}/v1/keys/{kid}/revoke",
@@ -143,6 +143,7 @@ def test_three_nodes_started_at_once_on_a_fresh_database(
             versions, kids = _schema_and_keys(database_url)
             assert versions == sorted(set(versions))
             assert len(kids) == 1
+            assert len(_schema_and_keys(database_url, "trust")[1]) == 1  # one trust-list key
             issuer = _api_key(
                 tmp_path / "node-0", policy, "--role", "issuer", "--channel", "absher", env=env
             )
@@ -165,8 +166,9 @@ def test_three_nodes_started_at_once_on_a_fresh_database(
                 node.stop()
 
 
-def _schema_and_keys(database_url: str) -> tuple[list[int], list[str]]:
-    """The schema versions recorded and the kids in the keyring, read with a plain driver."""
+def _schema_and_keys(database_url: str, purpose: str = "permit") -> tuple[list[int], list[str]]:
+    """The schema versions recorded and the kids of `purpose` in the keyring, read with a
+    plain driver."""
 
     async def read() -> tuple[list[int], list[str]]:
         engine = create_async_engine(database_url)
@@ -175,7 +177,8 @@ def _schema_and_keys(database_url: str) -> tuple[list[int], list[str]]:
                 versions = [
                     v for (v,) in await conn.execute(text("SELECT version FROM schema_version"))
                 ]
-                kids = [k for (k,) in await conn.execute(text("SELECT kid FROM signing_keys"))]
+                query = text("SELECT kid FROM signing_keys WHERE purpose = :purpose")
+                kids = [k for (k,) in await conn.execute(query, {"purpose": purpose})]
         finally:
             await engine.dispose()
         return sorted(versions), kids

@@ -169,7 +169,9 @@ def test_a_delta_after_two_revocations_carries_exactly_them(
     current = app.client.get(
         "/v1/offline/bundle", params={"since_seq": 3}, headers=auth(scanner_key)
     )
-    assert verify_bundle(current.text, trust_of(app), app.clock.now).bundle.revocations == ()
+    empty = verify_bundle(current.text, trust_of(app), app.clock.now).bundle
+    assert isinstance(empty, DeltaBundle)
+    assert empty.revocations == ()
     again = app.client.get(
         "/v1/offline/bundle",
         params={"since_seq": 3},
@@ -184,7 +186,7 @@ def test_a_delta_too_old_or_ahead_is_refused(app: Api, scanner_key: str, issuer_
     revoke(app, admin, app.issue(issuer_key, holder=IQAMA_2)["permit_id"])
     build(app)  # the first build is at seq 2: nothing reaches back to 1
 
-    def delta(since: object) -> Any:
+    def delta(since: int | str) -> Any:
         return app.client.get(
             "/v1/offline/bundle", params={"since_seq": since}, headers=auth(scanner_key)
         )
@@ -330,7 +332,8 @@ def test_two_nodes_on_postgresql_serve_the_same_bytes(tmp_path: Path) -> None:
         # there) finds the stored build current and signs nothing.
         with running(other_signer, clock) as c:
             state = c.run(offline_store.snapshot, c.services.registry)
-            assert state.current is not None and state.current.build == 1
+            assert state.current is not None
+            assert state.current.build == 1
 
 
 # --- Sync of offline scans ------------------------------------------------------------------
@@ -390,7 +393,8 @@ def test_sync_records_once_and_audits_each_scan(
     assert first_row.permit_id == valid_token["permit_id"]
     assert first_row.detail["server_code"] == "valid"
     bad = next(e for e in rows if e.detail["scan_id"] == "s-2")
-    assert bad.permit_id is None and bad.code == "bad_encoding"
+    assert bad.permit_id is None
+    assert bad.code == "bad_encoding"
 
 
 def test_a_permit_scanned_offline_twice_in_the_window_is_flagged(
@@ -480,10 +484,12 @@ def test_sync_refusals(app: Api, scanner_key: str, valid_token: dict[str, Any]) 
 def two_nodes(tmp_path: Path) -> Iterator[tuple[Api, Api]]:
     clock = FakeClock()
     with throwaway_database_sync() as url:
-        with running(Settings(data_dir=tmp_path / "a", database_url=url), clock) as a:
-            verify = Settings(data_dir=tmp_path / "b", database_url=url, role="verify")
-            with running(verify, clock) as b:
-                yield a, b
+        verify = Settings(data_dir=tmp_path / "b", database_url=url, role="verify")
+        with (
+            running(Settings(data_dir=tmp_path / "a", database_url=url), clock) as a,
+            running(verify, clock) as b,
+        ):
+            yield a, b
 
 
 def test_sync_on_two_nodes_flags_across_them(two_nodes: tuple[Api, Api]) -> None:

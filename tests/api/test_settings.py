@@ -196,7 +196,12 @@ def test_first_run_set_up_keeps_the_data_directory_owner_only(tmp_path: Path) ->
     assert line.startswith("created signing key")
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "registry.sqlite3").stat().st_mode) == 0o600
-    (pem,) = (data / "keys").glob("*.pem")
-    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    assert "trust-list key" in line
+    pems = list((data / "keys").glob("*.pem"))
+    assert len(pems) == 2  # the signing key and the trust-list key
+    for pem in pems:
+        assert stat.S_IMODE(pem.stat().st_mode) == 0o600
     assert stat.S_IMODE(pem.parent.stat().st_mode) == 0o700
-    assert prepare(Settings(data_dir=data)).startswith("using signing key")
+    again = prepare(Settings(data_dir=data))
+    assert again.startswith("using signing key")
+    assert "using trust-list key" in again

@@ -148,7 +148,7 @@ def test_our_token_has_the_drafts_header_and_claims() -> None:
     token = status_list_token(
         TRUST, _list(5, 1, 2), capacity=64, seq=9, iat=NOW, exp=NOW + 60, ttl=30
     )
-    header, payload, _ = token.split(".")
+    header, _payload, _ = token.split(".")
     assert msgspec.json.decode(base64.urlsafe_b64decode(header + "==")) == {
         "alg": "EdDSA",
         "typ": "statuslist+jwt",
@@ -168,7 +168,9 @@ def test_a_bundle_round_trip() -> None:
     assert isinstance(verified.bundle, FullBundle)
     assert verified.bundle.seq == 2
     status = verified.lists[0]
-    assert status.get(3) and status.get(7) and not status.get(4)
+    assert status.get(3)
+    assert status.get(7)
+    assert not status.get(4)
     assert len(status.bits) == (1 << 20) // 8
     assert within_offline_bound(verified.bundle, NOW + 3600)
     assert not within_offline_bound(verified.bundle, NOW + 3601)
@@ -319,5 +321,6 @@ def test_every_offline_trust_error_has_its_code_and_two_languages() -> None:
     assert len(set(codes)) == len(codes)
     for error in OFFLINE_TRUST_ERRORS:
         assert re.fullmatch(r"[a-z_]+", error.code)
-        assert error.message_en.isascii() and error.message_en != OfflineTrustError.message_en
+        assert error.message_en.isascii()
+        assert error.message_en != OfflineTrustError.message_en
         assert any("\u0600" <= char <= "\u06ff" for char in error.message_ar)

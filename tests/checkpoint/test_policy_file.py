@@ -103,6 +103,9 @@ def test_default_policy_loads() -> None:
     assert policy.version == "1448.2"
     assert policy.leeway == 120
     assert policy.revocation_staleness == 30
+    assert policy.offline_revocation_bound == HOUR
+    assert parse_policy(policy_text()).offline_revocation_bound == HOUR  # the default
+    assert parse_policy(policy_text(offline_revocation_bound=600)).offline_revocation_bound == 600
     assert policy.utc_offset == 3 * HOUR
     assert {s.code for s in policy.seasons.values()} == {"hajj-1448", "umrah-1448"}
     assert 6 <= len(policy.gates) <= 10
@@ -293,6 +296,16 @@ INVALID: list[tuple[str, str, str]] = [
     ("staleness-negative", policy_text(revocation_staleness=-1), "$.revocation_staleness"),
     ("staleness-zero", policy_text(revocation_staleness=0), "$.revocation_staleness"),
     ("staleness-over-a-day", policy_text(revocation_staleness=86_401), "$.revocation_staleness"),
+    (
+        "offline-bound-under-a-minute",
+        policy_text(offline_revocation_bound=59),
+        "$.offline_revocation_bound",
+    ),
+    (
+        "offline-bound-over-a-week",
+        policy_text(offline_revocation_bound=7 * 86_400 + 1),
+        "$.offline_revocation_bound",
+    ),
     (
         "season-no-categories",
         policy_text(seasons=[season(categories=[])]),
