@@ -22,9 +22,10 @@ from api.errors import (
 )
 from api.openapi import document, raises
 from api.routes.access import BATCH_VERIFY_BODY_LIMIT, ServicesDep, scanner_checkpoint
+from api.runtime.anti_passback import BACKSTOP
 from api.runtime.services import Services
 from api.schemas import SyncRequest, SyncResponse, SyncResult
-from checkpoint.errors import UnknownCheckpoint
+from checkpoint.errors import DuplicateCheckUnavailable, UnknownCheckpoint
 from checkpoint.model import Outcome
 from checkpoint.offline import BUNDLE_MEDIA_TYPE
 from checkpoint.policy import DuplicateMode
@@ -89,9 +90,9 @@ async def _remember_entries(services: Services, entries: list[tuple[str, int]]) 
     budget = services.policy.duplicate_entry.budget_ms / 1000
     for key, ttl in entries:
         try:
-            async with asyncio.timeout(budget):
-                await services.entry_log.claim([key], ttl)
-        except (TimeoutError, RedisError, OSError):
+            async with asyncio.timeout(budget + BACKSTOP):
+                await services.entry_log.claim([key], ttl, budget)
+        except (TimeoutError, RedisError, OSError, DuplicateCheckUnavailable):
             return
 
 

@@ -130,30 +130,55 @@ function checkTimes(entry, iat, exp, now) {
   if (exp + LEEWAY <= now) throw new BundleRefused("expired");
 }
 
+const MAX_INFLATED = 2 * 1024 * 1024; // a list inflating past this is refused, not unpacked
+
 async function inflate(lst) {
   const stream = new Blob([b64urlDecode(lst)]).stream().pipeThrough(new DecompressionStream("deflate"));
+  const reader = stream.getReader();
+  const chunks = [];
+  let size = 0;
   try {
-    return new Uint8Array(await new Response(stream).arrayBuffer());
-  } catch {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > MAX_INFLATED) {
+        reader.cancel();
+        throw new BundleRefused("status list inflates past 2 MiB");
+      }
+      chunks.push(value);
+    }
+  } catch (err) {
+    if (err instanceof BundleRefused) throw err;
     throw new BundleRefused("status list does not inflate");
   }
+  const bits = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bits.set(chunk, at);
+    at += chunk.length;
+  }
+  return bits;
 }
 
 // The trust-list keys a device holds: the one pinned at provisioning (its raw public key in
-// base64, as `checkpoint keys list` prints it), and those a verified full bundle published.
+// base64, as `checkpoint keys list` prints it) until a verified full bundle, signed by it,
+// published the set that replaces it (docs/offline.md §1: rotation with overlap).
 async function trustKeyring(pinned, published) {
+  if (published && published.length) return loadKeyring(published);
   const raw = Uint8Array.from(atob(pinned), (c) => c.charCodeAt(0));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
   const kid = Array.from(digest.subarray(0, 4), (b) => b.toString(16).padStart(2, "0")).join("");
-  const entries = new Map([[kid, { kid, public_key: pinned, status: "active", not_before: 0, not_after: null }]]);
-  for (const entry of published || []) entries.set(entry.kid, entry);
-  return loadKeyring([...entries.values()]);
+  return loadKeyring([{ kid, public_key: pinned, status: "active", not_before: 0, not_after: null }]);
 }
 
 // A bundle or delta checked as checkpoint.offline.verify_bundle checks it; BundleRefused
 // says why not. A full bundle's lists come back as their raw bits.
 export async function verifyBundle(token, trust, now) {
   const { entry, claims } = await openSigned(token, BUNDLE_TYPE, trust);
+  if (!claims || typeof claims !== "object") throw new BundleRefused("claims");
+  const bound = claims.offline_revocation_bound;
+  if (!Number.isInteger(claims.seq) || !Number.isInteger(bound) || bound <= 0) throw new BundleRefused("claims");
   checkTimes(entry, claims.iat, claims.exp, now);
   if (claims.kind === "delta") return { bundle: claims, lists: null };
   if (claims.kind !== "full" || !Array.isArray(claims.status_lists)) throw new BundleRefused("kind");

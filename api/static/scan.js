@@ -1,7 +1,7 @@
 // The scanner page: the QR is read on the device (qr-reader.js) and only its token goes to
 // POST /v1/verify, then the verdict fills the screen. Where no reader can run, camera frames
 // go to POST /v1/scan as before. ES modules, no build step, nothing from outside this server.
-import { decideOffline, enqueue, refresh, storedBundle, sync } from "/static/offline.js";
+import { decideOffline, enqueue, forgetBundle, refresh, storedBundle, sync } from "/static/offline.js";
 import { createReader } from "/static/qr-reader.js";
 
 (() => {
@@ -613,17 +613,21 @@ import { createReader } from "/static/qr-reader.js";
   document.addEventListener("pointerdown", unlockAudio, { passive: true });
   document.addEventListener("keydown", unlockAudio);
 
-  $("key-form").addEventListener("submit", (event) => {
+  $("key-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const key = $("key-input").value.trim();
     if (!key) return;
     storeKey(key);
-    // `checkpoint keys list` prints "KID: BASE64": the key is the last word.
-    const trust = $("trust-input").value.trim().split(/\s+/).pop();
-    if (trust) remember(TRUST_STORE, trust);
-    startBackground();
     $("key-error").hidden = true;
     unlockAudio();
+    // `checkpoint keys list` prints "KID: BASE64": the key is the last word.
+    const trust = $("trust-input").value.trim().split(/\s+/).pop();
+    if (trust && trust !== stored(TRUST_STORE)) {
+      remember(TRUST_STORE, trust);
+      // A bundle checked against another key is not kept.
+      await forgetBundle().catch(() => {});
+    }
+    startBackground();
     startScanning();
   });
 
