@@ -22,17 +22,29 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from checkpoint.errors import OfflineTrustError
 from checkpoint.model import Category, Permit
+from checkpoint.offline import (
+    DeltaBundle,
+    FullBundle,
+    RevokedRef,
+    StatusListRef,
+    sign_bundle,
+    status_list_token,
+    status_list_uri,
+    verify_bundle,
+)
 from checkpoint.policy import Policy
 from checkpoint.policy_file import default_policy
 from checkpoint.signing import InProcessKey, KeyEntry, Keyring, KeyStatus, key_entry, sign_permit
-from checkpoint.statuslist import StatusMirror
+from checkpoint.statuslist import StatusList, StatusMirror
 from checkpoint.token import BASE45_ALPHABET, PREFIX, assemble, b45decode, b45encode, signing_input
 from checkpoint.verify import Verifier
 from tests.conftest import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
-STATIC = ROOT / "api" / "static"
+SERVED = ROOT / "api"
+"""Served at the origin's root, so the page's modules find each other at /static/."""
 VECTORS = ROOT / "tests" / "vectors"
 SEED = 20261207
 POLICY = default_policy()
@@ -77,10 +89,10 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[tuple[Browser, str]]:
-    """Chromium, and a loopback origin (a secure context: WebCrypto) serving api/static/."""
+    """Chromium, and a loopback origin (a secure context: WebCrypto) serving api/."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `./dev test` installs Debian's chromium package")
-    handler = functools.partial(_Quiet, directory=str(STATIC))
+    handler = functools.partial(_Quiet, directory=str(SERVED))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -103,8 +115,11 @@ def _open(browser: tuple[Browser, str], init_script: str = "") -> Page:
     opened = chromium.new_page()
     if init_script:
         opened.add_init_script(init_script)
-    opened.goto(f"{base}/verify.js")
-    opened.evaluate("async () => { window.V = await import('/verify.js'); }")
+    opened.goto(f"{base}/static/verify.js")
+    opened.evaluate(
+        "async () => { window.V = await import('/static/verify.js');"
+        " window.O = await import('/static/offline.js'); }"
+    )
     return opened
 
 
@@ -518,3 +533,134 @@ def test_without_webcrypto_ed25519_nothing_is_accepted(browser: tuple[Browser, s
         assert "check manually" in decision["message_en"]
     finally:
         old.close()
+
+
+# --- the offline bundle: the page refuses what checkpoint.offline.verify_bundle refuses -----
+
+TRUST = _key(9)
+BUNDLE_NOW = SEASON.opens + DAY
+
+JS_BUNDLES = """
+async ({ trust, cases }) => {
+  const keyring = await V.loadKeyring(trust);
+  const out = [];
+  for (const [token, now] of cases) {
+    try {
+      await O.verifyBundle(token, keyring, now);
+      out.push(true);
+    } catch (err) {
+      if (!(err instanceof O.BundleRefused)) throw err;
+      out.push(false);
+    }
+  }
+  return out;
+}
+"""
+
+
+def _list_token(signer: InProcessKey, list_id: int = 0, **changes: Any) -> str:
+    status = StatusList(list_id)
+    status.set(5)
+    times = {"iat": BUNDLE_NOW - 60, "exp": BUNDLE_NOW + HOUR, "ttl": 300} | changes
+    return status_list_token(signer, status, capacity=1024, seq=3, **times)
+
+
+def _full(
+    signer: InProcessKey = TRUST, lists: list[StatusListRef] | None = None, **changes: Any
+) -> str:
+    bundle = FullBundle(
+        iss="checkpoint",
+        iat=changes.get("iat", BUNDLE_NOW - 60),
+        exp=changes.get("exp", BUNDLE_NOW + HOUR),
+        ttl=300,
+        seq=3,
+        keyring_version=1,
+        policy_version=POLICY.version,
+        offline_revocation_bound=HOUR,
+        keys=tuple(_entries()),
+        trust_keys=(key_entry(TRUST, not_before=0),),
+        policy=msgspec.to_builtins(POLICY),
+        status_lists=tuple(
+            [StatusListRef(id=0, uri=status_list_uri(0), capacity=1024, token=_list_token(TRUST))]
+            if lists is None
+            else lists
+        ),
+    )
+    return sign_bundle(signer, bundle)
+
+
+def _ref(
+    token: str, list_id: int = 0, capacity: int = 1024, uri: str | None = None
+) -> StatusListRef:
+    return StatusListRef(
+        id=list_id, uri=uri or status_list_uri(list_id), capacity=capacity, token=token
+    )
+
+
+def _bundle_cases(rng: random.Random) -> list[tuple[str, int]]:
+    good = _full()
+    delta = sign_bundle(
+        TRUST,
+        DeltaBundle(
+            iss="checkpoint",
+            iat=BUNDLE_NOW - 60,
+            exp=BUNDLE_NOW + HOUR,
+            ttl=300,
+            seq=4,
+            since_seq=3,
+            keyring_version=1,
+            policy_version=POLICY.version,
+            offline_revocation_bound=HOUR,
+            revocations=(RevokedRef(4, 0, 7),),
+        ),
+    )
+    header, claims, signature = good.split(".")
+    cases = [
+        (good, BUNDLE_NOW),
+        (delta, BUNDLE_NOW),
+        (good, BUNDLE_NOW + HOUR + POLICY.leeway - 1),  # expiry, with the leeway
+        (good, BUNDLE_NOW + HOUR + POLICY.leeway),
+        (good, BUNDLE_NOW - 60 - POLICY.leeway),  # issued "in the future" by the leeway
+        (good, BUNDLE_NOW - 61 - POLICY.leeway),
+        (_full(STRANGER), BUNDLE_NOW),  # another key
+        (_full(lists=[_ref(_list_token(STRANGER))]), BUNDLE_NOW),  # a list by another key
+        (
+            _full(lists=[_ref(_list_token(TRUST, exp=BUNDLE_NOW - HOUR))]),
+            BUNDLE_NOW,
+        ),  # expired list
+        (_full(lists=[_ref(_list_token(TRUST, list_id=1))]), BUNDLE_NOW),  # another list's token
+        (_full(lists=[_ref(_list_token(TRUST), uri="urn:checkpoint:status-list:9")]), BUNDLE_NOW),
+        (_full(lists=[_ref(_list_token(TRUST), capacity=1 << 20)]), BUNDLE_NOW),  # too short
+        (_full(lists=[_ref(_list_token(TRUST)), _ref(_list_token(TRUST))]), BUNDLE_NOW),  # twice
+        (_list_token(TRUST), BUNDLE_NOW),  # a list token offered as a bundle
+        (f"{header}.{claims}", BUNDLE_NOW),
+        (f"{header}.{claims}.{signature}=", BUNDLE_NOW),
+        (good + "\n", BUNDLE_NOW),
+    ]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for _ in range(60):  # one character changed anywhere
+        i = rng.randrange(len(good))
+        if good[i] == ".":
+            continue
+        cases.append(
+            (good[:i] + rng.choice(alphabet.replace(good[i], "")) + good[i + 1 :], BUNDLE_NOW)
+        )
+    return cases
+
+
+def _python_accepts(token: str, now: int) -> bool:
+    try:
+        verify_bundle(token, Keyring([key_entry(TRUST, not_before=0)]), now)
+    except OfflineTrustError:
+        return False
+    return True
+
+
+def test_the_page_refuses_the_bundles_the_python_check_refuses(page: Page) -> None:
+    cases = _bundle_cases(random.Random(SEED))
+    want = [_python_accepts(token, now) for token, now in cases]
+    trust = msgspec.to_builtins([key_entry(TRUST, not_before=0)])
+    got = page.evaluate(JS_BUNDLES, {"trust": trust, "cases": cases})
+    assert [i for i, (w, g) in enumerate(zip(want, got, strict=True)) if w != g] == []
+    assert want[:6] == [True, True, True, False, True, False]
+    assert sum(want) < len(want) - 60  # every changed character refused, on both sides
