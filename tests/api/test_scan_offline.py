@@ -238,6 +238,49 @@ def test_online_tokens_then_offline_decisions_then_the_audit_log(
     assert page.evaluate("async () => (await import('/static/offline.js')).queued()") == []
 
 
+def _held_seq(page: Page) -> int:
+    seq: int = page.evaluate(
+        "async () => { const held = await (await import('/static/offline.js')).storedBundle();"
+        " return held ? held.seq : -1; }"
+    )
+    return seq
+
+
+def test_a_revocation_after_the_first_sync_comes_as_a_delta(
+    phones: Callable[[], Phone], deployment: OfflineDeployment
+) -> None:
+    phone = phones()
+    page = phone.page
+    page.clock.install()
+    page.add_init_script(COVERABLE_CAMERA)
+    answered: list[tuple[str, int]] = []
+    page.on("response", lambda response: answered.append((response.url, response.status)))
+    _provision(phone, deployment)
+    phone.expect_result("VALID", "valid")
+    _bundle_state(page, "current")
+    held = _held_seq(page)
+
+    late = deployment.issue("2123456721")
+    with deployment.client(deployment.admin) as admin:
+        response = admin.post(
+            "/v1/revocations", json={"permit_id": late["permit_id"], "reason": "stolen"}
+        )
+    assert response.status_code == 201, response.text
+    seq = response.json()["last_seq"]
+    assert seq > held
+    _until(lambda: _bundle_seq(deployment) >= seq, "the bundle to carry the new revocation")
+
+    page.clock.fast_forward(61_000)  # the page's next background round
+    _until(lambda: _held_seq(page) >= seq, "the page to take the delta")
+    deltas = [status for url, status in answered if f"since_seq={held}" in url]
+    assert deltas == [200]
+
+    phone.context.set_offline(True)
+    _type_token(page, late["token"])
+    phone.expect_result("INVALID", "revoked")
+    expect(page.locator("#result")).to_have_attribute("data-offline", "true")
+
+
 def test_past_the_offline_bound_is_manual_check(
     phones: Callable[[], Phone], deployment: OfflineDeployment
 ) -> None:
