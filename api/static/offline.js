@@ -352,20 +352,59 @@ export function enqueue(decision, token) {
   return transact("queue", "readwrite", (s) => s.put(scan));
 }
 
-// Send the queued scans (idempotent per device and scan id: a retry records nothing twice),
-// and drop those the server answered for. Answers how many were synced.
-export async function sync({ apiKey, deviceId }) {
-  const scans = (await queued()).slice(0, MAX_SYNC);
-  if (!scans.length) return 0;
-  let response;
+async function post(apiKey, deviceId, scans) {
   try {
-    response = await fetch("/v1/scans/sync", {
+    return await fetch("/v1/scans/sync", {
       method: "POST",
       headers: { Authorization: `Bearer ${apiKey}`, "Content-Type": "application/json" },
       body: JSON.stringify({ device_id: deviceId, scans }),
       cache: "no-store",
     });
   } catch {
+    return null;
+  }
+}
+
+function strip(scan) {
+  const { refused, ...wire } = scan;
+  return wire;
+}
+
+// Send the queued scans (idempotent per device and scan id: a retry records nothing twice),
+// and drop those the server answered for. A batch the server refuses (422: one scan of
+// another checkpoint, or stamped in the future by a wrong clock) is sent again one scan at
+// a time, and a scan refused alone is kept on the device marked `refused` with the code,
+// not sent again, so it cannot hold the others back. Answers how many were synced.
+export async function sync({ apiKey, deviceId }) {
+  const scans = (await queued()).filter((s) => !s.refused).slice(0, MAX_SYNC);
+  if (!scans.length) return 0;
+  let response = await post(apiKey, deviceId, scans.map(strip));
+  if (!response) return 0;
+  if (response.status === 422 && scans.length > 1) {
+    let synced = 0;
+    for (const scan of scans) synced += await sync1(apiKey, deviceId, scan);
+    return synced;
+  }
+  return settle(response, scans);
+}
+
+async function sync1(apiKey, deviceId, scan) {
+  const response = await post(apiKey, deviceId, [strip(scan)]);
+  return response ? settle(response, [scan]) : 0;
+}
+
+async function settle(response, scans) {
+  if (response.status === 422) {
+    let code = "refused";
+    try {
+      code = (await response.json()).code || code;
+    } catch {
+      // the status says enough
+    }
+    await transact("queue", "readwrite", (s) => {
+      for (const scan of scans) s.put({ ...scan, refused: code });
+      return null;
+    });
     return 0;
   }
   if (!response.ok) return 0;

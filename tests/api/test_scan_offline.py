@@ -326,6 +326,35 @@ def test_a_network_slower_than_the_budget_is_decided_on_the_device(
     assert hung
 
 
+def test_a_scan_the_server_refuses_does_not_hold_back_the_others(
+    phones: Callable[[], Phone], deployment: OfflineDeployment
+) -> None:
+    phone = phones()
+    page = phone.page
+    page.clock.install()
+    _provision(phone, deployment)
+    phone.expect_result("VALID", "valid")
+    _bundle_state(page, "current")
+    before = {r["scan_id"] for r in _offline_audit(deployment)}
+    phone.context.set_offline(True)
+    page.click("#next")
+    phone.expect_result("VALID", "valid")  # offline, stamped now
+    page.clock.fast_forward((BOUND + 60) * 1000)  # the device's clock runs an hour ahead
+    page.click("#next")
+    phone.expect_result("INDETERMINATE", "revocation_stale")  # stamped in the server's future
+
+    phone.context.set_offline(False)
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    _until(
+        lambda: len({r["scan_id"] for r in _offline_audit(deployment)} - before) == 1,
+        "the scan stamped in time in the audit log",
+    )
+    refused = page.evaluate("async () => (await import('/static/offline.js')).queued()")
+    assert [(scan["code"], scan["refused"]) for scan in refused] == [
+        ("revocation_stale", "scan_in_future")
+    ]
+
+
 def _tamper(route: Route) -> None:
     """One character of the bundle's claims changed, the signature kept."""
     response = route.fetch()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,24 @@ def test_the_qr_is_read_on_the_device_and_only_the_token_is_sent(
     # Everything the page loaded came from this server (the CSP would refuse a CDN anyway).
     base = deployment.server.base
     assert all(url.startswith((f"{base}/", "data:")) for url in phone.urls), phone.urls
+
+
+def test_the_browsers_barcode_detector_is_used_where_it_reads_qr_codes(
+    phone: Phone, deployment: Deployment, camera_permit: dict[str, str]
+) -> None:
+    # Android Chrome's BarcodeDetector, stood in for: it reads what the camera shows.
+    token = json.dumps(camera_permit["token"])
+    phone.page.add_init_script(
+        "window.BarcodeDetector = class {"
+        " static async getSupportedFormats() { return ['qr_code', 'ean_13']; }"
+        " constructor(options) { this.formats = options.formats; }"
+        f" async detect(source) {{ return [{{ format: 'qr_code', rawValue: {token} }}]; }} }};"
+    )
+    phone.open(deployment.scanner)
+    expect(phone.page.locator("#result")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    expect(phone.page.locator("body")).to_have_attribute("data-reader", "barcode-detector")
+    assert "/v1/verify" in phone.requests
+    assert "/static/zxing-reader.js" not in phone.requests  # not even loaded
 
 
 def test_a_browser_with_no_reader_still_sends_frames(phone: Phone, deployment: Deployment) -> None:
