@@ -2,7 +2,11 @@
 // QR reader and its .wasm) from the network when it answers, else from this cache, so a
 // reload with no network still opens a page that decides from its offline bundle. The API
 // (/v1/...) is never cached here: decisions and the bundle have their own paths.
-const CACHE = "checkpoint-scan-v1";
+const CACHE = "checkpoint-scan-v1"; // a new name drops every earlier copy (see activate)
+// The vendored QR reader is pinned by version (zxing-wasm.LICENSE): served from the cache
+// once held, so a weak link does not fetch its 1 MB again on every load. A new version
+// comes with a new CACHE name.
+const PINNED = new Set(["/static/zxing-reader.js", "/static/zxing_reader.wasm"]);
 const FILES = [
   "/scan",
   "/static/scan.js",
@@ -34,6 +38,10 @@ self.addEventListener("fetch", (event) => {
   event.respondWith(
     (async () => {
       const cache = await caches.open(CACHE);
+      if (PINNED.has(url.pathname)) {
+        const held = await cache.match(url.pathname);
+        if (held) return held;
+      }
       try {
         const response = await fetch(event.request);
         if (response.ok) await cache.put(url.pathname, response.clone());
