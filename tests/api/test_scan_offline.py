@@ -235,7 +235,9 @@ def test_online_tokens_then_offline_decisions_then_the_audit_log(
         ]
     )
     assert {r["server_code"] for r in rows} == {"valid", "revoked"}
-    assert page.evaluate("async () => (await import('/static/offline.js')).queued()") == []
+    # The page drops what the server answered for (after the server committed it).
+    queued = "async () => (await import('/static/offline.js')).queued()"
+    _until(lambda: page.evaluate(queued) == [], "the page's queue to empty")
 
 
 def _held_seq(page: Page) -> int:
@@ -349,10 +351,14 @@ def test_a_scan_the_server_refuses_does_not_hold_back_the_others(
         lambda: len({r["scan_id"] for r in _offline_audit(deployment)} - before) == 1,
         "the scan stamped in time in the audit log",
     )
-    refused = page.evaluate("async () => (await import('/static/offline.js')).queued()")
-    assert [(scan["code"], scan["refused"]) for scan in refused] == [
-        ("revocation_stale", "scan_in_future")
-    ]
+
+    def kept() -> list[tuple[str, str | None]]:
+        queue = page.evaluate("async () => (await import('/static/offline.js')).queued()")
+        return [(scan["code"], scan.get("refused")) for scan in queue]
+
+    # The sync settles one scan at a time: wait until nothing is left but marked scans.
+    _until(lambda: all(mark for _, mark in kept()), "the queue to settle")
+    assert kept() == [("revocation_stale", "scan_in_future")]
 
 
 def _tamper(route: Route) -> None:
