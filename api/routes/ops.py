@@ -22,6 +22,13 @@ from checkpoint.policy import Policy
 STATIC_TYPES = {
     "scan.js": "text/javascript",
     "scan.css": "text/css",
+    # The page's QR reader where the browser has no BarcodeDetector: zxing-wasm, vendored
+    # (zxing-wasm.LICENSE). `application/wasm` lets the browser compile it while it loads.
+    "qr-reader.js": "text/javascript",
+    "verify.js": "text/javascript",
+    "offline.js": "text/javascript",
+    "zxing-reader.js": "text/javascript",
+    "zxing_reader.wasm": "application/wasm",
     # The API documentation page (api/docs_page.py): Swagger UI, vendored (swagger-ui.LICENSE).
     "docs.js": "text/javascript",
     "swagger-ui-bundle.js": "text/javascript",
@@ -32,7 +39,9 @@ LABELS_PLACEHOLDER = b"{{LABELS}}"
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'none'",
-        "script-src 'self'",
+        # 'wasm-unsafe-eval' compiles WebAssembly (the QR reader) and nothing else: eval and
+        # new Function stay refused, and code still comes only from this origin.
+        "script-src 'self' 'wasm-unsafe-eval'",
         "style-src 'self'",
         "connect-src 'self'",
         "img-src 'self' blob: data:",
@@ -86,6 +95,12 @@ async def static_file(name: FromPath[str]) -> Response[bytes]:
     if media_type is None:
         raise NotFoundException(f"no static file {name!r}")
     return Response(_static(name), media_type=media_type, headers=PAGE_HEADERS)
+
+
+@get("/scan-sw.js", opt=PUBLIC, operation_id="scanServiceWorker", include_in_schema=False)
+async def scan_service_worker() -> Response[bytes]:
+    """The scanner page's service worker; served beside /scan, whose scope it takes."""
+    return Response(_static("scan-sw.js"), media_type="text/javascript", headers=PAGE_HEADERS)
 
 
 @get("/v1/trust", opt=PUBLIC, operation_id="getTrust")
@@ -161,7 +176,8 @@ async def metrics_endpoint(services: ServicesDep) -> bytes:
 router = Router(
     path="/",
     route_handlers=document(
-        "admin", [trust, health, ready, metrics_endpoint, scan_page, static_file]
+        "admin",
+        [trust, health, ready, metrics_endpoint, scan_page, scan_service_worker, static_file],
     ),
 )
 """Routes anyone may call, and the admins' metrics; each handler declares its own `opt`."""

@@ -1,10 +1,18 @@
-// The scanner page: camera frames to POST /v1/scan until a QR is read, then the verdict
-// fills the screen. Plain script, no build step, nothing from outside this server.
-"use strict";
+// The scanner page: the QR is read on the device (qr-reader.js) and only its token goes to
+// POST /v1/verify, then the verdict fills the screen. Where no reader can run, camera frames
+// go to POST /v1/scan as before. ES modules, no build step, nothing from outside this server.
+import { decideOffline, enqueue, forgetBundle, refresh, storedBundle, sync } from "/static/offline.js";
+import { createReader } from "/static/qr-reader.js";
 
 (() => {
   const KEY_STORE = "checkpoint.scannerKey";
+  const TRUST_STORE = "checkpoint.trustKey"; // the trust-list key pinned at provisioning
+  const CHECKPOINT_STORE = "checkpoint.checkpoint"; // learned from the server's decisions
+  const DEVICE_STORE = "checkpoint.deviceId";
+  const ONLINE_BUDGET_MS = 2500; // a verification slower than this is decided on the device
+  const REFRESH_MS = 60000; // the offline bundle, refreshed in the background
   const FRAME_INTERVAL_MS = 300; // a few frames a second: enough to feel instant, light on data
+  const READ_INTERVAL_MS = 120; // reading on the device costs no data: look again soon
   const RETRY_MS = 2000; // after a lost network or a server error, keep trying but calmly
   const REQUEST_TIMEOUT_MS = 8000; // a hung request must surface as "no connection", not a freeze
   const MAX_FRAME_SIDE = 960; // QR reading needs no more; smaller frames travel faster
@@ -58,6 +66,7 @@
   let scanning = false;
   let timer = 0;
   let audio = null;
+  let reader; // undefined: not created yet; null: none runs here (frames go to /v1/scan)
 
   function readLabels() {
     try {
@@ -78,6 +87,7 @@
     };
     try {
       return {
+        clock: new Intl.DateTimeFormat("en-GB", { timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }),
         en: new Intl.DateTimeFormat("en-GB", { ...options, month: "short" }),
         // The Umm al-Qura date, as Saudi documents give it, short enough for one line on a
         // phone; Latin digits like the line above. The hour is on the English line.
@@ -90,7 +100,11 @@
       };
     } catch {
       const utc = { ...options, timeZone: "UTC", timeZoneName: "short", month: "short" };
-      return { en: new Intl.DateTimeFormat("en-GB", utc), ar: new Intl.DateTimeFormat("ar", utc) };
+      return {
+        clock: new Intl.DateTimeFormat("en-GB", utc),
+        en: new Intl.DateTimeFormat("en-GB", utc),
+        ar: new Intl.DateTimeFormat("ar", utc),
+      };
     }
   }
 
@@ -195,9 +209,9 @@
 
   // --- requests ------------------------------------------------------------------------
 
-  async function call(path, body, contentType) {
+  async function call(path, body, contentType, budget = REQUEST_TIMEOUT_MS) {
     const controller = new AbortController();
-    const timeout = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    const timeout = setTimeout(() => controller.abort(), budget);
     let response;
     try {
       response = await fetch(path, {
@@ -302,6 +316,14 @@
 
   async function scanOnce() {
     if (!scanning) return;
+    if (reader === undefined) {
+      reader = await createReader();
+      document.body.dataset.reader = reader ? reader.name : "server";
+    }
+    if (reader) {
+      await readOnce();
+      return;
+    }
     const frame = await grabFrame();
     if (!scanning) return;
     if (!frame) {
@@ -340,6 +362,47 @@
     }
   }
 
+  async function readOnce() {
+    let token = null;
+    try {
+      token = await reader.read(video);
+    } catch {
+      token = null; // a frame the reader choked on: the next one will do
+    }
+    if (!scanning) return;
+    if (!token) {
+      setStatus("scanning");
+      schedule(READ_INTERVAL_MS);
+      return;
+    }
+    const result = await decideToken(token);
+    if (!scanning) return; // the officer moved on while the token was in flight
+    switch (result.kind) {
+      case "ok":
+        showResult(result.data);
+        return;
+      case "auth":
+        keyRejected(result);
+        return;
+      case "network":
+        setStatus("offline");
+        schedule(RETRY_MS);
+        return;
+      case "rate-limited":
+        setStatus("rate-limited");
+        schedule(RETRY_MS);
+        return;
+      case "server-error":
+        setStatus("server-error");
+        schedule(RETRY_MS);
+        return;
+      default:
+        // A QR that is no permit and too big for the route (413): keep looking.
+        setStatus("frame-error");
+        schedule(FRAME_INTERVAL_MS);
+    }
+  }
+
   async function startScanning() {
     show("scanner");
     if (!(await startCamera())) return; // the camera's status stays up; typing still works
@@ -371,6 +434,17 @@
     const result = $("result");
     result.dataset.outcome = outcome;
     result.dataset.code = decision.code;
+    result.dataset.offline = decision.offline ? "true" : "false";
+    const note = $("offline-note");
+    note.hidden = !decision.offline;
+    if (decision.offline) {
+      const asOf = decision.revocations_as_of;
+      const time = asOf === null ? "—" : formatted(dates.clock, asOf);
+      note.replaceChildren(
+        line(`Offline decision, on this device · revocations as of ${time}`),
+        line(`قرار دون اتصال، على هذا الجهاز · الإلغاءات حتى ${time}`, "ar"),
+      );
+    }
     $("verdict-mark").textContent = verdict.mark;
     $("verdict-word").textContent = verdict.en;
     $("verdict-ar").textContent = verdict.ar;
@@ -390,7 +464,7 @@
         `${formatted(dates.ar, permit.not_before)} – ${formatted(dates.ar, permit.expires)}`;
     }
     const checkpoint = labels.checkpoints[decision.checkpoint];
-    const where = checkpoint ? checkpoint[0] : decision.checkpoint;
+    const where = checkpoint ? checkpoint[0] : decision.checkpoint || "this device";
     const permitId = permit ? ` · permit ${permit.permit_id}` : "";
     $("meta").textContent =
       `${where} · ${formatted(dates.en, decision.checked_at)}${permitId} · policy ${decision.policy_version}`;
@@ -398,6 +472,100 @@
     show("result");
     signal(outcome);
     $("next").focus();
+  }
+
+  // --- deciding: online first, on the device when the network is gone or slow ------------
+
+  function stored(name) {
+    try {
+      return localStorage.getItem(name) || "";
+    } catch {
+      return "";
+    }
+  }
+
+  function remember(name, value) {
+    try {
+      localStorage.setItem(name, value);
+    } catch {
+      // Private mode without storage: kept for this page only, below.
+    }
+  }
+
+  function nowSeconds() {
+    return Math.floor(Date.now() / 1000);
+  }
+
+  function deviceId() {
+    let id = stored(DEVICE_STORE);
+    if (!id) {
+      id = `page-${crypto.randomUUID()}`;
+      remember(DEVICE_STORE, id);
+    }
+    return id;
+  }
+
+  // The server's answer, or when it cannot be had within the budget (no network, a 5xx),
+  // the device's own from the signed bundle, queued for the audit log.
+  async function decideToken(token) {
+    const result = await call("/v1/verify", JSON.stringify({ token }), "application/json", ONLINE_BUDGET_MS);
+    if (result.kind === "ok") {
+      if (result.data.checkpoint) remember(CHECKPOINT_STORE, result.data.checkpoint);
+      syncQueue();
+      return result;
+    }
+    if (result.kind !== "network" && result.kind !== "server-error") return result;
+    const decision = await decideOffline(token, stored(CHECKPOINT_STORE), nowSeconds());
+    try {
+      await enqueue(decision, token);
+    } catch {
+      // No IndexedDB (private mode): the decision is still shown.
+    }
+    return { kind: "ok", data: decision };
+  }
+
+  let syncing = false;
+
+  async function syncQueue() {
+    if (syncing || !sessionKey) return;
+    syncing = true;
+    try {
+      while ((await sync({ apiKey: sessionKey, deviceId: deviceId() })) > 0) {
+        // up to 500 a call: go on until the queue is empty
+      }
+    } catch {
+      // IndexedDB or the network failed: the next round tries again
+    } finally {
+      syncing = false;
+    }
+  }
+
+  async function refreshBundle() {
+    if (!sessionKey) return;
+    let state;
+    try {
+      state = await refresh({ apiKey: sessionKey, pinnedKey: stored(TRUST_STORE), now: nowSeconds() });
+    } catch {
+      state = "unreachable";
+    }
+    if (state === "current" || state === "unchanged") document.body.dataset.bundle = "current";
+    else if (state === "refused") document.body.dataset.bundle = "refused";
+    else if (!document.body.dataset.bundle) {
+      document.body.dataset.bundle = (await storedBundle().catch(() => null)) ? "current" : "none";
+    }
+  }
+
+  let background = 0;
+
+  function startBackground() {
+    if (background) return;
+    const round = () => {
+      syncQueue();
+      refreshBundle();
+    };
+    round();
+    background = setInterval(round, REFRESH_MS);
+    window.addEventListener("online", round);
   }
 
   // --- manual entry --------------------------------------------------------------------
@@ -416,7 +584,7 @@
     const token = $("token-input").value.replace(/[\r\n]+/g, "").toUpperCase();
     if (!token) return;
     $("manual-error").hidden = true;
-    const result = await call("/v1/verify", JSON.stringify({ token }), "application/json");
+    const result = await decideToken(token);
     switch (result.kind) {
       case "ok":
         $("token-input").value = "";
@@ -445,13 +613,21 @@
   document.addEventListener("pointerdown", unlockAudio, { passive: true });
   document.addEventListener("keydown", unlockAudio);
 
-  $("key-form").addEventListener("submit", (event) => {
+  $("key-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const key = $("key-input").value.trim();
     if (!key) return;
     storeKey(key);
     $("key-error").hidden = true;
     unlockAudio();
+    // `checkpoint keys list` prints "KID: BASE64": the key is the last word.
+    const trust = $("trust-input").value.trim().split(/\s+/).pop();
+    if (trust && trust !== stored(TRUST_STORE)) {
+      remember(TRUST_STORE, trust);
+      // A bundle checked against another key is not kept.
+      await forgetBundle().catch(() => {});
+    }
+    startBackground();
     startScanning();
   });
 
@@ -480,6 +656,13 @@
     else if (document.body.dataset.screen === "scanner" && !scanning) startScanning();
   });
 
-  if (sessionKey) startScanning();
-  else show("setup");
+  if ("serviceWorker" in navigator) {
+    // The page and its files, cached so that a reload with no network still opens it.
+    navigator.serviceWorker.register("/scan-sw.js", { scope: "/scan" }).catch(() => {});
+  }
+
+  if (sessionKey) {
+    startBackground();
+    startScanning();
+  } else show("setup");
 })();

@@ -166,8 +166,9 @@ TESTED_ELSEWHERE = [
     # test_routes_card: printable cards
     issuer_routes.get_permit_card_png,
     issuer_routes.get_permit_card_pdf,
-    # test_scan_page and test_routes_ops: the scanner page and its files
+    # test_scan_page, test_scan_offline and test_routes_ops: the scanner page and its files
     ops.scan_page,
+    ops.scan_service_worker,
     ops.static_file,
 ]
 """Routes whose keys and roles other modules test; every other route is in ROUTE_TABLE."""

@@ -181,3 +181,33 @@ def test_pages_name_their_charset_once(app: Api, path: str) -> None:
     it was sent twice (schemathesis found it on /scan)."""
     content_type = app.client.get(path).headers["content-type"]
     assert content_type.count("charset") == 1, content_type
+
+
+@pytest.mark.parametrize(
+    ("path", "media_type"),
+    [
+        ("/static/verify.js", "text/javascript"),
+        ("/static/offline.js", "text/javascript"),
+        ("/static/qr-reader.js", "text/javascript"),
+        ("/static/zxing-reader.js", "text/javascript"),
+        ("/static/zxing_reader.wasm", "application/wasm"),
+        ("/scan-sw.js", "text/javascript"),
+    ],
+)
+def test_the_scanner_pages_own_files_are_public_and_locked(
+    app: Api, path: str, media_type: str
+) -> None:
+    """The verifier, the offline module, the QR reader and its WebAssembly, and the service
+    worker: served without a key (the page loads them before one is typed), under the page's
+    CSP, and revalidated on every load so a deployment reaches handhelds at once."""
+    response = app.client.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0] == media_type
+    assert response.headers["cache-control"] == "no-cache"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+def test_only_the_pages_files_are_served(app: Api) -> None:
+    # The licence notes sit beside the files in the package; they are not served.
+    for name in ("zxing-wasm.LICENSE", "swagger-ui.LICENSE", "..%2Fapp.py", "scan.html"):
+        assert app.client.get(f"/static/{name}").status_code == 404, name

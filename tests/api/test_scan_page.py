@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -176,6 +178,9 @@ class Phone:
         )
         self.page: Page = self.context.new_page()
         self.problems: list[str] = []
+        self.urls: list[str] = []
+        """Every request the page made, in order."""
+        self.page.on("request", lambda request: self.urls.append(request.url))
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda error: self.problems.append(str(error)))
 
@@ -196,6 +201,11 @@ class Phone:
         expect(result).to_be_visible(timeout=RESULT_TIMEOUT_MS)
         expect(result).to_have_attribute("data-outcome", outcome)
         expect(result).to_have_attribute("data-code", code)
+
+    @property
+    def requests(self) -> list[str]:
+        """The paths of the page's requests over HTTP, in order."""
+        return [urlsplit(url).path for url in self.urls if url.startswith("http")]
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -219,7 +229,9 @@ def test_page_is_public_and_locked_to_its_own_origin(deployment: Deployment) -> 
     assert response.status_code == 200
     policy = response.headers["content-security-policy"]
     assert "default-src 'none'" in policy
-    assert "script-src 'self'" in policy
+    # WebAssembly (the QR reader) may be compiled; eval stays refused, code only from here.
+    assert "script-src 'self' 'wasm-unsafe-eval';" in policy
+    assert "unsafe-eval'" not in policy.replace("'wasm-unsafe-eval'", "")
     assert "connect-src 'self'" in policy
 
 
@@ -244,6 +256,50 @@ def test_camera_scan_accepts_then_rejects_once_revoked(
     phone.screenshot("scan-reject.png")
 
 
+def test_the_qr_is_read_on_the_device_and_only_the_token_is_sent(
+    phone: Phone, deployment: Deployment
+) -> None:
+    # Debian's headless Chromium may or may not offer BarcodeDetector; without it the
+    # vendored zxing-wasm must read the fake camera's QR. Take it away to be sure.
+    phone.page.add_init_script("delete window.BarcodeDetector;")
+    phone.open(deployment.scanner)
+    expect(phone.page.locator("#result")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    expect(phone.page.locator("body")).to_have_attribute("data-reader", "zxing-wasm")
+    assert "/v1/verify" in phone.requests
+    assert "/v1/scan" not in phone.requests
+    assert "/static/zxing_reader.wasm" in phone.requests
+    # Everything the page loaded came from this server (the CSP would refuse a CDN anyway).
+    base = deployment.server.base
+    assert all(url.startswith((f"{base}/", "data:")) for url in phone.urls), phone.urls
+
+
+def test_the_browsers_barcode_detector_is_used_where_it_reads_qr_codes(
+    phone: Phone, deployment: Deployment, camera_permit: dict[str, str]
+) -> None:
+    # Android Chrome's BarcodeDetector, stood in for: it reads what the camera shows.
+    token = json.dumps(camera_permit["token"])
+    phone.page.add_init_script(
+        "window.BarcodeDetector = class {"
+        " static async getSupportedFormats() { return ['qr_code', 'ean_13']; }"
+        " constructor(options) { this.formats = options.formats; }"
+        f" async detect(source) {{ return [{{ format: 'qr_code', rawValue: {token} }}]; }} }};"
+    )
+    phone.open(deployment.scanner)
+    expect(phone.page.locator("#result")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    expect(phone.page.locator("body")).to_have_attribute("data-reader", "barcode-detector")
+    assert "/v1/verify" in phone.requests
+    assert "/static/zxing-reader.js" not in phone.requests  # not even loaded
+
+
+def test_a_browser_with_no_reader_still_sends_frames(phone: Phone, deployment: Deployment) -> None:
+    # No BarcodeDetector and no WebAssembly: the page falls back to POST /v1/scan.
+    phone.page.add_init_script("delete window.BarcodeDetector; delete window.WebAssembly;")
+    phone.open(deployment.scanner)
+    expect(phone.page.locator("#result")).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    expect(phone.page.locator("body")).to_have_attribute("data-reader", "server")
+    assert "/v1/scan" in phone.requests
+
+
 def test_a_wrong_key_is_said_plainly(phone: Phone) -> None:
     phone.open("cpk_not-a-real-key")
     error = phone.page.locator("#key-error")
@@ -263,6 +319,8 @@ def test_a_key_of_another_role_is_refused(phone: Phone, deployment: Deployment) 
 def test_a_lost_network_is_said_while_the_preview_stays_live(
     phone: Phone, deployment: Deployment
 ) -> None:
+    # A page that sends frames (no reader on the device): it can only say it is offline.
+    phone.page.add_init_script("delete window.BarcodeDetector; delete window.WebAssembly;")
     phone.page.route("**/v1/scan", lambda route: route.abort("internetdisconnected"))
     phone.open(deployment.scanner)
     status = phone.page.locator("#status")
@@ -279,6 +337,25 @@ def test_a_lost_network_is_said_while_the_preview_stays_live(
     # matter here, only that the page recovered by itself.
     expect(phone.page.locator("body")).to_have_attribute(
         "data-screen", "result", timeout=RESULT_TIMEOUT_MS
+    )
+
+
+def test_a_lost_network_with_no_offline_data_is_manual_check(
+    phone: Phone, deployment: Deployment
+) -> None:
+    # The QR is read on the device, but no trusted bundle is held (no trust-list key was
+    # pinned): the device decides, and can only say MANUAL CHECK, offline, in so many words.
+    phone.page.route("**/v1/verify", lambda route: route.abort("internetdisconnected"))
+    phone.open(deployment.scanner)
+    phone.expect_result("INDETERMINATE", "offline_data_missing")
+    expect(phone.page.locator("#result")).to_have_attribute("data-offline", "true")
+    expect(phone.page.locator("#offline-note")).to_contain_text("Offline decision")
+    expect(phone.page.locator("#reason-en")).to_contain_text("No trusted offline data")
+
+    phone.page.unroute("**/v1/verify")
+    phone.page.click("#next")
+    expect(phone.page.locator("#result")).to_have_attribute(
+        "data-offline", "false", timeout=RESULT_TIMEOUT_MS
     )
 
 
