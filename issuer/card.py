@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from checkpoint.model import CATEGORY_NAMES, Permit, mask_holder
 from checkpoint.policy import Policy
-from issuer.qr import QUIET_ZONE, qr_code
+from issuer.qr import QUIET_ZONE, QrSymbol
 
 Lang = Literal["en", "ar"]
 Box = tuple[int, int, int, int]
@@ -337,7 +337,7 @@ def _render(permit: Permit, token: str, policy: Policy) -> RenderedCard:
         + 24  # air above the footer
         + layout.pair_height(footer)
     )
-    matrix = qr_code(token).get_matrix()  # error correction M, quiet zone included
+    matrix = QrSymbol(token).matrix()  # error correction M, quiet zone included
     modules = len(matrix)
     # A long list of entry points must not shrink the QR under its printable minimum.
     for places in entry_point_options:
