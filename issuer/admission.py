@@ -63,8 +63,9 @@ class Admission:
         self.rules = policy.rules
         self.now = now
         self.places: dict[str, Establishment | None] = {}
-        self.checked: list[PermitDraft] = []
-        """The drafts of this transaction checked so far: a batch must not overlap itself."""
+        self.checked: dict[str, list[PermitDraft]] = {}
+        """The drafts of this transaction checked so far, by holder: a batch must not
+        overlap itself."""
         self.active: dict[str, list[PermitRecord]] | None = None
         """The active permits of a batch's holders, read at once (`check_all`)."""
         self.intake = IntakeGate(conn, policy.rules, now, continuing)
@@ -123,14 +124,14 @@ class Admission:
         the other portals (`permit_exists`). The detail names the permit to amend (when it
         is of the same establishment: another's ids are not told)."""
         conflict: PermitDraft | PermitRecord | None = next(
-            (seen for seen in self.checked if conflicts(seen, draft)), None
+            (seen for seen in self.checked.get(draft.holder, ()) if conflicts(seen, draft)), None
         )
         if conflict is None and self.active is not None and draft.holder in self.active:
             stored = self.active[draft.holder]
             conflict = next((record for record in stored if conflicts(record, draft)), None)
         elif conflict is None:
             conflict = await permits.active_conflict(self.conn, draft)
-        self.checked.append(draft)
+        self.checked.setdefault(draft.holder, []).append(draft)
         if conflict is None:
             return
         named = "another permit of this request"

@@ -32,8 +32,9 @@ class QrSymbol:
         self.size: int = symbol.width
         """Modules on a side, without the quiet zone."""
         stride = (self.size + 7) // 8
-        packed = symbol.encoded_data.tobytes()
-        row_bytes = len(packed) // symbol.encoded_data.shape[0]
+        data = symbol.encoded_data  # a fixed (rows, bytes) array, the symbol at its start
+        packed = data.tobytes()
+        row_bytes = data.strides[0] if data.strides else stride
         self.rows = [packed[y * row_bytes : y * row_bytes + stride] for y in range(self.size)]
         """Each row of modules packed eight to a byte, the first in the lowest bit, 1 dark."""
 

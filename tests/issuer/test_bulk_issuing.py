@@ -9,9 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import pytest
 from sqlalchemy import select
 
-from checkpoint.errors import CheckpointError
 from checkpoint.model import Outcome
-from issuer.errors import ProgrammeOverlap
+from issuer.errors import IssueRefused, ProgrammeOverlap
 from issuer.issuing import Issuer, Signed
 from issuer.keystore import FileKeys, generate_key
 from issuer.store import permits
@@ -76,7 +75,7 @@ async def test_two_nodes_booking_one_holder_at_once_store_one_batch_whole(
     finally:
         await other_node.close()
     issued = [a for a in answers if isinstance(a, list)]
-    refused = [a for a in answers if isinstance(a, CheckpointError)]
+    refused = [a for a in answers if isinstance(a, IssueRefused)]
     assert len(issued) == 1, answers
     assert [(r.code, r.item) for r in refused] == [("programme_overlap", 1)]
     # All or nothing: the refused batch's other holder has no permit either.
