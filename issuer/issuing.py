@@ -54,6 +54,10 @@ class Grant(msgspec.Struct, frozen=True):
         return channel
 
 
+SIGN_OUTSIDE_FROM = 32
+"""Drafts from which a batch is signed outside the write lock. Below, one transaction
+checks, signs and stores: signing a few permits takes less than the two more transactions
+(and the commit's sync to disk) signing outside costs."""
 PROGRAMME_REPLACED = "programme_replaced"
 """The reason of the permits a replaced programme supersedes."""
 ANYONE = Grant()
@@ -101,9 +105,10 @@ class Issuer:
         idempotency_claim: IdempotencyClaim | None = None,
         batch: bool = True,
     ) -> list[PermitRecord]:
-        """Issue every request or none, in one transaction: the first refusal raises before
-        anything is stored, naming its position when `batch`. A repeated idempotency claim
-        answers the permits of the first success."""
+        """Issue every request or none, stored in one transaction: the first refusal raises
+        before anything is stored, naming its position when `batch`. A repeated idempotency
+        claim answers the permits of the first success. A batch of `SIGN_OUTSIDE_FROM` or
+        more is signed outside the write lock (docs/architecture.md, section 8)."""
         if not requests:
             raise ValueError("nothing to issue")
         channels = []
@@ -118,15 +123,17 @@ class Issuer:
         for position, (request, channel) in enumerate(zip(requests, channels, strict=True)):
             with item(position if batch else None):
                 drafts.append(check_eligibility(request, channel, self.policy, now))
-        # Checked on a snapshot first, without the write lock: a refused or repeated
-        # request reserves no status index.
-        async with self.registry.read() as conn:
-            if idempotency_claim is not None:
-                earlier = await idempotency.replay(conn, idempotency_claim)
-                if earlier is not None:
-                    return earlier
-            await self._admit(conn, drafts, now, batch=batch, lock=False)
-        signed = await self._reserve_and_sign(drafts, actor, now)
+        signed = None
+        if len(drafts) >= SIGN_OUTSIDE_FROM:
+            # Checked on a snapshot first, without the write lock: a refused or repeated
+            # request reserves no status index.
+            async with self.registry.read() as conn:
+                if idempotency_claim is not None:
+                    earlier = await idempotency.replay(conn, idempotency_claim)
+                    if earlier is not None:
+                        return earlier
+                await self._admit(conn, drafts, now, batch=batch, lock=False)
+            signed = await self._reserve_and_sign(drafts, actor, now)
         # The one transaction that stores: every check again (another writer may have
         # committed since the snapshot), then the rows. A crash before its commit leaves
         # nothing visible, and the reserved indexes are never handed out again.
@@ -137,19 +144,17 @@ class Issuer:
                     return earlier
             await self._admit(conn, drafts, now, batch=batch)
             signer, entry = await self.signing_key(conn, now, actor)
-            if entry.kid != signed.kid:
-                # The key was retired or replaced after the signing: sign again with the
-                # one that signs now, at the same indexes, inside this transaction.
-                signed = Signed(
-                    entry.kid,
-                    sign_drafts(
-                        drafts,
-                        [r.ref for r in signed.records],
-                        sign=partial(_sign_with, signer, entry),
-                        kid=entry.kid,
-                        actor=actor,
-                    ),
+            if signed is None or entry.kid != signed.kid:
+                # A small batch is signed here; a large one again if its key was retired
+                # or replaced after the signing, at the same indexes, with the current key.
+                refs = (
+                    [r.ref for r in signed.records]
+                    if signed is not None
+                    else await permits.allocate(conn, len(drafts), self.registry.list_capacity)
                 )
+                sign = partial(_sign_with, signer, entry)
+                records = sign_drafts(drafts, refs, sign=sign, kid=entry.kid, actor=actor)
+                signed = Signed(entry.kid, records)
             await permits.insert_records(conn, signed.records, action="issue")
             if idempotency_claim is not None:
                 await idempotency.remember(conn, idempotency_claim, signed.records, now)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from checkpoint.model import Outcome
+from issuer import issuing
 from issuer.errors import IssueRefused, ProgrammeOverlap
 from issuer.issuing import Issuer, Signed
 from issuer.keystore import FileKeys, generate_key
@@ -24,6 +25,12 @@ from tests.issuer.conftest import DAY, HOUR, NOW, POLICY, slot, verifier
 SLOT = NOW + 2 * DAY
 CLAIM = IdempotencyClaim("portal", "booking-7", "hash-of-the-body")
 AfterSigning = Callable[[Signed], Awaitable[None]]
+
+
+@pytest.fixture(autouse=True)
+def every_batch_signed_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batches here are of one or two permits: signed outside as a large one is."""
+    monkeypatch.setattr(issuing, "SIGN_OUTSIDE_FROM", 1)
 
 
 def after_signing(monkeypatch: pytest.MonkeyPatch, hook: AfterSigning) -> None:
@@ -111,8 +118,9 @@ async def test_a_crash_after_signing_stores_nothing_and_its_indexes_stay_unused(
     reserved: list[tuple[int, int]] = []
 
     async def crash(signed: Signed) -> None:
-        reserved.extend(r.ref for r in signed.records)
-        raise RuntimeError("the process died here")
+        if not reserved:
+            reserved.extend(r.ref for r in signed.records)
+            raise RuntimeError("the process died here")
 
     after_signing(monkeypatch, crash)
     with pytest.raises(RuntimeError):
@@ -125,7 +133,6 @@ async def test_a_crash_after_signing_stores_nothing_and_its_indexes_stay_unused(
 
     # The retry with the same key issues (the crashed attempt remembered nothing), at
     # other indexes: an index reserved once is never handed to another permit.
-    monkeypatch.undo()
     records = await issuer.issue(
         [slot("B1111111"), slot()], actor="portal", now=NOW, idempotency_claim=CLAIM
     )
@@ -211,3 +218,23 @@ async def test_a_batch_longer_than_one_holder_query_finds_the_conflict_in_its_la
         await issuer.issue([slot(h, start=SLOT + HOUR) for h in holders], actor="portal", now=NOW)
     assert info.value.item == size - 5
     assert len(await holders_permits(registry, *holders)) == 1
+
+
+async def test_a_small_batch_is_signed_in_its_one_transaction(
+    issuer: Issuer, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(issuing, "SIGN_OUTSIDE_FROM", 3)
+    outside: list[int] = []
+
+    async def count(signed: Signed) -> None:
+        outside.append(len(signed.records))
+
+    after_signing(monkeypatch, count)
+    small = await issuer.issue([slot("B1111111"), slot()], actor="portal", now=NOW)
+    large = await issuer.issue(
+        [slot(h, start=SLOT + DAY) for h in ("B1111111", "A1234567", "C2222222")],
+        actor="portal",
+        now=NOW,
+    )
+    assert outside == [3]
+    assert [r.ref for r in small + large] == [(0, i) for i in range(5)]
