@@ -20,7 +20,7 @@ from issuer.store.idempotency import IdempotencyClaim
 from issuer.store.permits import PermitDraft, PermitRecord
 from issuer.store.registry import Registry
 from issuer.store.schema import status_lists
-from tests.issuer.conftest import DAY, HOUR, NOW, POLICY, slot, verifier
+from tests.issuer.conftest import DAY, HOUR, NOW, POLICY, register, slot, verifier
 
 SLOT = NOW + 2 * DAY
 CLAIM = IdempotencyClaim("portal", "booking-7", "hash-of-the-body")
@@ -238,3 +238,31 @@ async def test_a_small_batch_is_signed_in_its_one_transaction(
     )
     assert outside == [3]
     assert [r.ref for r in small + large] == [(0, i) for i in range(5)]
+
+
+async def test_two_nodes_opening_a_status_list_at_once_open_it_once(
+    database_url: str, keys: FileKeys
+) -> None:
+    """Lists of one permit: every reservation opens a new list, so two nodes reserving at
+    once both find the latest list full and open the next one (once, not twice)."""
+    one = await Registry.open(database_url, list_capacity=1)
+    two = await Registry.open(database_url, list_capacity=1)
+    try:
+        await generate_key(one, keys, now=NOW - DAY, actor="test")
+        await register(one)
+        issuers = [Issuer(one, keys, POLICY), Issuer(two, keys, POLICY)]
+        issued: list[PermitRecord] = []
+        for round_ in range(4):
+            answers = await asyncio.gather(
+                *(
+                    node.issue([slot(f"N{n}{round_:06d}")], actor="portal", now=NOW)
+                    for n, node in enumerate(issuers)
+                ),
+                return_exceptions=True,
+            )
+            assert all(isinstance(a, list) for a in answers), answers
+            issued += [r for a in answers if isinstance(a, list) for r in a]
+    finally:
+        await one.close()
+        await two.close()
+    assert sorted(r.ref for r in issued) == [(n, 0) for n in range(8)]
