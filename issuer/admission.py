@@ -73,7 +73,11 @@ class Admission:
     async def check_all(self, drafts: Sequence[PermitDraft], *, batch: bool) -> None:
         """`check` each draft, naming its position when `batch`; the holders' active
         permits are read in a few queries first rather than one query a draft."""
-        self.active = await permits.active_of_holders(self.conn, [d.holder for d in drafts])
+        self.active = await permits.active_of_holders(
+            self.conn,
+            [d.holder for d in drafts],
+            nusuk_ending_after=min(d.not_before for d in drafts),
+        )
         for position, draft in enumerate(drafts):
             with item(position if batch else None):
                 await self.check(draft)

@@ -230,9 +230,10 @@ HOLDERS_PER_QUERY = 500
 
 
 async def active_of_holders(
-    conn: AsyncConnection, holders: Sequence[str]
+    conn: AsyncConnection, holders: Sequence[str], *, nusuk_ending_after: int
 ) -> dict[str, list[PermitRecord]]:
-    """Every holder's active permits, oldest first (`[]` for a holder with none)."""
+    """Every holder's active permits, oldest first (`[]` for a holder with none), but the
+    Nusuk slots that end by `nusuk_ending_after` (they overlap no slot starting then)."""
     found: dict[str, list[PermitRecord]] = {holder: [] for holder in holders}
     names = sorted(found)
     for start in range(0, len(names), HOLDERS_PER_QUERY):
@@ -240,6 +241,10 @@ async def active_of_holders(
             select(permits)
             .where(permits.c.holder.in_(names[start : start + HOLDERS_PER_QUERY]))
             .where(permits.c.state == "active")
+            .where(
+                (permits.c.channel != Channel.NUSUK.value)
+                | (permits.c.expires > nusuk_ending_after)
+            )
             .order_by(permits.c.list_id, permits.c.idx)
         )
         for row in (await conn.execute(query)).mappings():
