@@ -125,14 +125,14 @@ class Issuer:
                 drafts.append(check_eligibility(request, channel, self.policy, now))
         signed = None
         if len(drafts) >= SIGN_OUTSIDE_FROM:
-            # Checked on a snapshot first, without the write lock: a refused or repeated
-            # request reserves no status index.
-            async with self.registry.read() as conn:
+            # Checked on a snapshot first, without the write lock or any advisory lock: a
+            # refused or repeated request reserves no status index.
+            async with self.registry.read(locks=False) as conn:
                 if idempotency_claim is not None:
                     earlier = await idempotency.replay(conn, idempotency_claim)
                     if earlier is not None:
                         return earlier
-                await self._admit(conn, drafts, now, batch=batch, lock=False)
+                await self._admit(conn, drafts, now, batch=batch)
             signed = await self._reserve_and_sign(drafts, actor, now)
         # The one transaction that stores: every check again (another writer may have
         # committed since the snapshot), then the rows. A crash before its commit leaves
@@ -244,13 +244,10 @@ class Issuer:
         *,
         batch: bool,
         continuing: Sequence[PermitRecord] = (),
-        lock: bool = True,
     ) -> None:
-        """The registry's checks of every draft (`lock`: holding each holder's lock to
-        the commit, in a write transaction)."""
+        """The registry's checks of every draft, each holder's lock held to the commit."""
         await refuse_blocked(conn, drafts, batch=batch)
-        if lock:
-            await permits.lock_holders(conn, (draft.holder for draft in drafts))
+        await permits.lock_holders(conn, (draft.holder for draft in drafts))
         admission = Admission(conn, self.policy, now, continuing=continuing)
         await admission.check_all(drafts, batch=batch)
 

@@ -14,7 +14,7 @@ from issuer import issuing
 from issuer.errors import IssueRefused, ProgrammeOverlap
 from issuer.issuing import Issuer, Signed
 from issuer.keystore import FileKeys, generate_key
-from issuer.store import permits
+from issuer.store import intake, permits
 from issuer.store.audit import audit_entries
 from issuer.store.idempotency import IdempotencyClaim
 from issuer.store.permits import PermitDraft, PermitRecord
@@ -266,3 +266,16 @@ async def test_two_nodes_opening_a_status_list_at_once_open_it_once(
         await one.close()
         await two.close()
     assert sorted(r.ref for r in issued) == [(n, 0) for n in range(8)]
+
+
+async def test_the_snapshot_check_takes_no_advisory_lock(registry: Registry) -> None:
+    """A writer holds the departure gate's lock: the snapshot's checks do not wait for it
+    (on PostgreSQL; SQLite has no advisory locks), and a write transaction would."""
+    async with registry.write() as writer:
+        await intake.hold(writer)
+        async with registry.read(locks=False) as snapshot:
+            await asyncio.wait_for(intake.hold(snapshot), timeout=5)
+        if registry.engine.dialect.name == "postgresql":
+            async with registry.read() as locked:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(intake.hold(locked), timeout=0.5)
