@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from checkpoint.model import Outcome
 from issuer import issuing
-from issuer.errors import IssueRefused, ProgrammeOverlap
+from issuer.blocking import block_holder
+from issuer.errors import HolderBlocked, IssueRefused, ProgrammeOverlap
 from issuer.issuing import Issuer, Signed
 from issuer.keystore import FileKeys, generate_key
 from issuer.store import intake, permits
@@ -279,3 +280,19 @@ async def test_the_snapshot_check_takes_no_advisory_lock(registry: Registry) -> 
             async with registry.read() as locked:
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(intake.hold(locked), timeout=0.5)
+
+
+async def test_a_holder_blocked_between_signing_and_storing_is_refused(
+    issuer: Issuer, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block commits after the snapshot check passed: the storing transaction sees it,
+    and the batch is refused whole."""
+
+    async def block(_signed: Signed) -> None:
+        await block_holder(registry, "B1111111", reason="forged passport", actor="admin", at=NOW)
+
+    after_signing(monkeypatch, block)
+    with pytest.raises(HolderBlocked) as info:
+        await issuer.issue([slot(), slot("B1111111")], actor="portal", now=NOW)
+    assert info.value.item == 1
+    assert await holders_permits(registry, "A1234567", "B1111111") == []
