@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nacl.bindings
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from qrcode.constants import ERROR_CORRECT_M, ERROR_CORRECT_Q
 
 from checkpoint.model import Category, Permit
 from checkpoint.policy_file import default_policy
@@ -286,8 +285,8 @@ def main() -> int:
     )
     longest = max(fx.tokens, key=len)
     version_m, version_q = (
-        qr_version(longest, ERROR_CORRECT_M),
-        qr_version(longest, ERROR_CORRECT_Q),
+        qr_version(longest, "M"),
+        qr_version(longest, "Q"),
     )
     print(f"  QR version {version_m} at error correction M, {version_q} at Q (longest token)")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +19,7 @@ from issuer.errors import (
     PermitExists,
     ProgrammeOverlap,
     StayTooLong,
+    item,
 )
 from issuer.intake import IntakeGate
 from issuer.store import establishments, permits, stays
@@ -34,8 +35,9 @@ MAKKAH_CATEGORIES = frozenset({Category.ESTABLISHMENT_EMPLOYEE, Category.CONTRAC
 HOUR = 3600
 
 
-def conflicts(one: PermitDraft, other: PermitDraft) -> bool:
-    """Two drafts of one request the one-programme rule forbids together."""
+def conflicts(one: PermitDraft | PermitRecord, other: PermitDraft) -> bool:
+    """Two permits (a draft and another, or an active stored one) the one-programme rule
+    forbids together."""
     if one.holder != other.holder or one.channel is not other.channel:
         return False
     if one.channel is Channel.NUSUK:
@@ -61,9 +63,24 @@ class Admission:
         self.rules = policy.rules
         self.now = now
         self.places: dict[str, Establishment | None] = {}
-        self.checked: list[PermitDraft] = []
-        """The drafts of this transaction checked so far: a batch must not overlap itself."""
+        self.checked: dict[str, list[PermitDraft]] = {}
+        """The drafts of this transaction checked so far, by holder: a batch must not
+        overlap itself."""
+        self.active: dict[str, list[PermitRecord]] | None = None
+        """The active permits of a batch's holders, read at once (`check_all`)."""
         self.intake = IntakeGate(conn, policy.rules, now, continuing)
+
+    async def check_all(self, drafts: Sequence[PermitDraft], *, batch: bool) -> None:
+        """`check` each draft, naming its position when `batch`; the holders' active
+        permits are read in a few queries first rather than one query a draft."""
+        self.active = await permits.active_of_holders(
+            self.conn,
+            [d.holder for d in drafts],
+            nusuk_ending_after=min(d.not_before for d in drafts),
+        )
+        for position, draft in enumerate(drafts):
+            with item(position if batch else None):
+                await self.check(draft)
 
     async def check(self, draft: PermitDraft) -> None:
         """Refuse the draft (an IssueRefused) if the registry's facts forbid it."""
@@ -111,11 +128,14 @@ class Admission:
         the other portals (`permit_exists`). The detail names the permit to amend (when it
         is of the same establishment: another's ids are not told)."""
         conflict: PermitDraft | PermitRecord | None = next(
-            (seen for seen in self.checked if conflicts(seen, draft)), None
+            (seen for seen in self.checked.get(draft.holder, ()) if conflicts(seen, draft)), None
         )
-        if conflict is None:
+        if conflict is None and self.active is not None and draft.holder in self.active:
+            stored = self.active[draft.holder]
+            conflict = next((record for record in stored if conflicts(record, draft)), None)
+        elif conflict is None:
             conflict = await permits.active_conflict(self.conn, draft)
-        self.checked.append(draft)
+        self.checked.setdefault(draft.holder, []).append(draft)
         if conflict is None:
             return
         named = "another permit of this request"

@@ -10,15 +10,17 @@ import math
 import threading
 from collections.abc import Sequence
 from importlib import resources
-from typing import Literal
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
+from fpdf import FPDF
+from fpdf.enums import TextDirection
 from hijridate import Gregorian
 from PIL import Image, ImageDraw, ImageFont, features
 
 from checkpoint.model import CATEGORY_NAMES, Permit, mask_holder
 from checkpoint.policy import Policy
-from issuer.qr import QUIET_ZONE, qr_code
+from issuer.qr import QUIET_ZONE, QrSymbol
 
 Lang = Literal["en", "ar"]
 Box = tuple[int, int, int, int]
@@ -132,12 +134,12 @@ def line_height(size: int, *, bold: bool = False) -> int:
     return ascent + descent
 
 
-class _Canvas:
-    """Draws lines of text at the top of a box, English from the left and Arabic from the right."""
+Colour = tuple[int, int, int]
+Align = Literal["start", "middle"]
 
-    def __init__(self, image: Image.Image) -> None:
-        self.draw = ImageDraw.Draw(image)
-        self.texts: list[PlacedText] = []
+
+class _Canvas(Protocol):
+    """Where a card is drawn, in pixels at 300 dpi from the top left: an image or a PDF page."""
 
     def line(
         self,
@@ -148,8 +150,48 @@ class _Canvas:
         size: int,
         lang: Lang,
         bold: bool = False,
-        fill: tuple[int, int, int] = INK,
-        align: Literal["start", "middle"] = "start",
+        fill: Colour = INK,
+        align: Align = "start",
+    ) -> None:
+        """One line of text whose top is at `y`: English from `x` on, Arabic ending at `x`
+        (`middle`: centred on `x`)."""
+
+    def rule(self, y: int) -> None:
+        """A grey line across the card between the margins."""
+
+    def qr(self, symbol: list[list[bool]], left: int, top: int, module_px: int) -> None:
+        """The QR symbol (quiet zone included) with its top left corner here."""
+
+
+class _ImageCanvas:
+    """Draws on a Pillow image, keeping where each line of text went."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image = image
+        self.draw = ImageDraw.Draw(image)
+        self.texts: list[PlacedText] = []
+
+    def rule(self, y: int) -> None:
+        self.draw.line((MARGIN, y, self.image.width - MARGIN, y), fill=RULE, width=3)
+
+    def qr(self, symbol: list[list[bool]], left: int, top: int, module_px: int) -> None:
+        modules = len(symbol)
+        small = Image.new("1", (modules, modules), 1)
+        small.putdata([0 if dark else 1 for row in symbol for dark in row])
+        size = modules * module_px
+        self.image.paste(small.resize((size, size), Image.Resampling.NEAREST), (left, top))
+
+    def line(
+        self,
+        x: int,
+        y: int,
+        text: str,
+        *,
+        size: int,
+        lang: Lang,
+        bold: bool = False,
+        fill: Colour = INK,
+        align: Align = "start",
     ) -> None:
         horizontal = "m" if align == "middle" else ("r" if lang == "ar" else "l")
         anchor, direction, face = f"{horizontal}a", _direction(lang), font(size, bold=bold)
@@ -265,30 +307,32 @@ def _min_module_px(modules: int) -> int:
     return math.ceil(MIN_QR_MM * MM / (modules - 2 * QUIET_ZONE))
 
 
-def _qr_image(matrix: list[list[bool]], available: int) -> tuple[Image.Image, int]:
-    """The QR with its quiet zone at the largest whole-pixel module that fits `available`."""
-    modules = len(matrix)
+def _qr_module_px(modules: int, available: int) -> int:
+    """The largest whole-pixel module at which the QR with its quiet zone fits `available`."""
     module_px = _module_px(available, modules)
     if module_px < _min_module_px(modules):
         raise ValueError(f"no room for a {MIN_QR_MM} mm QR code: {available} px for {modules}")
-    small = Image.new("1", (modules, modules), 1)
-    small.putdata([0 if dark else 1 for row in matrix for dark in row])
-    size = modules * module_px
-    return small.resize((size, size), Image.Resampling.NEAREST), module_px
+    return module_px
 
 
 def render_card(permit: Permit, token: str, policy: Policy) -> RenderedCard:
     """Draw the A6 card of `permit` (whose signed text is `token`) under `policy`."""
-    # The cached fonts are FreeType faces, which two threads must not use at once; the
-    # HTTP routes render in worker threads. Drawing takes ~60 ms, encoding runs unlocked.
-    with _FONT_LOCK:
-        return _render(permit, token, policy)
-
-
-def _render(permit: Permit, token: str, policy: Policy) -> RenderedCard:
-    width, height = CARD_SIZE
     image = Image.new("RGB", CARD_SIZE, "white")
-    canvas = _Canvas(image)
+    canvas = _ImageCanvas(image)
+    qr_box, module_px = _laid_out(permit, token, policy, canvas)
+    return RenderedCard(image, canvas.texts, qr_box, module_px)
+
+
+def _laid_out(permit: Permit, token: str, policy: Policy, canvas: _Canvas) -> tuple[Box, int]:
+    """Lay the card out and draw it on `canvas`: the QR symbol's box and module size."""
+    # The cached fonts (which measure the text for either canvas) are FreeType faces, which
+    # two threads must not use at once; the HTTP routes render in worker threads.
+    with _FONT_LOCK:
+        return _render(permit, token, policy, canvas)
+
+
+def _render(permit: Permit, token: str, policy: Policy, canvas: _Canvas) -> tuple[Box, int]:
+    width, height = CARD_SIZE
     layout = _Layout(width)
 
     season = policy.season(permit.season)
@@ -337,26 +381,27 @@ def _render(permit: Permit, token: str, policy: Policy) -> RenderedCard:
         + 24  # air above the footer
         + layout.pair_height(footer)
     )
-    matrix = qr_code(token).get_matrix()  # error correction M, quiet zone included
+    matrix = QrSymbol(token).matrix()  # error correction M, quiet zone included
     modules = len(matrix)
     # A long list of entry points must not shrink the QR under its printable minimum.
     for places in entry_point_options:
         slot = height - MARGIN - qr_top - fixed - layout.pairs_height(places)
         if _module_px(slot, modules) >= _min_module_px(modules):
             break
-    qr, module_px = _qr_image(matrix, slot)
+    module_px = _qr_module_px(modules, slot)
+    qr_side = modules * module_px
     # Whole-pixel modules leave some of the slot over: half above the code, half above the footer.
-    qr_top += (slot - qr.height) // 2
+    qr_top += (slot - qr_side) // 2
 
     y = layout.draw_pairs(canvas, top, header)
-    canvas.draw.line((MARGIN, y, width - MARGIN, y), fill=RULE, width=3)
-    qr_left = (width - qr.width) // 2
-    image.paste(qr, (qr_left, qr_top))
+    canvas.rule(y)
+    qr_left = (width - qr_side) // 2
+    canvas.qr(matrix, qr_left, qr_top, module_px)
     quiet = QUIET_ZONE * module_px
-    end = qr.width - quiet
+    end = qr_side - quiet
     qr_box = (qr_left + quiet, qr_top + quiet, qr_left + end, qr_top + end)
-    y = layout.draw_pair(canvas, qr_top + qr.height, permit_no)
-    canvas.draw.line((MARGIN, y + 8, width - MARGIN, y + 8), fill=RULE, width=3)
+    y = layout.draw_pair(canvas, qr_top + qr_side, permit_no)
+    canvas.rule(y + 8)
     y = layout.draw_pairs(canvas, y + 24, details)
     # The ID number reads the same in both languages: once, large, in the middle.
     canvas.line(
@@ -365,7 +410,7 @@ def _render(permit: Permit, token: str, policy: Policy) -> RenderedCard:
     y = layout.draw_pairs(canvas, y + holder_height, validity)
     layout.draw_pairs(canvas, y, places)
     layout.draw_pair(canvas, height - MARGIN - layout.pair_height(footer), footer)
-    return RenderedCard(image, canvas.texts, qr_box, module_px)
+    return qr_box, module_px
 
 
 def card_png(permit: Permit, token: str, policy: Policy) -> bytes:
@@ -375,16 +420,96 @@ def card_png(permit: Permit, token: str, policy: Policy) -> bytes:
     return buffer.getvalue()
 
 
+PT = 72 / CARD_DPI
+"""PDF points per card pixel."""
+
+
+class _PdfCanvas:
+    """Draws on an A6 PDF page: text as text (shaped by HarfBuzz, so it is selectable and
+    Arabic joins right to left), rules as lines, the QR as filled rectangles."""
+
+    def __init__(self, title: str) -> None:
+        width, height = CARD_SIZE
+        pdf = FPDF(unit="pt", format=(width * PT, height * PT))
+        pdf.set_margin(0)
+        pdf.c_margin = 0
+        pdf.set_auto_page_break(auto=False)
+        pdf.set_title(title)
+        pdf.set_creator("Checkpoint")
+        for bold, style in ((False, ""), (True, "B")):
+            face = resources.files("issuer").joinpath("fonts", FONT_FILES[bold])
+            with resources.as_file(face) as path:
+                pdf.add_font("DejaVu", style, fname=path)
+        pdf.add_page()
+        self.pdf = pdf
+
+    def line(
+        self,
+        x: int,
+        y: int,
+        text: str,
+        *,
+        size: int,
+        lang: Lang,
+        bold: bool = False,
+        fill: Colour = INK,
+        align: Align = "start",
+    ) -> None:
+        pdf = self.pdf
+        pdf.set_font("DejaVu", "B" if bold else "", size * PT)
+        pdf.set_text_color(*fill)
+        rtl = lang == "ar"
+        pdf.set_text_shaping(
+            direction=TextDirection.RTL if rtl else TextDirection.LTR,
+            script="arab" if rtl else "latn",
+            language="ara" if rtl else "eng",
+        )
+        # Pillow puts the top of the line at y; fpdf2 puts the baseline 0.3 em under the
+        # top of a cell of no height.
+        ascent = font(size, bold=bold).getmetrics()[0]
+        # A cell from the anchor to the page's edge (fpdf2 reads a negative x from the right).
+        width = CARD_SIZE[0]
+        half = min(x, width - x)
+        left, span = {"middle": (x - half, 2 * half), "start": (0, x) if rtl else (x, width - x)}[
+            align
+        ]
+        pdf.set_xy(left * PT, (y + ascent) * PT - 0.3 * size * PT)
+        cell_align = "C" if align == "middle" else ("R" if rtl else "L")
+        pdf.cell(w=span * PT, h=0, text=text, align=cell_align)
+
+    def rule(self, y: int) -> None:
+        self.pdf.set_draw_color(*RULE)
+        self.pdf.set_line_width(3 * PT)
+        self.pdf.line(MARGIN * PT, y * PT, (CARD_SIZE[0] - MARGIN) * PT, y * PT)
+
+    def qr(self, symbol: list[list[bool]], left: int, top: int, module_px: int) -> None:
+        pdf = self.pdf
+        pdf.set_fill_color(0, 0, 0)
+        step = module_px * PT
+        # One rectangle per run of dark modules in a row.
+        for row, modules in enumerate(symbol):
+            column = 0
+            while column < len(modules):
+                if not modules[column]:
+                    column += 1
+                    continue
+                start = column
+                while column < len(modules) and modules[column]:
+                    column += 1
+                x, y = left * PT + start * step, top * PT + row * step
+                pdf.rect(x, y, (column - start) * step, step, style="F")
+
+    def output(self) -> bytes:
+        return bytes(self.pdf.output())
+
+
 def card_pdf(permit: Permit, token: str, policy: Policy) -> bytes:
-    """The card as a one-page A6 PDF (the 300-dpi image, so it prints at its true size)."""
-    buffer = io.BytesIO()
-    # Pillow embeds RGB as JPEG: quality 95 without chroma subsampling keeps QR edges sharp.
-    render_card(permit, token, policy).image.save(
-        buffer,
-        format="PDF",
-        resolution=CARD_DPI,
-        quality=95,
-        subsampling=0,
-        title=f"Entry permit {permit.permit_id}",
-    )
-    return buffer.getvalue()
+    """The card as a one-page A6 PDF of text and vectors (selectable text, the fonts'
+    glyphs it uses embedded), laid out as the PNG is."""
+    if not features.check("raqm"):
+        raise CardUnavailable(
+            "Pillow's raqm layout is unavailable (install libfribidi0): Arabic cannot be shaped"
+        )
+    canvas = _PdfCanvas(f"Entry permit {permit.permit_id}")
+    _laid_out(permit, token, policy, canvas)
+    return canvas.output()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -51,6 +52,12 @@ class Grant(msgspec.Struct, frozen=True):
         if self.establishment not in (None, request.establishment):
             raise EstablishmentNotAllowed(f"this credential issues for {self.establishment}")
         return channel
+
+
+SIGN_OUTSIDE_FROM = 32
+"""Drafts from which a batch is signed outside the write lock. Below, one transaction
+checks, signs and stores: signing a few permits takes less than the two more transactions
+(and the commit's sync to disk) signing outside costs."""
 
 
 class Issued(list[PermitRecord]):
@@ -114,9 +121,11 @@ class Issuer:
         idempotency_claim: IdempotencyClaim | None = None,
         batch: bool = True,
     ) -> Issued:
-        """Issue every request or none, in one transaction: the first refusal raises before
-        anything is stored, naming its position when `batch`. A repeated idempotency claim
-        answers the permits of the first success (`replayed`) until the key expires."""
+        """Issue every request or none, stored in one transaction: the first refusal raises
+        before anything is stored, naming its position when `batch`. A repeated idempotency
+        claim answers the permits of the first success (`replayed`) until the key expires.
+        A batch of `SIGN_OUTSIDE_FROM` or more is signed outside the write lock
+        (docs/architecture.md, section 8)."""
         if not requests:
             raise ValueError("nothing to issue")
         channels = []
@@ -131,15 +140,60 @@ class Issuer:
         for position, (request, channel) in enumerate(zip(requests, channels, strict=True)):
             with item(position if batch else None):
                 drafts.append(check_eligibility(request, channel, self.policy, now))
+        signed = None
+        if len(drafts) >= SIGN_OUTSIDE_FROM:
+            # Checked on a snapshot first, without the write lock or any advisory lock: a
+            # refused or repeated request reserves no status index.
+            async with self.registry.read(locks=False) as conn:
+                if idempotency_claim is not None:
+                    earlier = await idempotency.replay(conn, idempotency_claim, now)
+                    if earlier is not None:
+                        return Issued.again(earlier)
+                await self._admit(conn, drafts, now, batch=batch)
+            signed = await self._reserve_and_sign(drafts, actor, now)
+        # The one transaction that stores: every check again (another writer may have
+        # committed since the snapshot), then the rows. A crash before its commit leaves
+        # nothing visible, and the reserved indexes are never handed out again.
         async with self.registry.write() as conn:
             if idempotency_claim is not None:
                 earlier = await idempotency.replay(conn, idempotency_claim, now)
                 if earlier is not None:
                     return Issued.again(earlier)
-            records = await self._admit_and_store(conn, drafts, actor, now, batch=batch)
+            await self._admit(conn, drafts, now, batch=batch)
+            signer, entry = await self.signing_key(conn, now, actor)
+            if signed is None or entry.kid != signed.kid:
+                # A small batch is signed here; a large one again if its key was retired
+                # or replaced after the signing, at the same indexes, with the current key.
+                refs = (
+                    [r.ref for r in signed.records]
+                    if signed is not None
+                    else await permits.allocate(conn, len(drafts), self.registry.list_capacity)
+                )
+                sign = partial(_sign_with, signer, entry)
+                records = sign_drafts(drafts, refs, sign=sign, kid=entry.kid, actor=actor)
+                signed = Signed(entry.kid, records)
+            await permits.insert_records(conn, signed.records, action="issue")
             if idempotency_claim is not None:
-                await idempotency.remember(conn, idempotency_claim, records, now)
-        return Issued(records)
+                await idempotency.remember(conn, idempotency_claim, signed.records, now)
+        return Issued(signed.records)
+
+    async def _reserve_and_sign(
+        self, drafts: Sequence[PermitDraft], actor: str, now: int
+    ) -> Signed:
+        """Reserve a status index per draft in a short transaction of its own, then sign
+        outside any transaction, off the event loop (an HSM takes milliseconds a signature)."""
+        async with self.registry.write() as conn:
+            signer, entry = await self.signing_key(conn, now, actor)
+            refs = await permits.allocate(conn, len(drafts), self.registry.list_capacity)
+        records = await asyncio.to_thread(
+            sign_drafts,
+            drafts,
+            refs,
+            sign=partial(_sign_with, signer, entry),
+            kid=entry.kid,
+            actor=actor,
+        )
+        return Signed(entry.kid, records)
 
     async def replace(
         self,
@@ -186,36 +240,33 @@ class Issuer:
             )
             # A pilgrim whose programme changes is not new to the company it stays with.
             replaced = [await permits.find(conn, r.list_id, r.index) for r in revocations]
-            records = await self._admit_and_store(
+            await self._admit(
                 conn,
                 drafts,
-                actor,
                 now,
                 batch=True,
                 continuing=[record for record in replaced if record is not None],
             )
+            # A programme is a few slots: signed in the transaction that withdraws the old.
+            records = await self._store(conn, drafts, actor, now, action="issue")
             if idempotency_claim is not None:
                 await idempotency.remember(conn, idempotency_claim, records, now)
         return revocations, Issued(records)
 
-    async def _admit_and_store(
+    async def _admit(
         self,
         conn: AsyncConnection,
         drafts: Sequence[PermitDraft],
-        actor: str,
         now: int,
         *,
         batch: bool,
         continuing: Sequence[PermitRecord] = (),
-    ) -> list[PermitRecord]:
-        """The registry's checks of every draft, then signing and storing them."""
+    ) -> None:
+        """The registry's checks of every draft, each holder's lock held to the commit."""
         await refuse_blocked(conn, drafts, batch=batch)
         await permits.lock_holders(conn, (draft.holder for draft in drafts))
         admission = Admission(conn, self.policy, now, continuing=continuing)
-        for position, draft in enumerate(drafts):
-            with item(position if batch else None):
-                await admission.check(draft)
-        return await self._store(conn, drafts, actor, now, action="issue")
+        await admission.check_all(drafts, batch=batch)
 
     async def amend(
         self,
@@ -286,7 +337,7 @@ class Issuer:
         return await store_drafts(
             conn,
             drafts,
-            sign=lambda permit: sign_permit(signer, permit, entry),
+            sign=partial(_sign_with, signer, entry),
             kid=entry.kid,
             actor=actor,
             action=action,
@@ -295,6 +346,17 @@ class Issuer:
 
 
 Sign = Callable[[Permit], str]
+
+
+def _sign_with(signer: Signer, entry: KeyEntry, permit: Permit) -> str:
+    return sign_permit(signer, permit, entry)
+
+
+class Signed(msgspec.Struct, frozen=True):
+    """Permits signed at reserved indexes, not yet stored, and the key that signed them."""
+
+    kid: str
+    records: list[PermitRecord]
 
 
 async def store_drafts(
@@ -309,6 +371,21 @@ async def store_drafts(
 ) -> list[PermitRecord]:
     """Allocate status indexes, sign and store the drafts in the caller's transaction."""
     refs = await permits.allocate(conn, len(drafts), capacity)
+    records = sign_drafts(drafts, refs, sign=sign, kid=kid, actor=actor)
+    await permits.insert_records(conn, records, action=action)
+    return records
+
+
+def sign_drafts(
+    drafts: Sequence[PermitDraft],
+    refs: Sequence[tuple[int, int]],
+    *,
+    sign: Sign,
+    kid: str,
+    actor: str,
+) -> list[PermitRecord]:
+    """The records of the drafts at these status references, signed (no I/O: it runs
+    outside any transaction, in a worker thread)."""
     records = []
     for (list_id, index), draft in zip(refs, drafts, strict=True):
         fields = msgspec.structs.asdict(draft)
@@ -331,5 +408,4 @@ async def store_drafts(
                 permit=permit,
             )
         )
-    await permits.insert_records(conn, records, action=action)
     return records

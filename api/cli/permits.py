@@ -10,7 +10,9 @@ import datetime as dt
 import io
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import TextIO, get_args
 
@@ -59,6 +61,8 @@ CSV_COLUMNS = (
     "token",
 )
 """`permits export --csv`: a PermitView's fields, in this order, times in RFC 3339."""
+QR_CHUNK = 100
+"""QR images a worker process draws and writes at a time; fewer permits are drawn here."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -107,8 +111,12 @@ def write_permits(records: Sequence[PermitRecord], directory: Path, *, force: bo
         raise UserError(
             f"{index} exists with other permits: choose another --output, or --force to replace"
         )
-    for record in progress(records, sys.stderr, "writing QR images"):
-        _put(directory / f"permit-{record.permit_id}.png", qr_png(record.token), force=force)
+    jobs = [(directory / f"permit-{r.permit_id}.png", r.token) for r in records]
+    chunks = [jobs[start : start + QR_CHUNK] for start in range(0, len(jobs), QR_CHUNK)]
+    with _written(chunks, force=force) as written:
+        for position, _record in enumerate(progress(records, sys.stderr, "writing QR images")):
+            if position % QR_CHUNK == 0:
+                next(written)  # the chunk that starts here is on disk
     _put(index, content, force=force)
     return index
 
@@ -214,6 +222,30 @@ def _csv_value(value: object) -> object:
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%dT%H:%M:%SZ")
     return "" if value is None else value
+
+
+class _written:
+    """The chunks' images drawn and written, in order: by a process per core when there
+    is more than one chunk (drawing is CPU-bound), else in this process."""
+
+    def __init__(self, chunks: list[list[tuple[Path, str]]], *, force: bool) -> None:
+        workers = min(os.cpu_count() or 1, len(chunks))
+        self.pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        mapper = map if self.pool is None else self.pool.map
+        self.results: Iterator[None] = iter(mapper(_write_qrs, chunks, repeat(force)))
+
+    def __enter__(self) -> Iterator[None]:
+        return self.results
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.pool is not None:
+            # On an error, the chunks not yet started are dropped; whole images stay.
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _write_qrs(jobs: list[tuple[Path, str]], force: bool) -> None:
+    for path, token in jobs:
+        _put(path, qr_png(token), force=force)
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:

@@ -27,6 +27,7 @@ from issuer.store.schema import permits, status_lists
 
 PermitState = Literal["active", "revoked", "superseded", "cancelled"]
 PERMIT_STATES: tuple[PermitState, ...] = ("active", "revoked", "superseded", "cancelled")
+ALLOCATION_LOCK = 0x43_4B_50_53  # "CKPS": status indexes, taken one writer at a time
 
 
 class PermitDraft(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,7 +110,11 @@ def of_establishment(establishment: str) -> ColumnElement[bool]:
 
 
 async def allocate(conn: AsyncConnection, count: int, capacity: int) -> list[tuple[int, int]]:
-    """Take `count` fresh status indexes, opening new lists of `capacity` as old ones fill."""
+    """Take `count` fresh status indexes, opening new lists of `capacity` as old ones fill.
+    An index taken is never handed out again, whether or not its permit is stored."""
+    # FOR UPDATE locks no row while there is no list yet: two nodes opening the first
+    # list at once must not both insert it.
+    await serialize(conn, ALLOCATION_LOCK)
     refs: list[tuple[int, int]] = []
     latest = select(status_lists).order_by(status_lists.c.list_id.desc()).limit(1)
     while len(refs) < count:
@@ -312,6 +317,33 @@ async def active_conflict(conn: AsyncConnection, draft: PermitDraft) -> PermitRe
     query = select(permits).where(where, permits.c.state == "active").limit(1)
     row = (await conn.execute(query.order_by(permits.c.list_id, permits.c.idx))).mappings().first()
     return None if row is None else _record(row)
+
+
+HOLDERS_PER_QUERY = 500
+"""Holders named in one IN list: well under SQLite's and asyncpg's bound-parameter limits."""
+
+
+async def active_of_holders(
+    conn: AsyncConnection, holders: Sequence[str], *, nusuk_ending_after: int
+) -> dict[str, list[PermitRecord]]:
+    """Every holder's active permits, oldest first (`[]` for a holder with none), but the
+    Nusuk slots that end by `nusuk_ending_after` (they overlap no slot starting then)."""
+    found: dict[str, list[PermitRecord]] = {holder: [] for holder in holders}
+    names = sorted(found)
+    for start in range(0, len(names), HOLDERS_PER_QUERY):
+        query = (
+            select(permits)
+            .where(permits.c.holder.in_(names[start : start + HOLDERS_PER_QUERY]))
+            .where(permits.c.state == "active")
+            .where(
+                (permits.c.channel != Channel.NUSUK.value)
+                | (permits.c.expires > nusuk_ending_after)
+            )
+            .order_by(permits.c.list_id, permits.c.idx)
+        )
+        for row in (await conn.execute(query)).mappings():
+            found[row["holder"]].append(_record(row))
+    return found
 
 
 def ends_after(moment: int) -> ColumnElement[bool]:

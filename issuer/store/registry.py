@@ -151,10 +151,14 @@ class Registry:
             raise RegistryUnavailable(NOT_DONE.format(cause=_cause(exc))) from exc
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read transaction: one consistent snapshot."""
+    async def read(self, *, locks: bool = True) -> AsyncIterator[AsyncConnection]:
+        """A read transaction: one consistent snapshot. `locks=False`: the advisory locks
+        its statements ask for (`serialize`) are not taken, for checks that a write
+        transaction makes again under them (they must not hold writers up meanwhile)."""
         try:
             async with self.engine.connect() as conn:
+                if not locks:
+                    await conn.execution_options(checkpoint_unlocked=True)
                 yield conn
         except RegistryUnavailable:
             raise
@@ -220,7 +224,10 @@ async def serialize(conn: AsyncConnection, key: int, *, shared: bool = False) ->
     """Hold `key` until the transaction ends, so writers that take it commit one after the
     other (`shared`: many shared holders at once, none while an exclusive one holds it).
     PostgreSQL: a transaction-level advisory lock; SQLite's BEGIN IMMEDIATE already lets one
-    writer in at a time."""
+    writer in at a time. Not taken in a read transaction opened with `locks=False`."""
+    sync = conn.sync_connection
+    if sync is not None and sync.get_execution_options().get("checkpoint_unlocked", False):
+        return
     if conn.dialect.name == "postgresql":
         lock = _SHARED_LOCK if shared else _LOCK
         await conn.execute(lock, {"key": key})

@@ -17,6 +17,7 @@ import zxingcpp
 from PIL import Image
 
 from api import cli
+from api.cli import permits as permits_cli
 from api.cli import shared
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy_file import default_policy
@@ -427,6 +428,52 @@ def test_issue_from_csv(run: Runner, tmp_path: Path) -> None:
     for row in rows:
         verdict = run("verify", row["token"], "--checkpoint", "al-kar", "--at", INSIDE)
         assert verdict.code == 0, verdict.out
+
+
+def gcc_rows(count: int) -> list[str]:
+    """GCC citizens' rows (no ID check digit, no establishment)."""
+    return [f"G{n:07d},gcc_citizen,1,2027-04-10,2027-05-20,,,GCC/{n}," for n in range(count)]
+
+
+def test_csv_qr_images_are_drawn_by_worker_processes(
+    run: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rows a chunk: five rows are three chunks, drawn by a process per core, and every
+    image reads back as its own row's token."""
+    monkeypatch.setattr(permits_cli, "QR_CHUNK", 2)
+    out = tmp_path / "out"
+    result = run("issue", "--csv", write_csv(tmp_path / "in.csv", *gcc_rows(5)), "-o", out)
+    assert result.code == 0, result.err
+    assert "5/5" in result.err
+    rows = read_index(out)
+    assert [r["holder"] for r in rows] == [f"G{n:07d}" for n in range(5)]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(r["qr"] for r in rows)
+    for row in rows:
+        assert read_qr(out / row["qr"]) == [row["token"]]
+
+
+def test_a_worker_refusing_to_replace_a_file_stops_the_export_before_the_index(
+    run: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of other content in a later chunk: the worker's one-line error reaches the
+    command, nothing is replaced and no index is written."""
+    monkeypatch.setattr(permits_cli, "QR_CHUNK", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "permit-0.4.png").write_bytes(b"someone else's file")
+    result = run("issue", "--csv", write_csv(tmp_path / "in.csv", *gcc_rows(5)), "-o", out)
+    assert result.code == 2
+    last = result.err.splitlines()[-1]
+    assert last.startswith("checkpoint: error:")
+    assert "permit-0.4.png exists with other content" in last
+    assert "Traceback" not in result.err
+    assert (out / "permit-0.4.png").read_bytes() == b"someone else's file"
+    assert not (out / "permits.csv").exists()
+    # Exported again with --force, every image is the token's.
+    exported = run("permits", "export", "--since", "2027-01-01", "-o", out, "--force")
+    assert exported.code == 0, exported.err
+    for row in read_index(out):
+        assert read_qr(out / row["qr"]) == [row["token"]]
 
 
 # --- credentials ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import zxingcpp
 from PIL import Image
 
 from api.routes.access import BATCH_ISSUE_BODY_LIMIT
+from issuer.issuing import SIGN_OUTSIDE_FROM
 from tests.api.conftest import (
     IQAMA,
     IQAMA_2,
@@ -267,6 +268,47 @@ def test_batch_idempotent_retry(app: Api, issuer_key: str) -> None:
         "/v1/permits/batch", json={"permits": [permit_body()]}, headers=headers
     )
     assert_problem(conflict, 422, "idempotency_key_reused")
+
+
+def iqamas(count: int) -> list[str]:
+    """Valid iqama numbers: 2, eight digits, and the Luhn check digit (by hand, as the
+    issuer's own check is what is under test)."""
+    numbers = []
+    for n in range(count):
+        body = f"2{n:08d}"
+        total = sum(
+            sum(divmod(int(d) * 2, 10)) if i % 2 == 0 else int(d) for i, d in enumerate(body)
+        )
+        numbers.append(body + str(-total % 10))
+    return numbers
+
+
+def test_a_batch_signed_outside_the_lock_is_whole_idempotent_and_refused_whole(
+    app: Api, issuer_key: str, scanner_key: str
+) -> None:
+    """A batch large enough to be signed outside the write lock, through HTTP: stored in
+    order, replayed by its key, and a refused one stores nothing and reserves no index."""
+    size = SIGN_OUTSIDE_FROM + 8
+    holders = iqamas(2 * size)
+    headers = auth(issuer_key) | {"Idempotency-Key": "staff-2027"}
+    body = {"permits": [permit_body(holder=h) for h in holders[:size]]}
+    first = app.client.post("/v1/permits/batch", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    views = first.json()["permits"]
+    assert [v["permit_id"] for v in views] == [f"0.{n}" for n in range(size)]
+    assert app.verify(scanner_key, views[-1]["token"])["outcome"] == "VALID"
+    again = app.client.post("/v1/permits/batch", json=body, headers=headers)
+    assert again.json() == first.json()
+
+    # The last item's holder already has this permit: the whole batch is refused.
+    refused = {"permits": [permit_body(holder=h) for h in holders[size + 1 :] + holders[:1]]}
+    response = app.client.post("/v1/permits/batch", json=refused, headers=auth(issuer_key))
+    assert assert_problem(response, 422, "permit_exists")["item"] == size - 1
+    assert len(app.audit_entries("issue")) == size
+    one = app.client.post(
+        "/v1/permits", json=permit_body(holder=holders[size]), headers=auth(issuer_key)
+    )
+    assert one.json()["permit_id"] == f"0.{size}"
 
 
 # --- GET /v1/permits/{id}, qr.png, qr.svg --------------------------------------------------

@@ -250,6 +250,48 @@ def test_pdf_prints_a6_and_its_qr_reads_back_from_the_rasterised_page(tmp_path: 
     assert read.text == token
 
 
+def test_pdf_is_vectors_with_a_text_layer_under_50_kb(tmp_path: Path) -> None:
+    """Text, not a picture of it: pdftotext finds the permit id, the masked holder and the
+    Arabic in logical order (shaped glyphs map back to their letters), and the file is small."""
+    pdftotext = shutil.which("pdftotext")
+    assert pdftotext is not None, "pdftotext is missing: `./dev test` installs poppler-utils"
+    permit, token = make_permit(entry_points=0xFF)
+    pdf = card_pdf(permit, token, POLICY)
+    assert len(pdf) <= 50_000
+    assert b"/Subtype /Image" not in pdf
+    (tmp_path / "card.pdf").write_bytes(pdf)
+    text = subprocess.run(
+        [pdftotext, "card.pdf", "-"], cwd=tmp_path, check=True, capture_output=True, text=True
+    ).stdout
+    assert f"Permit No. {permit.permit_id}" in text
+    assert "******6705" in text
+    assert "2123456705" not in text
+    for arabic in (TITLE[1], "رقم التصريح", "الفئة"):
+        assert arabic in text
+
+
+def test_pdf_arabic_is_shaped_right_to_left_on_the_rasterised_page(tmp_path: Path) -> None:
+    """The PDF's Arabic title, rasterised by poppler, is the shaped title's glyphs (the same
+    comparison the PNG card passes), not isolated letters."""
+    pdftoppm = shutil.which("pdftoppm")
+    assert pdftoppm is not None
+    permit, token = make_permit()
+    rendered = render_card(permit, token, POLICY)
+    (title,) = [t for t in rendered.texts if t.text == TITLE[1]]
+    (tmp_path / "card.pdf").write_bytes(card_pdf(permit, token, POLICY))
+    subprocess.run(
+        [pdftoppm, "-r", str(CARD_DPI), "-png", "-singlefile", "card.pdf", "page"],
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+    )
+    page = Image.open(tmp_path / "page.png")
+    left, top, right, bottom = title.box
+    printed = page.crop((left - 6, top - 6, right + 6, bottom + 6))
+    assert mismatch(printed, basic(SHAPED[TITLE[1]], title.size, bold=title.bold)) < SAME
+    assert mismatch(printed, basic(TITLE[1], title.size, bold=title.bold)) > DIFFERENT
+
+
 # --- what the card says ---------------------------------------------------------------
 
 
