@@ -58,8 +58,11 @@ async def authorize(
         raise NotAuthorizedException("send the API key as 'Authorization: Bearer <key>'")
     # A key this process has not seen may cost a registry read: the address pays for it
     # with one failure before the read (so concurrent requests cannot overdraw the budget),
-    # given back if the key is good or the registry is away.
-    reserved = not services.credentials.remembers(key)
+    # given back if the key is good or the registry is away. A request joining a lookup of
+    # the same key already under way reads nothing more and reserves nothing: a scanner
+    # opening 64 connections at once with its new key is not 44 failures.
+    credentials = services.credentials
+    reserved = not credentials.remembers(key) and not credentials.looking_up(key)
     if reserved:
         await _reserve_failure(services, address)
     try:

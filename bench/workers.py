@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import msgspec
-from http_verify import Generator, Meter, _free_port, policy_with_entry_window, provision, request
+from http_verify import Generator, Meter, policy_with_entry_window, provision, request
 
 from api.runtime.serve import prepare
 from api.runtime.settings import Settings
+from tests.api.test_serve_e2e import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 64
@@ -55,64 +54,17 @@ def group_cpu(pgid: int) -> float:
     return total
 
 
-class Server:
-    """`checkpoint serve --workers N` in a process group of its own."""
-
-    def __init__(self, data_dir: Path, policy: Path, workers: int) -> None:
-        self.workers = workers
-        self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHECKPOINT_")}
-        env |= {"CHECKPOINT_RATE_LIMIT": "1e9", "CHECKPOINT_RATE_BURST": "1e9"}
-        self.log = data_dir / f"serve-{workers}.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "api.cli",
-                    "--data-dir",
-                    str(data_dir),
-                    "--policy",
-                    str(policy),
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(workers),
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self) -> None:
-        """Until every worker answers: /ready on many fresh connections."""
-        import httpx  # noqa: PLC0415
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serve exited:\n{self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=1).is_success:
-                    started = self.log.read_text().count("Application startup complete")
-                    if started >= self.workers:
-                        return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # waiting for children to start, not for time
-        raise RuntimeError(f"serve not ready:\n{self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=20)
+def start(data_dir: Path, policy: Path, workers: int) -> Server:
+    """`checkpoint serve --workers N` (the suite's end-to-end server), every worker up."""
+    env = {"CHECKPOINT_RATE_LIMIT": "1e9", "CHECKPOINT_RATE_BURST": "1e9"}
+    server = Server(data_dir, policy, workers=workers, env=env)
+    deadline = time.monotonic() + 60
+    while server.log.read_text().count("Application startup complete") < workers:
+        if time.monotonic() > deadline or server.process.poll() is not None:
+            server.stop()
+            raise RuntimeError(f"serve not ready:\n{server.log.read_text()[-2000:]}")
+        time.sleep(0.1)  # waiting for children to start, not for time
+    return server
 
 
 async def one_round(
@@ -134,25 +86,24 @@ def main() -> int:
     args = parser.parse_args()
     seconds, repeat = (2.0, 3) if args.quick else (4.0, 5)
     root = Path(tempfile.mkdtemp(prefix="workers-"))
-    servers: list[Server] = []
+    servers: dict[int, Server] = {}
     try:
         policy = policy_with_entry_window(root, 1)
         settings = Settings(data_dir=root / "data", policy=policy)
         prepare(settings)
         key, tokens = asyncio.run(provision(settings, TOKENS))
-        servers = [Server(settings.data_dir, policy, n) for n in (1, 2)]
-        for server in servers:
-            server.wait_ready()
+        servers = {n: start(settings.data_dir, policy, n) for n in (1, 2)}
         results: dict[int, list[tuple[float, float, float, float]]] = {1: [], 2: []}
         for r in range(repeat):
-            for server in servers if r % 2 == 0 else reversed(servers):
+            for workers in (1, 2) if r % 2 == 0 else (2, 1):
+                server = servers[workers]
                 body = [
                     request("/v1/verify", server.port, key, msgspec.json.encode({"token": t}))
                     for t in tokens
                 ]
-                results[server.workers].append(asyncio.run(one_round(server, body, seconds)))
+                results[workers].append(asyncio.run(one_round(server, body, seconds)))
     finally:
-        for server in servers:
+        for server in servers.values():
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
     per_cpu = {}

@@ -83,6 +83,11 @@ class CredentialCache:
         could multiply. Memory only."""
         return _digest(api_key) in self._credentials
 
+    def looking_up(self, api_key: str) -> bool:
+        """Whether a registry lookup of this key is under way (a request joining it costs the
+        registry nothing more)."""
+        return _digest(api_key) in self._lookups
+
     async def authenticate(self, api_key: str, now: int) -> Credential | None:
         """The credential for an API key, cached briefly; None if unknown or disabled.
 

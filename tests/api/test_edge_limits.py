@@ -3,12 +3,14 @@ seconds, refused junk tokens audited in aggregate, batch items against the rate 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import api.auth
@@ -237,6 +239,27 @@ def test_a_good_key_costs_no_failure(limited: Api) -> None:
     assert verify(app, scanner).status_code == 200
     assert_problem(verify(app, "cpk_last"), 401, "unauthorized")
     assert_problem(verify(app, "cpk_over"), 429, "rate_limited")
+
+
+def test_concurrent_first_requests_with_one_good_key_all_pass(limited: Api) -> None:
+    """Many connections opened at once with a key this process has not seen share one
+    lookup: only that lookup reserves a failure, so none of them is refused 429."""
+    app = limited
+    scanner = app.key("scanner", checkpoint=CHECKPOINT)
+    asgi = app.client.app
+
+    async def at_once() -> list[int]:
+        transport = httpx.ASGITransport(app=asgi, client=("10.0.0.9", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post("/v1/verify", json={"token": "junk"}, headers=auth(scanner))
+                    for _ in range(3 * BUDGET)
+                )
+            )
+        return [answer.status_code for answer in answers]
+
+    assert app.run(at_once) == [200] * (3 * BUDGET)
 
 
 def test_a_known_key_works_from_a_limited_address(limited: Api, monotonic: Monotonic) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
 import sqlite3
 import time
@@ -20,15 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.api.test_scan_page import (
-    CHROMIUM,
     POLICY,
     Deployment,
     Phone,
-    write_y4m,
+    camera_chromium,
 )
 from tests.api.test_serve_e2e import Server, _api_key, _cli
 
@@ -107,32 +104,11 @@ def browser(
     permits: dict[str, dict[str, str]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `./dev test` installs Debian's chromium package")
     with deployment.client(deployment.issuer) as client:
         png = client.get(f"/v1/permits/{permits['camera']['permit_id']}/qr.png")
     assert png.status_code == 200, png.text
-    video = tmp_path_factory.mktemp("camera") / "permit.y4m"
-    write_y4m(Image.open(io.BytesIO(png.content)), video)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={video}",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-            ],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with camera_chromium(png.content, tmp_path_factory.mktemp("camera")) as launched:
+        yield launched
 
 
 @pytest.fixture

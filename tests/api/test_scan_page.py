@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -141,13 +142,20 @@ def write_y4m(picture: Image.Image, path: Path, frames: int = 3) -> None:
 def browser(
     deployment: Deployment, camera_permit: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `./dev test` installs Debian's chromium package")
     with deployment.client(deployment.issuer) as client:
         png = client.get(f"/v1/permits/{camera_permit['permit_id']}/qr.png")
     assert png.status_code == 200, png.text
-    video = tmp_path_factory.mktemp("camera") / "permit.y4m"
-    write_y4m(Image.open(io.BytesIO(png.content)), video)
+    with camera_chromium(png.content, tmp_path_factory.mktemp("camera")) as launched:
+        yield launched
+
+
+@contextmanager
+def camera_chromium(qr_png: bytes, directory: Path) -> Iterator[Browser]:
+    """Debian's Chromium, headless, whose fake camera films `qr_png` (a permit's QR)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `./dev test` installs Debian's chromium package")
+    video = directory / "permit.y4m"
+    write_y4m(Image.open(io.BytesIO(qr_png)), video)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
