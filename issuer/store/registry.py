@@ -9,13 +9,13 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -137,7 +137,7 @@ class Registry:
                     yield conn
                     await _run_before_commit(conn)
                 finally:
-                    conn.info.pop(_BEFORE_COMMIT, None)  # a failed transaction's, too
+                    _forget_before_commit(conn)
                 committing = True
         except RegistryUnavailable:
             raise
@@ -180,6 +180,15 @@ def before_commit(conn: AsyncConnection, hook: BeforeCommit, item: object) -> No
     deadlock against the locks the flows take in their own order."""
     queued: dict[BeforeCommit, list[object]] = conn.info.setdefault(_BEFORE_COMMIT, {})
     queued.setdefault(hook, []).append(item)
+
+
+def _forget_before_commit(conn: AsyncConnection) -> None:
+    """Drop what a transaction queued, a failed one's too: the queue lives in the DBAPI
+    connection's info, which the pool hands to the next transaction. A connection that died
+    mid-transaction is invalidated, its info with it, and reading it raises: that must not
+    hide the outage the caller is about to be told of."""
+    with suppress(PendingRollbackError):
+        conn.info.pop(_BEFORE_COMMIT, None)
 
 
 async def _run_before_commit(conn: AsyncConnection) -> None:

@@ -272,6 +272,24 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Api, TcpProxy]]:
                     proxy.set_mode("pass")
 
 
+def test_a_connection_lost_inside_a_write_is_registry_unavailable(tmp_path: Path) -> None:
+    """The write transaction's clean-up reads the connection's info after the connection
+    died: that must not replace the outage with an error of its own (a 500)."""
+    with proxied(tmp_path) as (app, proxy):
+        registry = app.services.registry
+
+        async def write() -> None:
+            async with registry.write() as conn:
+                await conn.execute(text("SELECT 1"))
+                proxy.set_mode("reset")
+                await conn.execute(text("SELECT 1"))
+
+        with pytest.raises(RegistryUnavailable) as raised:
+            app.run(write)
+        assert raised.value.detail is not None
+        assert raised.value.detail.startswith("nothing was changed")
+
+
 @pytest.mark.parametrize("mode", ["refuse", "reset", "blackhole"])
 def test_a_registry_outage_on_postgresql(tmp_path: Path, mode: Mode) -> None:
     """Scans keep their VALID/INVALID decisions for known keys, an unknown key answers 503,
