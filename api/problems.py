@@ -52,6 +52,7 @@ from issuer.errors import (
     TooManyWebhooks,
     WebhookNotAllowed,
     WebhookNotFound,
+    WebhookTargetNotAllowed,
 )
 
 log = logging.getLogger("checkpoint")
@@ -90,6 +91,7 @@ _STATUS: list[tuple[type[CheckpointError], int]] = [
     (WebhookNotFound, HTTP_404_NOT_FOUND),
     (TooManyWebhooks, HTTP_409_CONFLICT),
     (WebhookNotAllowed, HTTP_422_UNPROCESSABLE_ENTITY),
+    (WebhookTargetNotAllowed, HTTP_422_UNPROCESSABLE_ENTITY),
     (CursorAhead, HTTP_409_CONFLICT),
 ]
 

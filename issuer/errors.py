@@ -390,6 +390,18 @@ class WebhookNotAllowed(CheckpointError):
     message_ar = "لا يتلقى سجل الأحداث إلا بيانات اعتماد مُصدِر أو مشرف مفعّلة."
 
 
+class WebhookTargetNotAllowed(CheckpointError):
+    code = "webhook_target_not_allowed"
+    message_en = (
+        "The webhook's address is not a public one (loopback, private, link-local or "
+        "reserved): this deployment delivers to public addresses only."
+    )
+    message_ar = (
+        "عنوان خطاف الويب ليس عنوانًا عامًا (محلي أو خاص أو محجوز): لا يسلّم هذا النشر إلا "
+        "إلى العناوين العامة."
+    )
+
+
 class CursorAhead(CheckpointError):
     code = "cursor_ahead"
     message_en = (

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
+from urllib.parse import urlsplit
 
-from issuer.errors import CredentialNotFound, TooManyWebhooks, WebhookNotAllowed, WebhookNotFound
+from issuer.errors import (
+    CredentialNotFound,
+    TooManyWebhooks,
+    WebhookNotAllowed,
+    WebhookNotFound,
+    WebhookTargetNotAllowed,
+)
 from issuer.store import audit, events, webhooks
 from issuer.store.credentials import find as find_credential
 from issuer.store.registry import Registry
@@ -25,12 +33,45 @@ RETRY_MAX = 3600
 deliveries are retried until they succeed or the webhook is removed."""
 
 
+def is_public(address: str) -> bool:
+    """Whether an IP address is a public one: not loopback, private, link-local (the cloud
+    metadata service's 169.254.169.254), shared, multicast or reserved."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone names no network
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_target(url: str, *, private_targets: bool) -> None:
+    """Refuse a URL whose host is a non-public IP address, unless `private_targets`: any
+    issuer key could otherwise make the service POST into its own network. A host name is
+    checked at each delivery, against the addresses it resolves to then."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError as err:  # `[...]` that is no IPv6 address: nothing to deliver to
+        raise WebhookTargetNotAllowed(f"{url!r} names no address: {err}") from err
+    try:
+        public = is_public(host)
+    except ValueError:
+        return  # a name
+    if not public and not private_targets:
+        raise WebhookTargetNotAllowed(f"{host} is not a public address")
+
+
 async def register_webhook(
-    registry: Registry, *, credential_id: str, url: str, actor: str, at: int
+    registry: Registry,
+    *,
+    credential_id: str,
+    url: str,
+    actor: str,
+    at: int,
+    private_targets: bool = False,
 ) -> tuple[Webhook, str]:
     """Register `url` for an enabled issuer or admin credential; return the webhook and its
     signing secret (shown once). It is sent the events in the credential's scope committed
-    after this, in order; the feed (GET /v1/events) holds the earlier ones."""
+    after this, in order; the feed (GET /v1/events) holds the earlier ones. A URL naming a
+    non-public address is refused unless `private_targets` (check_target)."""
+    check_target(url, private_targets=private_targets)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     async with registry.write() as conn:
         credential = await find_credential(conn, credential_id)

@@ -57,6 +57,7 @@ def cmd_webhooks_add(args: argparse.Namespace, settings: Settings) -> int:
             url=args.url,
             actor=actor(),
             at=shared.clock_now(),
+            private_targets=settings.webhook_private_targets,
         ),
     )
     print(f"added webhook {webhook.id} for credential {webhook.credential_id}: {webhook.url}")

@@ -27,6 +27,7 @@ from issuer.errors import (
     TooManyWebhooks,
     WebhookNotAllowed,
     WebhookNotFound,
+    WebhookTargetNotAllowed,
 )
 from issuer.store.events import Scope
 from issuer.webhooks import list_webhooks, register_webhook, remove_webhook
@@ -69,7 +70,8 @@ async def list_events(
 
 @post(
     "/webhooks",
-    opt=FEED_ROLES | raises(CredentialNotFound, WebhookNotAllowed, TooManyWebhooks),
+    opt=FEED_ROLES
+    | raises(CredentialNotFound, WebhookNotAllowed, WebhookTargetNotAllowed, TooManyWebhooks),
     operation_id="addWebhook",
     request_max_body_size=ADMIN_BODY_LIMIT,
     cache_control=CacheControlHeader(no_store=True),  # the answer holds the secret
@@ -90,6 +92,7 @@ async def add_webhook(
         url=data.url,
         actor=credential.id,
         at=services.clock(),
+        private_targets=services.settings.webhook_private_targets,
     )
     return WebhookCreated(WebhookView.of(webhook), secret)
 

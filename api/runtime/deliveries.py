@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -17,7 +19,7 @@ from issuer.store import webhooks
 from issuer.store.events import Page, Scope, events_after
 from issuer.store.registry import Registry
 from issuer.store.webhooks import Claim
-from issuer.webhooks import SIGNATURE_HEADER, retry_delay, signature
+from issuer.webhooks import SIGNATURE_HEADER, is_public, retry_delay, signature
 
 log = logging.getLogger("checkpoint")
 
@@ -50,10 +52,13 @@ class WebhookDelivery:
         *,
         client: httpx.AsyncClient | None = None,
         delay: Callable[[int], int] = retry_delay,
+        private_targets: bool = False,
     ) -> None:
         self.registry = registry
         self.clock = clock
         self.delay = delay
+        self.private_targets = private_targets
+        """Whether a webhook may be delivered to a non-public address (Settings)."""
         # No redirects: a receiver says where it is when it registers, not per delivery.
         self.client = client or httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
 
@@ -107,6 +112,8 @@ class WebhookDelivery:
             "Checkpoint-Webhook": claim.webhook.id,
             "User-Agent": "checkpoint-webhooks/1",
         }
+        if not self.private_targets and (refused := await _non_public(claim.webhook.url)):
+            return refused
         try:
             response = await self.client.post(claim.webhook.url, content=body, headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as err:
@@ -114,3 +121,24 @@ class WebhookDelivery:
         if not response.is_success:
             return f"HTTP {response.status_code}"
         return None
+
+
+async def _non_public(url: str) -> str | None:
+    """Why `url` may not be delivered to (its host resolves to a non-public address, or
+    does not resolve), or None. Checked before each delivery, as a name can be pointed
+    anywhere after registration; what remains is a name that changes between this lookup
+    and the client's own (a rebinding within seconds), which an egress firewall closes."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as err:  # registered before addresses were checked
+        return f"not a deliverable URL: {err}"
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:  # socket.gaierror: no such name
+        return f"{host} does not resolve: {err}"
+    for *_, address in found:
+        if not is_public(str(address[0])):
+            return f"target not allowed: {host} is {address[0]}, not a public address"
+    return None

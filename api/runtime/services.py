@@ -124,7 +124,9 @@ class Services:
         self.loops = Loops()
         self.events = EventWatch(registry, self.loops.stopping)
         """The event feed's long poll."""
-        self.deliveries = WebhookDelivery(registry, clock)
+        self.deliveries = WebhookDelivery(
+            registry, clock, private_targets=settings.webhook_private_targets
+        )
         self._publishing: asyncio.Task[bool] | None = None
         self.loaded = False
         self.redis: RedisRevocations | None = None

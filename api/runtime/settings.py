@@ -126,6 +126,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Seconds an Idempotency-Key is kept after its first success: a retry with it within
     this time answers the same permits (`Idempotent-Replayed: true`), from then on it is a
     new key. The no-arrival sweep loop forgets the expired ones."""
+    webhook_private_targets: bool = False
+    """Deliver webhooks to loopback, private and link-local addresses too (a portal on the
+    service's own network). Off, such targets are refused: at registration when the URL
+    names such an address, at each delivery when its host name resolves to one."""
     access_log: bool = False
     """One log line per request (method, path, route, status, duration, credential, client,
     request id). Off by default: a checkpoint node answers thousands of scans a second."""

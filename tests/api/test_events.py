@@ -134,6 +134,13 @@ class Receiver:
 
 
 @pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The service of these tests delivers to the receiver on 127.0.0.1: a private target,
+    refused by default (see the tests of webhook_private_targets below)."""
+    return Settings(data_dir=tmp_path, webhook_private_targets=True)
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     started = Receiver().start()
     try:
@@ -752,7 +759,12 @@ async def test_two_nodes_on_one_postgresql_registry_deliver_each_event_once(
             hooks = [
                 (
                     await register_webhook(
-                        node_b, credential_id=admin.id, url=receiver.url, actor="t", at=NOW
+                        node_b,
+                        credential_id=admin.id,
+                        url=receiver.url,
+                        actor="t",
+                        at=NOW,
+                        private_targets=True,
                     )
                 )[0].id
                 for _ in range(4)
@@ -765,7 +777,10 @@ async def test_two_nodes_on_one_postgresql_registry_deliver_each_event_once(
                     company_class: CompanyClass = "B" if n % 2 == 0 else "A"
                     await set_company_class(registry, COMPANY, company_class, actor="t", at=NOW)
 
-            deliveries = [WebhookDelivery(node_a, clock), WebhookDelivery(node_b, clock)]
+            deliveries = [
+                WebhookDelivery(node_a, clock, private_targets=True),
+                WebhookDelivery(node_b, clock, private_targets=True),
+            ]
             sent = [0, 0]
 
             async def deliver_until_done(index: int) -> None:
@@ -916,3 +931,69 @@ def _utc(at: int) -> str:
     import datetime as dt  # noqa: PLC0415
 
     return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- webhooks go to public addresses only, unless the deployment allows its own network ---
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[fe80::1]/hook",
+        "http://0.0.0.0/hook",
+        "http://100.64.0.1/hook",
+        "http://[c5Cd]/hook",  # brackets holding no IPv6 address
+    ],
+)
+def test_a_webhook_to_a_non_public_address_is_refused(tmp_path: Path, url: str) -> None:
+    with running(Settings(data_dir=tmp_path), FakeClock()) as app:
+        admin = app.key("admin")
+        response = app.client.post("/v1/webhooks", json={"url": url}, headers=auth(admin))
+        assert_problem(response, 422, "webhook_target_not_allowed")
+        assert app.client.get("/v1/webhooks", headers=auth(admin)).json()["webhooks"] == []
+
+
+def test_a_public_address_or_a_name_is_taken(tmp_path: Path) -> None:
+    with running(Settings(data_dir=tmp_path), FakeClock()) as app:
+        admin = app.key("admin")
+        for url in ("https://93.184.216.34/hook", "https://portal.example/hook"):
+            response = app.client.post("/v1/webhooks", json={"url": url}, headers=auth(admin))
+            assert response.status_code == 201, response.text
+
+
+def test_a_name_that_resolves_to_a_private_address_is_not_delivered_to(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """`localhost` passes registration (a name), and is refused at the delivery, where its
+    addresses are known: the receiver is never called, the webhook says why."""
+    clock = FakeClock()
+    with running(Settings(data_dir=tmp_path), clock) as app:
+        admin = app.key("admin")
+        url = receiver.url.replace("127.0.0.1", "localhost")
+        created = app.client.post("/v1/webhooks", json={"url": url}, headers=auth(admin))
+        assert created.status_code == 201, created.text
+        app.issue(app.key("issuer", channels=["absher"]))
+        assert app.run(app.services.deliveries.step) == 0
+        (hook,) = app.client.get("/v1/webhooks", headers=auth(admin)).json()["webhooks"]
+    assert receiver.deliveries == []
+    assert hook["attempts"] == 1
+    assert "not a public address" in hook["last_error"]
+
+
+def test_the_cli_refuses_a_non_public_address_too(
+    app: Api, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api import cli  # noqa: PLC0415 - the command line, in-process
+
+    admin_id = app.credential("admin")[0].id
+    argv = ["--data-dir", str(settings.data_dir), "webhooks", "add", "http://127.0.0.1:9/"]
+    capsys.readouterr()
+    code = cli.main([*argv, "--credential", admin_id])
+    assert code == 2
+    assert "webhook_target_not_allowed" in capsys.readouterr().err
