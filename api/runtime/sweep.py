@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from issuer.store.idempotency import purge_expired
 from issuer.sweep import sweep
 
 if TYPE_CHECKING:
@@ -18,14 +17,12 @@ SWEEP_INTERVAL = 60.0
 
 
 async def sweep_once(services: Services) -> int:
-    """Cancel the slot permits past their arrival deadline now; tell every checkpoint; then
-    forget the idempotency keys expired by now (a retry after expiry is a new request
-    either way: this only keeps the table small). The service runs it every SWEEP_INTERVAL
-    seconds in each worker (safe concurrently)."""
+    """Cancel the slot permits past their arrival deadline now (and forget the expired
+    idempotency keys: `issuer.sweep.sweep`); tell every checkpoint. The service runs it
+    every SWEEP_INTERVAL seconds in each worker (safe concurrently)."""
     now = services.clock()
     cancelled = await sweep(services.registry, services.policy, now)
     if cancelled:
         log.info("cancelled %d slot permit(s) with no recorded arrival", len(cancelled))
         await services.announce_change(now, cancelled)
-    await purge_expired(services.registry, now)
     return len(cancelled)

@@ -13,6 +13,7 @@ from issuer.issuing import Issuer
 from issuer.store.idempotency import IdempotencyClaim, issued_under, purge_expired, request_hash
 from issuer.store.registry import Registry
 from issuer.store.schema import MIGRATIONS, idempotency_keys, migrate
+from issuer.sweep import sweep
 from tests.issuer.conftest import NOW, slot
 
 TTL = 100
@@ -119,3 +120,15 @@ def test_the_migration_dates_the_keys_it_finds(tmp_path: Path) -> None:
         ).all()
     engine.dispose()
     assert [tuple(row) for row in rows] == [("3f2a9c01b2d4", 1000 + 86_400), ("cli:operator", None)]
+
+
+async def test_the_sweep_forgets_expired_keys_for_the_service_and_the_cli_alike(
+    issuer: Issuer,
+) -> None:
+    """`issuer.sweep.sweep` is what the service's loop and `checkpoint sweep` both run."""
+    registry = issuer.registry
+    await issuer.issue([slot()], actor="portal", now=NOW, idempotency_claim=claim("old", 1))
+    await sweep(registry, issuer.policy, NOW + TTL - 1)
+    assert [key for key, _ in await kept(registry)] == ["old"]
+    await sweep(registry, issuer.policy, NOW + TTL)
+    assert await kept(registry) == []
