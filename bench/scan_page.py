@@ -13,7 +13,6 @@ bytes here are a floor, not a typical figure.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
@@ -22,8 +21,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
-from PIL import Image
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,7 +30,7 @@ from checkpoint.policy_file import parse_policy  # noqa: E402 - after the path i
 from checkpoint.signing import KeyEntry, Keyring  # noqa: E402
 from checkpoint.statuslist import StatusMirror  # noqa: E402
 from checkpoint.verify import Verifier  # noqa: E402
-from tests.api.test_scan_page import CHROMIUM, POLICY, _permit_body, write_y4m  # noqa: E402
+from tests.api.test_scan_page import POLICY, _permit_body, camera_chromium  # noqa: E402
 from tests.api.test_serve_e2e import Server, _api_key  # noqa: E402
 
 NOW = 1_893_456_000
@@ -99,19 +97,7 @@ def main() -> None:
                 permit = client.post("/v1/permits", json=_permit_body()).json()
                 png = client.get(f"/v1/permits/{permit['permit_id']}/qr.png").content
                 trust = client.get("/v1/trust").json()
-            video = root / "permit.y4m"
-            write_y4m(Image.open(io.BytesIO(png)), video)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM),
-                    args=[
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--use-fake-ui-for-media-stream",
-                        "--use-fake-device-for-media-stream",
-                        f"--use-file-for-fake-video-capture={video}",
-                    ],
-                )
+            with camera_chromium(png, root) as browser:
                 frames, frame_requests = _bytes_until_a_decision(
                     browser,
                     server.base,
@@ -134,7 +120,6 @@ def main() -> None:
                         "rounds": args.tokens,
                     },
                 )
-                browser.close()
         finally:
             server.stop()
 

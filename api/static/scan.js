@@ -332,15 +332,20 @@ import { createReader } from "/static/qr-reader.js";
     }
     const result = await call("/v1/scan", frame, "image/jpeg");
     if (!scanning) return; // the officer moved on while the frame was in flight
+    if (result.kind !== "ok") {
+      notAnswered(result);
+    } else if (result.data.found && result.data.decision) {
+      showResult(result.data.decision);
+    } else {
+      setStatus("scanning");
+      schedule(FRAME_INTERVAL_MS);
+    }
+  }
+
+  // What a call that brought no decision leaves on screen, and when to try again: the same
+  // for a frame sent to /v1/scan and a token sent to /v1/verify.
+  function notAnswered(result) {
     switch (result.kind) {
-      case "ok":
-        if (result.data.found && result.data.decision) {
-          showResult(result.data.decision);
-          return;
-        }
-        setStatus("scanning");
-        schedule(FRAME_INTERVAL_MS);
-        return;
       case "auth":
         keyRejected(result);
         return;
@@ -357,6 +362,8 @@ import { createReader } from "/static/qr-reader.js";
         schedule(RETRY_MS);
         return;
       default:
+        // A frame the server could not read, or a QR that is no permit and too big for
+        // the route (413): keep looking.
         setStatus("frame-error");
         schedule(FRAME_INTERVAL_MS);
     }
@@ -377,29 +384,10 @@ import { createReader } from "/static/qr-reader.js";
     }
     const result = await decideToken(token);
     if (!scanning) return; // the officer moved on while the token was in flight
-    switch (result.kind) {
-      case "ok":
-        showResult(result.data);
-        return;
-      case "auth":
-        keyRejected(result);
-        return;
-      case "network":
-        setStatus("offline");
-        schedule(RETRY_MS);
-        return;
-      case "rate-limited":
-        setStatus("rate-limited");
-        schedule(RETRY_MS);
-        return;
-      case "server-error":
-        setStatus("server-error");
-        schedule(RETRY_MS);
-        return;
-      default:
-        // A QR that is no permit and too big for the route (413): keep looking.
-        setStatus("frame-error");
-        schedule(FRAME_INTERVAL_MS);
+    if (result.kind === "ok") {
+      showResult(result.data);
+    } else {
+      notAnswered(result);
     }
   }
 
