@@ -212,10 +212,7 @@ def main() -> int:
         f"{costs['verify, anti-passback off'] - core:.1f} µs; the no-op: {noop_cost:.1f} µs"
     )
     if profile is not None:
-        stats = pstats.Stats(profile)
-        stats.sort_stats("tottime").print_stats(25)
-        if os.environ.get("CALLERS"):
-            stats.print_callers(os.environ["CALLERS"])
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     return 0
 
 
