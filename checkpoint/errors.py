@@ -216,6 +216,56 @@ EDGE_REASONS: tuple[type[RejectReason], ...] = (DuplicateEntry, DuplicateCheckUn
 """Reasons the service adds to a core decision (anti-passback)."""
 
 
+# --- Reasons a dispatch manifest as a whole is refused (its members are then not listed). ---
+
+
+class ManifestUnreadable(RejectReason):
+    code = "manifest_unreadable"
+    message_en = "This code is not a readable dispatch manifest."
+    message_ar = "هذا الرمز ليس كشف تفويج مقروءًا."
+
+
+class ManifestNotAuthentic(RejectReason):
+    code = "manifest_not_authentic"
+    message_en = "The manifest's signature is not valid: it may be forged or altered."
+    message_ar = "توقيع الكشف غير صالح: قد يكون مزورًا أو معدّلًا."
+
+
+class ManifestNotYetValid(RejectReason):
+    code = "manifest_not_yet_valid"
+    message_en = "The dispatch order's window has not begun."
+    message_ar = "لم تبدأ نافذة أمر التفويج بعد."
+
+
+class ManifestExpired(RejectReason):
+    code = "manifest_expired"
+    message_en = "The dispatch order's window has ended."
+    message_ar = "انتهت نافذة أمر التفويج."
+
+
+class ManifestOtherCheckpoint(RejectReason):
+    code = "manifest_other_checkpoint"
+    message_en = "The dispatch order's route does not pass this checkpoint."
+    message_ar = "مسار أمر التفويج لا يمر بنقطة التفتيش هذه."
+
+
+class ManifestCancelled(RejectReason):
+    code = "manifest_cancelled"
+    message_en = "The dispatch order was cancelled or replaced: ask for the current list."
+    message_ar = "أُلغي أمر التفويج أو استُبدل: اطلب الكشف الحالي."
+
+
+MANIFEST_REASONS: tuple[type[RejectReason], ...] = (
+    ManifestUnreadable,
+    ManifestNotAuthentic,
+    ManifestNotYetValid,
+    ManifestExpired,
+    ManifestOtherCheckpoint,
+    ManifestCancelled,
+)
+"""Reasons a manifest is refused whole; KeysNotLoaded and RevocationStale apply to it too."""
+
+
 # --- Errors of configuration or of a caller: raised, never turned into a Decision. ---
 
 
@@ -285,6 +335,12 @@ class PermitTooLarge(CheckpointError):
     code = "permit_too_large"
     message_en = "The permit does not fit the token size limit."
     message_ar = "التصريح يتجاوز الحد الأقصى لحجم الرمز."
+
+
+class ManifestTooLarge(CheckpointError):
+    code = "manifest_too_large"
+    message_en = "The manifest does not fit one QR code."
+    message_ar = "الكشف لا يتسع في رمز QR واحد."
 
 
 # --- Signed offline artifacts (bundle, status-list tokens): refused by a device's check. ---

@@ -50,6 +50,11 @@ class Rules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     yet held to a set number (it is establishing the numbers it may move up by)."""
     set_numbers: tuple[SetNumbers, ...] = ()
     """By season; a class without a number in a season is held to departures throughout."""
+    dispatch_advance_hours: Annotated[int, Meta(ge=0, le=24 * 30)] = 24
+    """A dispatch order for arrivals from abroad is entered at least this long before its
+    window opens (the advance-preparation rule)."""
+    dispatch_window_max_hours: Annotated[int, Meta(ge=1, le=24 * 7)] = 48
+    """A dispatch order's window at most: a bus's departure and its road, not a season."""
 
     def set_number(self, season: int, company_class: CompanyClass) -> int | None:
         """The pilgrims a company of this class must bring in during the season, if set."""

@@ -22,7 +22,6 @@ from checkpoint.errors import (
 from checkpoint.model import Permit
 
 PREFIX = "CP1:"
-_PREFIX_LENGTH = len(PREFIX)
 VERSION = 1
 KID_LENGTH = 4
 SIGNATURE_LENGTH = 64
@@ -165,16 +164,22 @@ def split_token(text: str | bytes) -> Envelope:
 
     Accepts the text as read from a QR code, or its bytes (which must be ASCII).
     """
-    if len(text) > MAX_TOKEN_CHARS:
-        raise TokenTooLong(f"{len(text)} characters, at most {MAX_TOKEN_CHARS}")
+    return split_envelope(text, PREFIX, SIGNING_DOMAIN, MAX_TOKEN_CHARS)
+
+
+def split_envelope(text: str | bytes, prefix: str, domain: bytes, max_chars: int) -> Envelope:
+    """`split_token` for any token of this envelope layout: a permit's, or another signed
+    document's (a dispatch manifest) with its own prefix, signing domain and length cap."""
+    if len(text) > max_chars:
+        raise TokenTooLong(f"{len(text)} characters, at most {max_chars}")
     if not isinstance(text, str):
         try:
             text = bytes(text).decode("ascii")
         except UnicodeDecodeError as err:
             raise BadEncoding("non-ASCII byte") from err
-    if not text.startswith(PREFIX):
+    if not text.startswith(prefix):
         raise UnknownPrefix
-    raw = b45decode(text[_PREFIX_LENGTH:])
+    raw = b45decode(text[len(prefix) :])
     if len(raw) < MIN_ENVELOPE:
         raise MalformedEnvelope(f"{len(raw)} bytes, at least {MIN_ENVELOPE}")
     if raw[0] != VERSION:
@@ -182,20 +187,20 @@ def split_token(text: str | bytes) -> Envelope:
     return Envelope(
         raw[1 : 1 + KID_LENGTH],
         raw[1 + KID_LENGTH : -SIGNATURE_LENGTH],
-        raw[-SIGNATURE_LENGTH:] + SIGNING_DOMAIN + raw[:-SIGNATURE_LENGTH],
+        raw[-SIGNATURE_LENGTH:] + domain + raw[:-SIGNATURE_LENGTH],
     )
 
 
-def signing_input(kid: bytes, payload: bytes) -> bytes:
-    """The bytes an issuer signs for this kid and payload."""
-    return SIGNING_DOMAIN + _body(kid, payload)
+def signing_input(kid: bytes, payload: bytes, domain: bytes = SIGNING_DOMAIN) -> bytes:
+    """The bytes an issuer signs for this kid and payload (a permit's, by default)."""
+    return domain + _body(kid, payload)
 
 
-def assemble(kid: bytes, payload: bytes, signature: bytes) -> str:
-    """Join the parts into token text."""
+def assemble(kid: bytes, payload: bytes, signature: bytes, prefix: str = PREFIX) -> str:
+    """Join the parts into token text (a permit's, by default)."""
     if len(kid) != KID_LENGTH or len(signature) != SIGNATURE_LENGTH:
         raise ValueError("kid or signature has the wrong length")
-    return PREFIX + b45encode(_body(kid, payload) + signature)
+    return prefix + b45encode(_body(kid, payload) + signature)
 
 
 def _body(kid: bytes, payload: bytes) -> bytes:

@@ -80,18 +80,18 @@ class Verifier:
             permit = decode_payload(envelope.payload)
             if not key.in_window(permit.issued_at):
                 Keyring.check_window(key, permit.issued_at)  # raises, with the message
+        except RejectReason as reason:
+            return self._refused(reason, gate, now, permit)
+        return self.decide_permit(permit, gate, now)
+
+    def decide_permit(self, permit: Permit, gate: Gate, now: int) -> Decision:
+        """The decision for permit facts already authenticated (a token's payload whose
+        signature was checked, or a member of a signed manifest): the rules after the
+        signature, at `gate` and `now`."""
+        try:
             self._check_rules(permit, gate, now)
         except RejectReason as reason:
-            return Decision(
-                reason.outcome,
-                reason.code,
-                reason.message_en,
-                reason.message_ar,
-                gate.code,
-                now,
-                self.policy.version,
-                None if permit is None else PermitSummary.of(permit),
-            )
+            return self._refused(reason, gate, now, permit)
         # Positional, in Decision's field order: keywords cost more on every valid token.
         return Decision(
             _VALID,
@@ -102,6 +102,20 @@ class Verifier:
             now,
             self.policy.version,
             PermitSummary.of(permit),
+        )
+
+    def _refused(
+        self, reason: RejectReason, gate: Gate, now: int, permit: Permit | None
+    ) -> Decision:
+        return Decision(
+            reason.outcome,
+            reason.code,
+            reason.message_en,
+            reason.message_ar,
+            gate.code,
+            now,
+            self.policy.version,
+            None if permit is None else PermitSummary.of(permit),
         )
 
     def _check_rules(self, permit: Permit, gate: Gate, now: int) -> None:

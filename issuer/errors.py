@@ -412,3 +412,98 @@ class CursorAhead(CheckpointError):
         "المؤشر بعد أحدث حدث: إما أنه من نشر آخر أو أن السجل استُعيد من نسخة أقدم. تابع القراءة "
         "من مؤشر أعطاه هذا السجل أو من 0."
     )
+
+
+# --- Groups and dispatch orders (issue #17). ---
+
+
+class GroupNotFound(CheckpointError):
+    code = "group_not_found"
+    message_en = "No group of yours has this id."
+    message_ar = "لا توجد مجموعة لديك بهذا المعرّف."
+
+
+class DispatchOrderNotFound(CheckpointError):
+    code = "dispatch_order_not_found"
+    message_en = "No dispatch order of yours has this id."
+    message_ar = "لا يوجد أمر تفويج لديك بهذا المعرّف."
+
+
+class DispatchOrderNotActive(CheckpointError):
+    code = "dispatch_order_not_active"
+    message_en = "The dispatch order was cancelled."
+    message_ar = "أُلغي أمر التفويج."
+
+
+class ManifestCodeNotCurrent(CheckpointError):
+    code = "manifest_code_not_current"
+    message_en = "That manifest code is not one of the dispatch order's current codes."
+    message_ar = "رمز الكشف هذا ليس من الرموز الحالية لأمر التفويج."
+
+
+class DispatchRefused(IssueRefused):
+    """Base of the refusals to create a group or a dispatch order; `item` names the member."""
+
+    code = "dispatch_refused"
+    message_en = "The group or dispatch order cannot be created."
+    message_ar = "لا يمكن إنشاء المجموعة أو أمر التفويج."
+
+
+class MemberNotOfCompany(DispatchRefused):
+    code = "member_not_of_company"
+    message_en = "This permit is not one of the company's active permits."
+    message_ar = "هذا التصريح ليس من تصاريح الشركة السارية."
+
+
+class DuplicateMember(DispatchRefused):
+    code = "duplicate_member"
+    message_en = "The same pilgrim is listed twice."
+    message_ar = "الحاج أو المعتمر نفسه مدرج مرتين."
+
+
+class LeaderNotMember(DispatchRefused):
+    code = "leader_not_member"
+    message_en = "The group's leader must be one of its members."
+    message_ar = "يجب أن يكون قائد المجموعة أحد أعضائها."
+
+
+class MemberNotInGroup(DispatchRefused):
+    code = "member_not_in_group"
+    message_en = "This permit is not a member of the group."
+    message_ar = "هذا التصريح ليس من أعضاء المجموعة."
+
+
+class MemberNotValidInWindow(DispatchRefused):
+    code = "member_not_valid_in_window"
+    message_en = "This member's permit is not valid throughout the dispatch window."
+    message_ar = "تصريح هذا العضو غير سارٍ طوال نافذة التفويج."
+
+
+class MemberNotAdmitted(DispatchRefused):
+    code = "member_not_admitted"
+    message_en = "This member's permit is not admitted at the route's entry point."
+    message_ar = "تصريح هذا العضو غير مقبول في نقطة الدخول على المسار."
+
+
+class MemberOnOtherOrder(DispatchRefused):
+    code = "member_on_other_order"
+    message_en = "This member is already on a dispatch order whose window overlaps."
+    message_ar = "هذا العضو مدرج في أمر تفويج آخر تتداخل نافذته."
+
+
+class InvalidDispatchWindow(DispatchRefused):
+    code = "invalid_dispatch_window"
+    message_en = "The dispatch window must start before it ends, end in the future and be short."
+    message_ar = "يجب أن تبدأ نافذة التفويج قبل نهايتها وأن تنتهي في المستقبل وألا تطول."
+
+
+class UnknownRouteCheckpoint(DispatchRefused):
+    code = "unknown_route_checkpoint"
+    message_en = "The route names no checkpoint of the policy."
+    message_ar = "المسار لا يسمّي نقطة تفتيش معروفة في السياسة."
+
+
+class DispatchTooLate(DispatchRefused):
+    code = "dispatch_too_late"
+    message_en = "Arrivals from abroad must be dispatched at least 24 hours before they arrive."
+    message_ar = "يجب إدخال أمر تفويج القادمين من الخارج قبل قدومهم بـ24 ساعة على الأقل."

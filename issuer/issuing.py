@@ -27,6 +27,7 @@ from issuer.errors import (
     item,
 )
 from issuer.keystore import PrivateKeys, load_signer, new_entry, signing_entry
+from issuer.manifests import follow_programme
 from issuer.store import idempotency, permits
 from issuer.store.idempotency import IdempotencyClaim
 from issuer.store.keys import ensure_key, keyring_in
@@ -249,6 +250,7 @@ class Issuer:
             )
             # A programme is a few slots: signed in the transaction that withdraws the old.
             records = await self._store(conn, drafts, actor, now, action="issue")
+            revocations += await self._follow(conn, revocations, records, actor, now)
             if idempotency_claim is not None:
                 await idempotency.remember(conn, idempotency_claim, records, now)
         return revocations, Issued(records)
@@ -322,7 +324,28 @@ class Issuer:
                 at=now,
                 state="cancelled",
             )
+            revocations += await self._follow(conn, revocations, [record], actor, now)
         return revocations, record
+
+    async def _follow(
+        self,
+        conn: AsyncConnection,
+        withdrawn: Sequence[Revocation],
+        successors: Sequence[PermitRecord],
+        actor: str,
+        now: int,
+    ) -> list[Revocation]:
+        """The dispatch orders a changed programme touches, checked again in its transaction."""
+        return await follow_programme(
+            conn,
+            withdrawn,
+            successors,
+            signing_key=self.signing_key,
+            policy=self.policy,
+            capacity=self.registry.list_capacity,
+            actor=actor,
+            now=now,
+        )
 
     async def _store(
         self,

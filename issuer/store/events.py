@@ -37,6 +37,9 @@ EventType = Literal[
     "establishment_suspended",
     "establishment_reinstated",
     "establishment_class_changed",
+    "dispatch_issued",
+    "dispatch_revised",
+    "dispatch_cancelled",
 ]
 EVENT_TYPES: tuple[EventType, ...] = (
     "issued",
@@ -45,6 +48,9 @@ EVENT_TYPES: tuple[EventType, ...] = (
     "establishment_suspended",
     "establishment_reinstated",
     "establishment_class_changed",
+    "dispatch_issued",
+    "dispatch_revised",
+    "dispatch_cancelled",
 )
 KEY_REVOKED = "key"
 """The reason of the `revoked` events of the permits a revoked signing key had signed."""

@@ -66,6 +66,20 @@ async def replay(
     another request. The key is held to the commit: the same new key sent to two nodes at
     once issues once, and the second request replays the first (or, still waiting for it
     after IN_PROGRESS_WAIT, is IdempotencyInProgress)."""
+    result = await replay_result(conn, claim, now)
+    if result is None:
+        return None
+    records = []
+    for permit_id in msgspec.json.decode(result, type=list[str]):
+        record = await find(conn, *parse_permit_id(permit_id))
+        assert record is not None  # a permit row is never deleted
+        records.append(record)
+    return records
+
+
+async def replay_result(conn: AsyncConnection, claim: IdempotencyClaim, now: int) -> str | None:
+    """`replay` for any request: the result its first success stored (`remember_result`),
+    or None if the key is new or expired."""
     await _hold(conn, claim)
     key = idempotency_keys.c
     mine = (key.credential_id == claim.credential_id) & (key.key == claim.key)
@@ -78,12 +92,7 @@ async def replay(
         return None
     if row.request_hash != claim.request_hash:
         raise IdempotencyKeyReused(f"idempotency key {claim.key!r} was used for another request")
-    records = []
-    for permit_id in msgspec.json.decode(row.result, type=list[str]):
-        record = await find(conn, *parse_permit_id(permit_id))
-        assert record is not None  # a permit row is never deleted
-        records.append(record)
-    return records
+    return str(row.result)
 
 
 async def remember(
@@ -91,12 +100,19 @@ async def remember(
 ) -> None:
     """Keep the key with what it issued, in the issuing transaction, until `at` + its ttl."""
     ids = msgspec.json.encode([r.permit_id for r in records]).decode()
+    await remember_result(conn, claim, ids, at)
+
+
+async def remember_result(
+    conn: AsyncConnection, claim: IdempotencyClaim, result: str, at: int
+) -> None:
+    """`remember` for any request: `result` is what `replay_result` answers again."""
     await conn.execute(
         insert(idempotency_keys).values(
             credential_id=claim.credential_id,
             key=claim.key,
             request_hash=claim.request_hash,
-            result=ids,
+            result=result,
             at=at,
             expires_at=None if claim.ttl is None else at + claim.ttl,
         )

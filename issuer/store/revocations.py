@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import msgspec
@@ -151,6 +151,30 @@ async def withdraw(
         done += minors
         named += [r.permit_id for r in minors]
     return done
+
+
+async def set_bits(
+    conn: AsyncConnection,
+    refs: Sequence[tuple[int, int]],
+    *,
+    reason: str,
+    actor: str,
+    at: int,
+) -> list[Revocation]:
+    """Set the status bits of signed codes that are no permit (a dispatch order's manifest
+    codes), in the caller's transaction: numbered, mirrored and published as any
+    revocation, so every node and handheld refuses the codes."""
+    if not refs:
+        return []
+    await serialize(conn, REVOCATION_LOCK)
+    values = [
+        {"list_id": list_id, "idx": index, "reason": reason, "actor": actor, "at": at}
+        for list_id, index in refs
+    ]
+    rows = await conn.execute(
+        insert(revocations).returning(*revocations.c, sort_by_parameter_order=True), values
+    )
+    return [_revocation(row) for row in rows.mappings()]
 
 
 async def _claim(

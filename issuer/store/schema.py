@@ -215,6 +215,81 @@ Step = Sequence[str | Callable[[Connection], None]]
 """One migration: SQL statements (or callables on the sync connection), run in order."""
 
 
+pilgrim_groups = Table(
+    "pilgrim_groups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("establishment", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("leader", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False),
+)
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seat", Integer, primary_key=True, autoincrement=False),
+    Column("list_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("holder", Text, nullable=False),
+    Column("name", Text, nullable=False),
+)
+dispatch_orders = Table(
+    "dispatch_orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("group_id", BigInteger, nullable=False),
+    Column("establishment", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("plate", Text, nullable=False),
+    Column("driver", Text, nullable=False),
+    Column("origin_kind", Text, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("checkpoint", Text, nullable=False),
+    Column("window_from", BigInteger, nullable=False),
+    Column("window_until", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+dispatch_members = Table(
+    "dispatch_members",
+    metadata,
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seat", Integer, primary_key=True, autoincrement=False),
+    Column("list_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("holder", Text, nullable=False),
+    Column("name", Text, nullable=False),
+)
+dispatch_manifests = Table(
+    "dispatch_manifests",
+    metadata,
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("revision", Integer, primary_key=True, autoincrement=False),
+    Column("part", Integer, primary_key=True, autoincrement=False),
+    Column("list_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("token", Text, nullable=False),
+)
+dispatch_checks = Table(
+    "dispatch_checks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", BigInteger, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("credential_id", Text, nullable=False),
+    Column("checkpoint", Text, nullable=False),
+    Column("head_count", Integer, nullable=False),
+    Column("absent", Text, nullable=False),
+)
+
+
 def _companion_backfill(conn: Connection) -> None:
     """Copy `details.companion` of the permits stored before the column existed."""
     rows = conn.execute(
@@ -505,6 +580,76 @@ MIGRATIONS: list[Step] = [
             lease_token TEXT,
             last_error TEXT)""",
         "CREATE INDEX webhooks_credential ON webhooks (credential_id)",
+    ],
+    [
+        # Groups and dispatch orders (issue #17). A dispatch order's current members only;
+        # each revision's manifest codes, whose status bits a revision or a cancellation
+        # sets. The overlap rule looks members up by holder, a programme change by permit.
+        """CREATE TABLE pilgrim_groups (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            establishment TEXT NOT NULL,
+            name TEXT NOT NULL,
+            leader TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            created_by TEXT NOT NULL)""",
+        "CREATE INDEX pilgrim_groups_establishment ON pilgrim_groups (establishment, id)",
+        """CREATE TABLE group_members (
+            group_id BIGINT NOT NULL,
+            seat INTEGER NOT NULL,
+            list_id INTEGER NOT NULL,
+            idx BIGINT NOT NULL,
+            holder TEXT NOT NULL,
+            name TEXT NOT NULL,
+            PRIMARY KEY (group_id, seat))""",
+        "CREATE INDEX group_members_permit ON group_members (list_id, idx)",
+        """CREATE TABLE dispatch_orders (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            group_id BIGINT NOT NULL,
+            establishment TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('active', 'cancelled')),
+            plate TEXT NOT NULL,
+            driver TEXT NOT NULL,
+            origin_kind TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            checkpoint TEXT NOT NULL,
+            window_from BIGINT NOT NULL,
+            window_until BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            created_by TEXT NOT NULL,
+            updated_at BIGINT NOT NULL)""",
+        "CREATE INDEX dispatch_orders_establishment ON dispatch_orders (establishment, id)",
+        "CREATE INDEX dispatch_orders_group ON dispatch_orders (group_id, id)",
+        """CREATE TABLE dispatch_members (
+            order_id BIGINT NOT NULL,
+            seat INTEGER NOT NULL,
+            list_id INTEGER NOT NULL,
+            idx BIGINT NOT NULL,
+            holder TEXT NOT NULL,
+            name TEXT NOT NULL,
+            PRIMARY KEY (order_id, seat))""",
+        "CREATE INDEX dispatch_members_holder ON dispatch_members (holder, order_id)",
+        "CREATE INDEX dispatch_members_permit ON dispatch_members (list_id, idx)",
+        """CREATE TABLE dispatch_manifests (
+            order_id BIGINT NOT NULL,
+            revision INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            list_id INTEGER NOT NULL,
+            idx BIGINT NOT NULL,
+            token TEXT NOT NULL,
+            PRIMARY KEY (order_id, revision, part))""",
+        """CREATE TABLE dispatch_checks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            order_id BIGINT NOT NULL,
+            revision INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            at BIGINT NOT NULL,
+            credential_id TEXT NOT NULL,
+            checkpoint TEXT NOT NULL,
+            head_count INTEGER NOT NULL,
+            absent TEXT NOT NULL)""",
+        "CREATE INDEX dispatch_checks_order ON dispatch_checks (order_id, id)",
     ],
 ]
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from checkpoint.errors import EDGE_REASONS, REJECT_REASONS, CheckpointError, RejectReason
+from checkpoint.errors import (
+    EDGE_REASONS,
+    MANIFEST_REASONS,
+    REJECT_REASONS,
+    CheckpointError,
+    RejectReason,
+)
 
 
 def _subclasses(cls: type[RejectReason]) -> list[type[RejectReason]]:
@@ -19,14 +25,14 @@ def _concrete(cls: type[RejectReason]) -> bool:
 
 
 def test_every_concrete_reason_is_registered_once() -> None:
-    registered = [*REJECT_REASONS, *EDGE_REASONS]
+    registered = [*REJECT_REASONS, *EDGE_REASONS, *MANIFEST_REASONS]
     assert len(set(registered)) == len(registered)
     concrete = {cls for cls in _subclasses(RejectReason) if _concrete(cls)}
     assert set(registered) == concrete
 
 
 def test_every_reason_has_a_unique_code_and_english_and_arabic_text() -> None:
-    registered = [*REJECT_REASONS, *EDGE_REASONS]
+    registered = [*REJECT_REASONS, *EDGE_REASONS, *MANIFEST_REASONS]
     codes = [reason.code for reason in registered]
     assert len(set(codes)) == len(codes)
     for reason in registered:
