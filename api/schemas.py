@@ -8,13 +8,22 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from checkpoint.manifest import (
+    MAX_MANIFEST_CHARS,
+    MAX_MEMBERS_PER_CODE,
+    PartNumber,
+    Revision,
+    Seat,
+)
 from checkpoint.model import PERMIT_ID_PATTERN, Decision, HolderId, Outcome
 from checkpoint.policy import CompanyClass
 from checkpoint.signing import KeyEntry
 from checkpoint.statuslist import TokenStatusList
+from issuer.dispatch import MAX_ORDER_MEMBERS, Route, Vehicle
 from issuer.eligibility import EstablishmentId, IssueRequest
 from issuer.store.audit import AuditEntry
 from issuer.store.blocks import Block, BlockKind
+from issuer.store.dispatch import GroupRecord, HeadCount, OrderRecord, Passenger
 from issuer.store.establishments import Establishment, EstablishmentChannel
 from issuer.store.events import Event, EventType, Page
 from issuer.store.permits import PermitRecord
@@ -455,3 +464,144 @@ class WebhookCreated(msgspec.Struct, frozen=True):
 
 class WebhookList(msgspec.Struct, frozen=True):
     webhooks: list[WebhookView]
+
+
+# --- Groups and dispatch orders (issue #17). ---
+
+
+class PassengerView(msgspec.Struct, frozen=True):
+    """A member of a group or a dispatch order, as the company sees it."""
+
+    seat: int
+    permit_id: str
+    holder: str
+    name: str
+
+    @classmethod
+    def of(cls, passenger: Passenger) -> PassengerView:
+        return cls(passenger.seat, passenger.permit_id, passenger.holder, passenger.name)
+
+
+class GroupView(msgspec.Struct, frozen=True):
+    """A stored group."""
+
+    id: int
+    establishment: str
+    name: str
+    leader: str
+    created_at: dt.datetime
+    created_by: str
+    members: list[PassengerView]
+
+    @classmethod
+    def of(cls, group: GroupRecord) -> GroupView:
+        return cls(
+            group.id,
+            group.establishment,
+            group.name,
+            group.leader,
+            rfc3339(group.created_at),
+            group.created_by,
+            [PassengerView.of(m) for m in group.members],
+        )
+
+
+class ManifestCodeView(msgspec.Struct, frozen=True):
+    """One signed manifest code of the order's current revision: print it as a QR code."""
+
+    part: int
+    token: str
+
+
+class WindowView(msgspec.Struct, frozen=True):
+    """The order's window, in UTC."""
+
+    start: dt.datetime = msgspec.field(name="from")
+    until: dt.datetime
+
+
+class OrderView(msgspec.Struct, frozen=True):
+    """A stored dispatch order, its current members and manifest codes."""
+
+    id: int
+    revision: int
+    state: Literal["active", "cancelled"]
+    group: int
+    establishment: str
+    vehicle: Vehicle
+    route: Route
+    window: WindowView
+    members: list[PassengerView]
+    manifests: list[ManifestCodeView]
+    """Empty once cancelled: the last codes' status bits are set."""
+    created_at: dt.datetime
+    created_by: str
+    updated_at: dt.datetime
+
+    @classmethod
+    def of(cls, order: OrderRecord) -> OrderView:
+        return cls(
+            id=order.id,
+            revision=order.revision,
+            state=order.state,
+            group=order.group_id,
+            establishment=order.establishment,
+            vehicle=Vehicle(order.plate, order.driver),
+            route=Route(order.origin_kind, order.origin, order.checkpoint),  # type: ignore[arg-type]
+            window=WindowView(rfc3339(order.window_from), rfc3339(order.window_until)),
+            members=[PassengerView.of(m) for m in order.members],
+            manifests=[]
+            if order.state == "cancelled"
+            else [ManifestCodeView(c.part, c.token) for c in order.manifests],
+            created_at=rfc3339(order.created_at),
+            created_by=order.created_by,
+            updated_at=rfc3339(order.updated_at),
+        )
+
+
+class ManifestRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: Annotated[
+        str,
+        Meta(min_length=1, max_length=MAX_MANIFEST_CHARS, description="manifest text, CPM1:..."),
+    ]
+
+
+class HeadCountRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The officer's count of one manifest code's bus, and the seats found empty."""
+
+    revision: Revision
+    part: PartNumber
+    head_count: Annotated[int, Meta(ge=0, le=MAX_ORDER_MEMBERS)]
+    absent: Annotated[list[Seat], Meta(max_length=MAX_MEMBERS_PER_CODE)] = []
+
+
+class HeadCountView(msgspec.Struct, frozen=True):
+    """A recorded head count, beside what the code lists."""
+
+    id: int
+    order: int
+    revision: int
+    part: int
+    checkpoint: str
+    at: dt.datetime
+    head_count: int
+    expected: int
+    """The passengers the code lists."""
+    absent: list[int]
+    """Seats found empty."""
+    credential_id: str
+
+    @classmethod
+    def of(cls, check: HeadCount) -> HeadCountView:
+        return cls(
+            check.id,
+            check.order_id,
+            check.revision,
+            check.part,
+            check.checkpoint,
+            rfc3339(check.at),
+            check.head_count,
+            check.expected,
+            list(check.absent),
+            check.credential_id,
+        )

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from checkpoint.manifest import MAX_MEMBERS_PER_CODE, MAX_PARTS, Plate
 from checkpoint.model import Channel, parse_permit_id
+from checkpoint.policy import Policy
 from issuer.eligibility import AwareTime, CheckpointCode, EstablishmentId, PermitRef, unix
 from issuer.errors import (
     DispatchOrderNotFound,
@@ -22,17 +23,28 @@ from issuer.errors import (
     GroupNotFound,
     InvalidDispatchWindow,
     LeaderNotMember,
+    ManifestCodeNotCurrent,
     MemberNotInGroup,
     MemberNotOfCompany,
     MemberOnOtherOrder,
+    OrderOtherCheckpoint,
+    SeatNotOnCode,
     UnknownRouteCheckpoint,
     item,
 )
 from issuer.issuing import ANYONE, Grant, Issuer
-from issuer.manifests import CANCELLED, Seating, member_refusal, order_event, sign_codes
+from issuer.manifests import (
+    CANCELLED,
+    Seating,
+    member_refusal,
+    order_event,
+    parts_of,
+    sign_codes,
+)
 from issuer.store import audit, dispatch, events, idempotency, permits
-from issuer.store.dispatch import GroupRecord, OrderDraft, OrderRecord, Passenger
+from issuer.store.dispatch import GroupRecord, HeadCount, OrderDraft, OrderRecord, Passenger
 from issuer.store.idempotency import IdempotencyClaim
+from issuer.store.registry import Registry
 from issuer.store.revocations import Revocation, set_bits
 
 HOUR = 3600
@@ -126,7 +138,11 @@ class Dispatcher:
     def __init__(self, issuer: Issuer) -> None:
         self.issuer = issuer
         self.registry = issuer.registry
-        self.policy = issuer.policy
+
+    @property
+    def policy(self) -> Policy:
+        """The issuer's policy (a node's policy may be replaced while it runs)."""
+        return self.issuer.policy
 
     async def create_group(
         self,
@@ -396,3 +412,72 @@ def _result(kind: str, value: int) -> str:
 
 def _created_id(result: str, kind: str) -> int:
     return msgspec.json.decode(result, type=dict[str, int])[kind]
+
+
+async def record_head_count(
+    registry: Registry,
+    order_id: int,
+    *,
+    revision: int,
+    part: int,
+    head_count: int,
+    absent: Sequence[int],
+    checkpoint: str,
+    actor: str,
+    now: int,
+    claim: IdempotencyClaim | None = None,
+) -> Created[HeadCount]:
+    """Record an officer's count of the bus one manifest code lists, at the order's own
+    checkpoint, for the order's current revision, naming only seats of that code. Any
+    node may record one (a verify node signs nothing here); a retried Idempotency-Key
+    answers the first record."""
+    async with registry.write() as conn:
+        if claim is not None and (earlier := await idempotency.replay_result(conn, claim, now)):
+            check_id = _created_id(earlier, "head_count")
+            return Created(await dispatch.find_check(conn, check_id), replayed=True)
+        order = await dispatch.find_order(conn, order_id)
+        if order is None:
+            raise DispatchOrderNotFound(str(order_id))
+        if order.checkpoint != checkpoint:
+            raise OrderOtherCheckpoint(f"order {order_id} enters by {order.checkpoint}")
+        if order.state != "active" or revision != order.revision or part > len(order.manifests):
+            raise ManifestCodeNotCurrent(f"order {order_id} is at revision {order.revision}")
+        sizes = parts_of(len(order.members))
+        first = sum(sizes[: part - 1]) + 1
+        seats = range(first, first + sizes[part - 1])
+        if any(seat not in seats for seat in absent):
+            raise SeatNotOnCode(f"part {part} lists seats {seats.start} to {seats.stop - 1}")
+        check = HeadCount(
+            id=0,
+            order_id=order_id,
+            revision=revision,
+            part=part,
+            at=now,
+            credential_id=actor,
+            checkpoint=checkpoint,
+            head_count=head_count,
+            expected=len(seats),
+            absent=tuple(sorted(set(absent))),
+        )
+        check_id = await dispatch.insert_check(conn, check)
+        await audit.append(
+            conn,
+            [
+                audit.AuditEvent(
+                    at=now,
+                    actor=actor,
+                    action="head_count",
+                    code=None if head_count == len(seats) else "head_count_differs",
+                    detail={
+                        "order": order_id,
+                        "part": part,
+                        "head_count": head_count,
+                        "expected": len(seats),
+                        "absent": list(check.absent),
+                    },
+                )
+            ],
+        )
+        if claim is not None:
+            await idempotency.remember_result(conn, claim, _result("head_count", check_id), now)
+    return Created(msgspec.structs.replace(check, id=check_id))

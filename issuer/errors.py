@@ -429,12 +429,6 @@ class DispatchOrderNotFound(CheckpointError):
     message_ar = "لا يوجد أمر تفويج لديك بهذا المعرّف."
 
 
-class DispatchOrderNotActive(CheckpointError):
-    code = "dispatch_order_not_active"
-    message_en = "The dispatch order was cancelled."
-    message_ar = "أُلغي أمر التفويج."
-
-
 class ManifestCodeNotCurrent(CheckpointError):
     code = "manifest_code_not_current"
     message_en = "That manifest code is not one of the dispatch order's current codes."
@@ -507,3 +501,15 @@ class DispatchTooLate(DispatchRefused):
     code = "dispatch_too_late"
     message_en = "Arrivals from abroad must be dispatched at least 24 hours before they arrive."
     message_ar = "يجب إدخال أمر تفويج القادمين من الخارج قبل قدومهم بـ24 ساعة على الأقل."
+
+
+class OrderOtherCheckpoint(CheckpointError):
+    code = "order_other_checkpoint"
+    message_en = "The dispatch order's route does not pass this scanner's checkpoint."
+    message_ar = "مسار أمر التفويج لا يمر بنقطة تفتيش هذا الجهاز."
+
+
+class SeatNotOnCode(CheckpointError):
+    code = "seat_not_on_code"
+    message_en = "An absent seat is not one this manifest code lists."
+    message_ar = "أحد المقاعد الغائبة ليس من مقاعد رمز الكشف هذا."

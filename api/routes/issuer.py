@@ -81,7 +81,7 @@ REPLAY_HEADERS = [
 T = TypeVar("T")
 
 
-def _claim(
+def claim_of(
     services: Services, credential_id: str, header: str | None, body: object
 ) -> IdempotencyClaim | None:
     """The request's claim on its Idempotency-Key, if it sent one, kept for the API's TTL."""
@@ -111,7 +111,7 @@ async def _issue(
     credential = credential_of(request)
     # An API batch holds permits of one channel; the routine refuses a mixed one.
     grant = msgspec.structs.replace(grant_of(credential), one_channel=batch)
-    claim = _claim(services, credential.id, idempotency_key, body)
+    claim = claim_of(services, credential.id, idempotency_key, body)
     records = await services.issuer.issue(
         permits,
         actor=credential.id,
@@ -178,7 +178,7 @@ async def replace_programme(
     (of the credential's Umrah company, if bound to one) and issue the new set, all or
     nothing, in one transaction; a retried key answers the same permits."""
     credential = credential_of(request)
-    claim = _claim(services, credential.id, idempotency_key, data)
+    claim = claim_of(services, credential.id, idempotency_key, data)
     now = services.clock()
     revocations, issued = await services.issuer.replace(
         data.holder,

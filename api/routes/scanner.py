@@ -32,6 +32,7 @@ from api.routes.access import (
     scanner_checkpoint,
 )
 from api.runtime.anti_passback import check_duplicates
+from api.runtime.services import Services
 from api.schemas import (
     ScanResponse,
     StatusListBundle,
@@ -82,12 +83,18 @@ async def _decide(
         decisions += verifier.verify_batch(tokens[at : at + VERIFY_SLICE], gate, now)
         spent += time.perf_counter() - start
     metrics.VERIFY_SECONDS.observe(spent)
+    return await settle(services, credential.id, decisions)
+
+
+async def settle(services: Services, actor: str, decisions: list[Decision]) -> list[Decision]:
+    """The edge's part of the core's decisions, for every route that scans permits (one
+    token, a batch, a bus's manifest): anti-passback, then each one counted and audited."""
     decisions = await check_duplicates(decisions, services.verifier.policy, services.entry_log)
     for decision in decisions:
         metrics.decision(decision.outcome, decision.code).inc()
         for warning in decision.warnings:
             metrics.decision_warning(warning).inc()
-        services.audit_decision(decision, credential.id)
+        services.audit_decision(decision, actor)
     return decisions
 
 

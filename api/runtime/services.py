@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -24,6 +25,7 @@ from checkpoint.policy import DuplicateMode, Policy
 from checkpoint.signing import Keyring
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
+from issuer.dispatch import Dispatcher
 from issuer.errors import HsmUnavailable, RegistryUnavailable
 from issuer.issuing import Issuer
 from issuer.keystore import (
@@ -152,6 +154,11 @@ class Services:
         if self._issuer is None:
             raise RuntimeError("a verify node issues nothing: no issuing route is mounted")
         return self._issuer
+
+    @functools.cached_property
+    def dispatcher(self) -> Dispatcher:
+        """This node's groups and dispatch orders (a signing node's: orders sign manifests)."""
+        return Dispatcher(self.issuer)
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock = wall_clock) -> Services:

@@ -118,6 +118,8 @@ class HeadCount(msgspec.Struct, frozen=True, kw_only=True):
     credential_id: str
     checkpoint: str
     head_count: int
+    expected: int
+    """The passengers the code lists."""
     absent: tuple[int, ...]
 
 
@@ -363,13 +365,20 @@ async def checks_of(registry: Registry, order_id: int) -> list[HeadCount]:
     query = select(dispatch_checks).where(dispatch_checks.c.order_id == order_id).order_by("id")
     async with registry.read() as conn:
         rows = (await conn.execute(query)).mappings().all()
-    return [
-        HeadCount(
-            **{k: v for k, v in row.items() if k != "absent"},
-            absent=tuple(msgspec.json.decode(row.absent, type=list[int])),
-        )
-        for row in rows
-    ]
+    return [_head_count(row) for row in rows]
+
+
+async def find_check(conn: AsyncConnection, check_id: int) -> HeadCount:
+    """A stored head count (its id came from the registry: it exists)."""
+    query = select(dispatch_checks).where(dispatch_checks.c.id == check_id)
+    return _head_count((await conn.execute(query)).mappings().one())
+
+
+def _head_count(row: RowMapping) -> HeadCount:
+    return HeadCount(
+        **{k: v for k, v in row.items() if k != "absent"},
+        absent=tuple(msgspec.json.decode(row.absent, type=list[int])),
+    )
 
 
 def _passenger(row: RowMapping) -> Passenger:

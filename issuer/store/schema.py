@@ -286,6 +286,7 @@ dispatch_checks = Table(
     Column("credential_id", Text, nullable=False),
     Column("checkpoint", Text, nullable=False),
     Column("head_count", Integer, nullable=False),
+    Column("expected", Integer, nullable=False),
     Column("absent", Text, nullable=False),
 )
 
@@ -314,6 +315,37 @@ def _audit_holder_backfill(conn: Connection) -> None:
             conn.execute(
                 text("UPDATE audit SET holder = :h WHERE id = :i"), {"h": named, "i": row_id}
             )
+
+
+def _revocations_of_any_code(conn: Connection) -> None:
+    """Drop the revocations' foreign key to permits: a dispatch order's manifest codes have
+    status bits too, set as revocations of no permit."""
+    if conn.dialect.name == "postgresql":
+        names = conn.exec_driver_sql(
+            "SELECT conname FROM pg_constraint"
+            " WHERE conrelid = 'revocations'::regclass AND contype = 'f'"
+        ).scalars()
+        for name in list(names):
+            conn.exec_driver_sql(f'ALTER TABLE revocations DROP CONSTRAINT "{name}"')
+        return
+    # SQLite alters no constraint: the table is rebuilt, its numbers kept (AUTOINCREMENT
+    # goes on from the highest one copied).
+    conn.exec_driver_sql(
+        """CREATE TABLE revocations_v2 (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            list_id INTEGER NOT NULL,
+            idx BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            UNIQUE (list_id, idx))"""
+    )
+    conn.exec_driver_sql(
+        "INSERT INTO revocations_v2 (seq, list_id, idx, reason, actor, at)"
+        " SELECT seq, list_id, idx, reason, actor, at FROM revocations"
+    )
+    conn.exec_driver_sql("DROP TABLE revocations")
+    conn.exec_driver_sql("ALTER TABLE revocations_v2 RENAME TO revocations")
 
 
 # Append only: a step once released is never edited. Edit the Tables above to match.
@@ -648,8 +680,10 @@ MIGRATIONS: list[Step] = [
             credential_id TEXT NOT NULL,
             checkpoint TEXT NOT NULL,
             head_count INTEGER NOT NULL,
+            expected INTEGER NOT NULL,
             absent TEXT NOT NULL)""",
         "CREATE INDEX dispatch_checks_order ON dispatch_checks (order_id, id)",
+        _revocations_of_any_code,
     ],
 ]
 
