@@ -18,7 +18,9 @@ from api.routes.access import (
     ISSUE_BODY_LIMIT,
     VERIFY_BODY_LIMIT,
 )
+from api.routes.dispatch import GROUP_BODY_LIMIT, ORDER_BODY_LIMIT
 from api.routes.issuer import PROGRAMME_BODY_LIMIT
+from api.routes.manifests import CHECK_BODY_LIMIT, MANIFEST_BODY_LIMIT
 from issuer.store.credentials import Role, disable_credential
 from tests.api.conftest import (
     CHECKPOINT,
@@ -155,6 +157,44 @@ ROUTE_TABLE = [
         ADMIN_BODY_LIMIT,
     ),
     Route("DELETE", "/v1/webhooks/wh_0", frozenset({"issuer", "admin"})),
+    # Groups, dispatch orders and manifests (test_routes_dispatch: the rules)
+    Route(
+        "POST",
+        "/v1/groups",
+        frozenset({"issuer"}),
+        {"name": "G", "leader": "0.0", "members": [{"permit": "0.0", "name": "A"}]},
+        GROUP_BODY_LIMIT,
+    ),
+    Route("GET", "/v1/groups/1", frozenset({"issuer", "admin"})),
+    Route(
+        "POST",
+        "/v1/dispatch-orders",
+        frozenset({"issuer"}),
+        {
+            "group": 1,
+            "vehicle": {"plate": "1234 ABC", "driver": "Saeed"},
+            "route": {"origin_kind": "city", "origin": "Jeddah", "checkpoint": CHECKPOINT},
+            "window": {"from": "2027-04-25T08:00:00+03:00", "until": "2027-04-25T14:00:00+03:00"},
+        },
+        ORDER_BODY_LIMIT,
+    ),
+    Route("GET", "/v1/dispatch-orders/1", frozenset({"issuer", "admin"})),
+    Route("POST", "/v1/dispatch-orders/1/cancel", frozenset({"issuer", "admin"})),
+    Route("GET", "/v1/dispatch-orders/1/checks", frozenset({"issuer", "admin"})),
+    Route(
+        "POST",
+        "/v1/verify/manifest",
+        frozenset({"scanner"}),
+        {"token": "CPM1:junk"},
+        MANIFEST_BODY_LIMIT,
+    ),
+    Route(
+        "POST",
+        "/v1/manifests/1/checks",
+        frozenset({"scanner"}),
+        {"revision": 1, "part": 1, "head_count": 50},
+        CHECK_BODY_LIMIT,
+    ),
 ]
 TESTED_ELSEWHERE = [
     # test_routes_rules: establishments, the border feed, amendments
@@ -215,6 +255,9 @@ def test_the_table_covers_every_route() -> None:
         "/0": "/{list_id:int}",
         "/EST-7/": "/{establishment_id:str}/",
         "/wh_0": "/{webhook_id:str}",
+        "/groups/1": "/groups/{group_id:int}",
+        "/dispatch-orders/1": "/dispatch-orders/{order_id:int}",
+        "/manifests/1/": "/manifests/{order_id:int}/",
     }
     tested = set()
     for route in ROUTE_TABLE:
