@@ -4,6 +4,7 @@ registry and one Redis, holding one trust state."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import shutil
 import time
@@ -471,3 +472,109 @@ def _status(base: str, key: str) -> int:
         f"{base}/v1/verify", json={"token": "CP1:not-a-token"}, headers=_auth(key), timeout=10
     )
     return response.status_code
+
+
+def test_a_bus_ordered_on_one_node_is_scanned_on_another_and_its_cancellation_reaches_it(
+    tmp_path: Path, policy: Path, fleet_env: dict[str, str]
+) -> None:
+    """A dispatch order created on the issue node (B) is one scan on the verify node (A),
+    which has no dispatch route of its own; cancelled on B, A refuses its manifest within
+    the revocation bound (the code's bit travels as any revocation does)."""
+    verify_dir, issue_dir = tmp_path / "node-a", tmp_path / "node-b"
+    _cli(
+        issue_dir,
+        policy,
+        "establishments",
+        "add",
+        "CO-1",
+        "--channel",
+        "nusuk",
+        "--city",
+        "makkah",
+        "--name",
+        "Umrah Co",
+        "--class",
+        "A",
+        env=fleet_env,
+    )
+    issuer = _api_key(
+        issue_dir,
+        policy,
+        "--role",
+        "issuer",
+        "--channel",
+        "nusuk",
+        "--establishment",
+        "CO-1",
+        env=fleet_env,
+    )
+    scanner = _api_key(
+        verify_dir, policy, "--role", "scanner", "--checkpoint", "gate-a", env=fleet_env
+    )
+    node_b = Server(issue_dir, policy, env=fleet_env, args=("--role", "issue"))
+    node_a = Server(verify_dir, policy, env=fleet_env, args=("--role", "verify"))
+    now = dt.datetime.now(dt.UTC)  # the served processes read the wall clock
+
+    def stamp(hours: float) -> str:
+        return (now + dt.timedelta(hours=hours)).isoformat()
+
+    try:
+        with httpx.Client(base_url=node_b.base, headers=_auth(issuer), timeout=10) as b:
+            slots = [
+                {
+                    "holder": _resident(n),
+                    "category": "umrah",
+                    "season": 1,
+                    "not_before": stamp(-24),
+                    "expires": stamp(96),
+                    "birth_date": "1990-01-01",
+                    "establishment": "CO-1",
+                }
+                for n in range(3)
+            ]
+            issued = b.post("/v1/permits/batch", json={"permits": slots})
+            assert issued.status_code == 201, issued.text
+            members = [
+                {"permit": p["permit_id"], "name": f"Pilgrim {n}"}
+                for n, p in enumerate(issued.json()["permits"])
+            ]
+            group = b.post(
+                "/v1/groups", json={"name": "G", "leader": members[0]["permit"], "members": members}
+            )
+            assert group.status_code == 201, group.text
+            order = {
+                "group": group.json()["id"],
+                "vehicle": {"plate": "1234 ABC", "driver": "Saeed"},
+                "route": {"origin_kind": "city", "origin": "Jeddah", "checkpoint": "gate-a"},
+                "window": {"from": stamp(-1), "until": stamp(5)},
+            }
+            made = b.post("/v1/dispatch-orders", json=order)
+            assert made.status_code == 201, made.text
+            token = made.json()["manifests"][0]["token"]
+            refused = httpx.post(
+                f"{node_a.base}/v1/dispatch-orders", json=order, headers=_auth(issuer), timeout=10
+            )
+            assert refused.status_code in (404, 405)
+
+            def scan() -> dict[str, object]:
+                answer = httpx.post(
+                    f"{node_a.base}/v1/verify/manifest",
+                    json={"token": token},
+                    headers=_auth(scanner),
+                    timeout=10,
+                )
+                assert answer.status_code == 200, answer.text
+                body: dict[str, object] = answer.json()
+                return body
+
+            first = scan()
+            assert (first["code"], first["admitted"]) == ("manifest_valid", 3)
+            cancelled = b.post(f"/v1/dispatch-orders/{made.json()['id']}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+        answered = time.monotonic()
+        while scan()["code"] != "manifest_cancelled":
+            assert time.monotonic() - answered < KEY_REVOCATION_BOUND, "A still admits the bus"
+            time.sleep(POLL)  # polling another process's state, bounded by the deadline
+    finally:
+        node_a.stop()
+        node_b.stop()
