@@ -211,7 +211,16 @@ async def follow_programme(
                 now=now,
             )
             events.emit(
-                conn, [order_event(order, "dispatch_revised", now, reason="programme_changed")]
+                conn,
+                [
+                    order_event(
+                        order,
+                        "dispatch_revised",
+                        now,
+                        reason="programme_changed",
+                        revision=str(revision),
+                    )
+                ],
             )
         await audit.append(
             conn,

@@ -492,3 +492,33 @@ def test_routes_refuse_wrong_roles_missing_keys_and_bad_bodies(
     )
     assert garbage.status_code == 400
     assert app.client.get("/v1/dispatch-orders/999", headers=auth(company_key)).status_code == 404
+
+
+def test_the_company_s_feed_tells_of_its_orders_and_another_company_s_does_not(
+    app: Api, company_key: str, other_key: str
+) -> None:
+    permits, order = bus(app, company_key, count=2)
+    post(
+        app,
+        f"/v1/permits/{permits[0]['permit_id']}/amend",
+        slot(permits[0]["holder"], expires=riyadh(28)),
+        company_key,
+    )
+    post(app, f"/v1/dispatch-orders/{order['id']}/cancel", {}, company_key)
+
+    def dispatch_events(key: str) -> list[tuple[str, str, str]]:
+        response = app.client.get("/v1/events", params={"after": "0"}, headers=auth(key))
+        assert response.status_code == 200, response.text
+        return [
+            (e["type"], e["detail"]["order"], e["detail"]["revision"])
+            for e in response.json()["events"]
+            if e["type"].startswith("dispatch_")
+        ]
+
+    number = str(order["id"])
+    assert dispatch_events(company_key) == [
+        ("dispatch_issued", number, "1"),
+        ("dispatch_revised", number, "2"),
+        ("dispatch_cancelled", number, "2"),
+    ]
+    assert dispatch_events(other_key) == []
