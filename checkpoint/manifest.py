@@ -295,8 +295,9 @@ def check_manifest(
 ) -> ManifestCheck:
     """The manifest's outcome at the checkpoint coded `gate_code` at `now`, and each
     member's decision by the verifier's own rules (time, season, category, entry point and
-    hours here, revocation, freshness). Pure, as Verifier is; an unknown checkpoint code
-    raises UnknownCheckpoint."""
+    hours here, revocation, freshness). A manifest refused whole lists no one; one on stale
+    revocation data is INDETERMINATE `revocation_stale` and lists everyone. Pure, as
+    Verifier is; an unknown checkpoint code raises UnknownCheckpoint."""
     policy = verifier.policy
     gate = policy.gate(gate_code)
     try:
@@ -307,11 +308,8 @@ def check_manifest(
             raise ManifestExpired
         if manifest.checkpoint != gate.code:
             raise ManifestOtherCheckpoint(manifest.checkpoint)
-        revocations = verifier.revocations
-        if revocations.is_revoked(manifest.list_id, manifest.index):
+        if verifier.revocations.is_revoked(manifest.list_id, manifest.index):
             raise ManifestCancelled
-        if not revocations.is_current(now, policy.revocation_staleness):
-            raise RevocationStale
     except RejectReason as reason:
         return ManifestCheck(
             reason.outcome,
@@ -326,11 +324,14 @@ def check_manifest(
     seats = tuple(
         SeatDecision(manifest.first_seat + i, decision) for i, decision in enumerate(decisions)
     )
+    # Stale revocation data cannot confirm the manifest is not cancelled: it is undecided,
+    # but still lists every passenger (a revoked one is refused all the same, as alone).
+    current = verifier.revocations.is_current(now, policy.revocation_staleness)
     check = ManifestCheck(
-        Outcome.VALID,
-        MANIFEST_VALID_CODE,
-        MANIFEST_VALID_EN,
-        MANIFEST_VALID_AR,
+        Outcome.VALID if current else RevocationStale.outcome,
+        MANIFEST_VALID_CODE if current else RevocationStale.code,
+        MANIFEST_VALID_EN if current else RevocationStale.message_en,
+        MANIFEST_VALID_AR if current else RevocationStale.message_ar,
         gate.code,
         now,
         policy.version,

@@ -176,7 +176,6 @@ def _cases() -> dict[str, tuple[str, Verifier, str, int]]:
         "manifest_expired": (token, v, "shumaisi", good.expires + POLICY.leeway),
         "manifest_other_checkpoint": (token, v, "al-kar", NOW),
         "manifest_cancelled": (token, verifier((0, 10_000)), "shumaisi", NOW),
-        "revocation_stale": (token, verifier(fresh=False), "shumaisi", NOW),
     }
 
 
@@ -192,6 +191,21 @@ def test_a_manifest_refused_whole_lists_no_one_with_its_code(case: str) -> None:
 def test_every_manifest_reason_has_a_negative_case() -> None:
     codes = {case.split("/")[0] for case in _cases()}
     assert {reason.code for reason in MANIFEST_REASONS} <= codes
+
+
+def test_on_stale_revocations_the_manifest_is_undecided_and_lists_everyone() -> None:
+    token = sign_manifest(KEY, manifest(members(3)), ENTRY)
+    check = check_manifest(verifier((0, 1), fresh=False), token, "shumaisi", NOW)
+    assert (check.outcome, check.code) == (Outcome.INDETERMINATE, "revocation_stale")
+    assert [s.decision.code for s in check.members] == [
+        "revocation_stale",
+        "revoked",
+        "revocation_stale",
+    ]
+    assert (check.admitted, check.refused, check.manual) == (0, 1, 2)
+    # A cancelled manifest is refused whole even then: a set bit is final.
+    cancelled = check_manifest(verifier((0, 10_000), fresh=False), token, "shumaisi", NOW)
+    assert (cancelled.code, cancelled.members) == ("manifest_cancelled", ())
 
 
 def test_the_window_holds_to_the_second_with_the_leeway() -> None:
