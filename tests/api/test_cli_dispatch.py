@@ -88,10 +88,19 @@ def test_a_group_and_its_bus_from_the_command_line(run: Runner, tmp_path: Path) 
     assert "manifest part 1 of 1: CPM1:" in made.out
     again = run("dispatch", "create", order_file, "--idempotency-key", "bus-0001", "--json")
     assert json.loads(again.out)["id"] == 1
+    code = json.loads(again.out)["manifests"][0]["token"]
     # The same bus without the key: its members are on an overlapping order.
     twice = run("dispatch", "create", order_file)
     assert twice.code == 2
     assert "member_on_other_order" in twice.error_line()
+    revoked = run("revoke", permits[1], "--reason", "visa cancelled")
+    assert revoked.code == 0, revoked.err
+    scanned = run("verify", code, "--checkpoint", "shumaisi", "--at", "2027-04-25T10:00+03:00")
+    assert scanned.code == 1
+    assert "1 of 2 admitted, 1 refused" in scanned.out
+    assert "seat   2 ****0002: INVALID revoked" in scanned.out
+    elsewhere = run("verify", code, "--checkpoint", "al-kar", "--at", "2027-04-25T10:00+03:00")
+    assert (elsewhere.code, "manifest_other_checkpoint" in elsewhere.out) == (1, True)
     cancelled = run("dispatch", "cancel", "1", "--json")
     assert (cancelled.code, json.loads(cancelled.out)["state"]) == (0, "cancelled")
     assert run("dispatch", "show", "1").out.startswith("dispatch order 1 (revision 1, cancelled)")
