@@ -147,18 +147,7 @@ async def insert_group(
     )
     group_id = int(row.scalar_one())
     await conn.execute(
-        insert(group_members),
-        [
-            {
-                "group_id": group_id,
-                "seat": m.seat,
-                "list_id": m.list_id,
-                "idx": m.index,
-                "holder": m.holder,
-                "name": m.name,
-            }
-            for m in members
-        ],
+        insert(group_members), [{"group_id": group_id, **_seat_row(m)} for m in members]
     )
     return group_id
 
@@ -214,18 +203,7 @@ async def _insert_members(
     conn: AsyncConnection, order_id: int, members: Sequence[Passenger]
 ) -> None:
     await conn.execute(
-        insert(dispatch_members),
-        [
-            {
-                "order_id": order_id,
-                "seat": m.seat,
-                "list_id": m.list_id,
-                "idx": m.index,
-                "holder": m.holder,
-                "name": m.name,
-            }
-            for m in members
-        ],
+        insert(dispatch_members), [{"order_id": order_id, **_seat_row(m)} for m in members]
     )
 
 
@@ -379,6 +357,17 @@ def _head_count(row: RowMapping) -> HeadCount:
         **{k: v for k, v in row.items() if k != "absent"},
         absent=tuple(msgspec.json.decode(row.absent, type=list[int])),
     )
+
+
+def _seat_row(passenger: Passenger) -> dict[str, object]:
+    """A passenger's columns, as group and order members share them."""
+    return {
+        "seat": passenger.seat,
+        "list_id": passenger.list_id,
+        "idx": passenger.index,
+        "holder": passenger.holder,
+        "name": passenger.name,
+    }
 
 
 def _passenger(row: RowMapping) -> Passenger:
