@@ -57,6 +57,13 @@ export const REASONS = {
   revoked: ["INVALID", "The permit has been withdrawn.", "تم إلغاء التصريح."],
   revocation_stale: ["INDETERMINATE", "Withdrawal data is out of date: check manually.", "بيانات الإلغاء غير محدّثة: يلزم التحقق اليدوي."],
   keys_not_loaded: ["INDETERMINATE", "The verification keys are not loaded: check manually.", "مفاتيح التحقق غير محمّلة: يلزم التحقق اليدوي."],
+  // A dispatch manifest refused whole (checkpoint/errors.py MANIFEST_REASONS).
+  manifest_unreadable: ["INVALID", "This code is not a readable dispatch manifest.", "هذا الرمز ليس كشف تفويج مقروءًا."],
+  manifest_not_authentic: ["INVALID", "The manifest's signature is not valid: it may be forged or altered.", "توقيع الكشف غير صالح: قد يكون مزورًا أو معدّلًا."],
+  manifest_not_yet_valid: ["INVALID", "The dispatch order's window has not begun.", "لم تبدأ نافذة أمر التفويج بعد."],
+  manifest_expired: ["INVALID", "The dispatch order's window has ended.", "انتهت نافذة أمر التفويج."],
+  manifest_other_checkpoint: ["INVALID", "The dispatch order's route does not pass this checkpoint.", "مسار أمر التفويج لا يمر بنقطة التفتيش هذه."],
+  manifest_cancelled: ["INVALID", "The dispatch order was cancelled or replaced: ask for the current list.", "أُلغي أمر التفويج أو استُبدل: اطلب الكشف الحالي."],
   // The device's own: a browser without WebCrypto Ed25519 cannot check a signature, and
   // an unchecked permit is never accepted.
   signature_check_unavailable: [
@@ -113,18 +120,24 @@ function codePoints(text) {
 
 // Length, prefix, encoding and version; the envelope's parts (nothing authenticated yet).
 export function splitToken(text) {
+  return splitEnvelope(text, PREFIX, SIGNING_DOMAIN, MAX_TOKEN_CHARS);
+}
+
+// splitToken for any token of this envelope (checkpoint.token.split_envelope): a permit's, or
+// a dispatch manifest's with its own prefix, signing domain and length cap.
+function splitEnvelope(text, prefix, domain, maxChars) {
   // Python counts code points; a string no longer than the cap in UTF-16 is not longer in them.
-  if (text.length > MAX_TOKEN_CHARS && codePoints(text) > MAX_TOKEN_CHARS) {
+  if (text.length > maxChars && codePoints(text) > maxChars) {
     throw new Reject("token_too_long");
   }
-  if (!text.startsWith(PREFIX)) throw new Reject("unknown_prefix");
-  const raw = b45decode(text.slice(PREFIX.length));
+  if (!text.startsWith(prefix)) throw new Reject("unknown_prefix");
+  const raw = b45decode(text.slice(prefix.length));
   if (raw.length < MIN_ENVELOPE) throw new Reject("malformed_envelope");
   if (raw[0] !== VERSION) throw new Reject("unsupported_version");
   const body = raw.subarray(0, raw.length - SIGNATURE_LENGTH);
-  const signed = new Uint8Array(SIGNING_DOMAIN.length + body.length);
-  signed.set(SIGNING_DOMAIN);
-  signed.set(body, SIGNING_DOMAIN.length);
+  const signed = new Uint8Array(domain.length + body.length);
+  signed.set(domain);
+  signed.set(body, domain.length);
   return {
     kid: raw.subarray(1, 1 + KID_LENGTH),
     payload: raw.subarray(1 + KID_LENGTH, raw.length - SIGNATURE_LENGTH),
@@ -526,33 +539,264 @@ function decision(outcome, code, en, ar, gate, now, policy, permit) {
   };
 }
 
+function refused(err, gate, now, policy, permit) {
+  if (!(err instanceof Reject)) throw err;
+  const [outcome, en, ar] = REASONS[err.code];
+  return decision(outcome, err.code, en, ar, gate, now, policy, permit);
+}
+
+// The key of the keyring that signed this envelope, its signature checked (Keyring.check_sealed);
+// raises Reject keys_not_loaded, unknown_key, key_revoked, bad_signature or
+// signature_check_unavailable.
+async function signedBy(envelope, keyring) {
+  const key = keyring.get(toHex(envelope.kid));
+  if (!key) throw new Reject(keyring.size === 0 ? "keys_not_loaded" : "unknown_key");
+  if (key.revoked) throw new Reject("key_revoked");
+  let good;
+  try {
+    good = await verifyEd25519(key.publicKey, envelope.signed, envelope.signature);
+  } catch (err) {
+    if (err instanceof SignatureCheckUnavailable) throw new Reject("signature_check_unavailable");
+    throw err;
+  }
+  if (!good) throw new Reject("bad_signature");
+  return key;
+}
+
 // The decision for one token at checkpoint `gateCode` at `now` (Unix seconds), as
 // checkpoint.verify.Verifier.verify gives it. `keyring` is loadKeyring's; `policy` the
 // policy as the server encodes it; `revocations` has isRevoked(listId, index) and
 // isCurrent(now, bound). A refused token is a decision; only an unknown checkpoint throws.
-export async function verifyToken(token, gateCode, now, { keyring, policy, revocations }) {
+export async function verifyToken(token, gateCode, now, trust) {
+  const { keyring, policy } = trust;
   const gate = gateOf(policy, gateCode);
   let permit = null;
   try {
     const envelope = splitToken(token);
-    const key = keyring.get(toHex(envelope.kid));
-    if (!key) throw new Reject(keyring.size === 0 ? "keys_not_loaded" : "unknown_key");
-    if (key.revoked) throw new Reject("key_revoked");
-    let good;
-    try {
-      good = await verifyEd25519(key.publicKey, envelope.signed, envelope.signature);
-    } catch (err) {
-      if (err instanceof SignatureCheckUnavailable) throw new Reject("signature_check_unavailable");
-      throw err;
-    }
-    if (!good) throw new Reject("bad_signature");
+    const key = await signedBy(envelope, keyring);
     permit = decodePayload(envelope.payload);
     if (!inWindow(key.entry, permit.issued_at)) throw new Reject("outside_signing_window");
+  } catch (err) {
+    return refused(err, gate, now, policy, permit);
+  }
+  return decidePermit(permit, gate, now, trust);
+}
+
+// The decision for permit facts already authenticated (a token's payload whose signature
+// was checked, or a member of a signed manifest): Verifier.decide_permit, the rules after
+// the signature at `gate` (gateOf's) and `now`.
+export function decidePermit(permit, gate, now, { policy, revocations }) {
+  try {
     checkRules(permit, gate, now, policy, revocations);
   } catch (err) {
-    if (!(err instanceof Reject)) throw err;
-    const [outcome, en, ar] = REASONS[err.code];
-    return decision(outcome, err.code, en, ar, gate, now, policy, permit);
+    return refused(err, gate, now, policy, permit);
   }
   return decision(VALID[0], "valid", VALID[1], VALID[2], gate, now, policy, permit);
+}
+
+// --- the dispatch manifest (checkpoint/manifest.py) ----------------------------------------
+
+export const MANIFEST_PREFIX = "CPM1:";
+const MANIFEST_DOMAIN = new TextEncoder().encode("checkpoint/dispatch-manifest/v1\0");
+const MAX_MANIFEST_CHARS = 3391;
+const MAX_MEMBERS_PER_CODE = 60;
+const MAX_PARTS = 8;
+const MANIFEST_VALID = [
+  "VALID",
+  "manifest_valid",
+  "Manifest authentic: check each passenger's line.",
+  "الكشف موثّق: راجع سطر كل راكب.",
+];
+
+// Whether scanned text is meant as a manifest (checkpoint.manifest.is_manifest).
+export function isManifest(text) {
+  return text.startsWith(MANIFEST_PREFIX);
+}
+
+const UNIX_TIME = ["int", 0n, 0xffffffffffn];
+// [name, kind, min, max or pattern] in field order, as msgspec decodes the array-like
+// Structs Profile, Member and Manifest (every field required, none unknown).
+const PROFILE_FIELDS = [
+  ["category", "enum"],
+  ["season", "int", 1n, 0xffffn],
+  ["not_before", ...UNIX_TIME],
+  ["expires", ...UNIX_TIME],
+  ["entry_points", "int", 0n, 0xffffffffn],
+];
+const MEMBER_FIELDS = [
+  ["list_id", "int", 0n, 0xffffn],
+  ["index", "int", 0n, 0xffffffffn],
+  ["holder_masked", "str", 4, 20, /^\**[0-9A-Z]{4}$/],
+  ["profile", "int", 0n, BigInt(MAX_MEMBERS_PER_CODE - 1)],
+];
+const MANIFEST_FIELDS = [
+  ["order", "int", 1n, 0xffffffffn],
+  ["revision", "int", 1n, 0xffffn],
+  ["part", "int", 1n, BigInt(MAX_PARTS)],
+  ["parts", "int", 1n, BigInt(MAX_PARTS)],
+  ["list_id", "int", 0n, 0xffffn],
+  ["index", "int", 0n, 0xffffffffn],
+  ["establishment", "str", 1, 32, /^[0-9A-Za-z-]+$/],
+  ["checkpoint", "str", 0, 40, /^[a-z][a-z0-9-]{0,39}$/],
+  ["plate", "str", 1, 16, /^[0-9A-Z](?:[0-9A-Z ]*[0-9A-Z])?$/],
+  ["not_before", ...UNIX_TIME],
+  ["expires", ...UNIX_TIME],
+  ["issued_at", ...UNIX_TIME],
+  ["first_seat", "int", 1n, BigInt(MAX_PARTS * MAX_MEMBERS_PER_CODE)],
+  ["profiles", "list", PROFILE_FIELDS],
+  ["members", "list", MEMBER_FIELDS],
+];
+
+// One array-like Struct of exactly these fields; a "list" field is an array of such Structs.
+// Any fault raises a Reject: read_manifest turns every one into manifest_unreadable.
+function readStruct(reader, fields) {
+  const size = readValue(reader, "array");
+  if (size !== fields.length) throw new Reject("invalid_field", `array of length ${size}`);
+  const out = {};
+  for (const spec of fields) {
+    const [name, kind] = spec;
+    if (kind === "list") {
+      const count = readValue(reader, "array");
+      const items = [];
+      for (let i = 0; i < count; i++) items.push(readStruct(reader, spec[2]));
+      out[name] = items;
+    } else if (kind === "str") {
+      const text = readValue(reader, "str");
+      const length = codePoints(text);
+      if (length < spec[2] || length > spec[3] || !spec[4].test(text)) {
+        throw new Reject("invalid_field", `${name}: ${JSON.stringify(text)}`);
+      }
+      out[name] = text;
+    } else {
+      out[name] = field(reader, spec);
+    }
+  }
+  return out;
+}
+
+function decodeManifest(payload) {
+  const reader = new Reader(payload);
+  const manifest = readStruct(reader, MANIFEST_FIELDS);
+  if (reader.pos !== payload.length) throw new Reject("trailing_bytes");
+  return manifest;
+}
+
+// Split, authenticate and decode a manifest token (checkpoint.manifest.read_manifest);
+// raises Reject with a manifest code, keys_not_loaded or signature_check_unavailable.
+export async function readManifest(text, keyring) {
+  let envelope;
+  try {
+    envelope = splitEnvelope(text, MANIFEST_PREFIX, MANIFEST_DOMAIN, MAX_MANIFEST_CHARS);
+  } catch (err) {
+    if (err instanceof Reject) throw new Reject("manifest_unreadable", err.code);
+    throw err;
+  }
+  let key;
+  try {
+    key = await signedBy(envelope, keyring);
+  } catch (err) {
+    if (!(err instanceof Reject)) throw err;
+    if (err.code === "keys_not_loaded" || err.code === "signature_check_unavailable") throw err;
+    throw new Reject("manifest_not_authentic", err.code);
+  }
+  let manifest;
+  try {
+    manifest = decodeManifest(envelope.payload);
+  } catch (err) {
+    if (err instanceof Reject) throw new Reject("manifest_unreadable", err.message);
+    throw err;
+  }
+  if (!inWindow(key.entry, manifest.issued_at)) throw new Reject("manifest_not_authentic", "outside_signing_window");
+  if (manifest.part > manifest.parts || !manifest.members.length) {
+    throw new Reject("manifest_unreadable", `part ${manifest.part} of ${manifest.parts}`);
+  }
+  if (manifest.members.some((m) => m.profile >= manifest.profiles.length)) {
+    throw new Reject("manifest_unreadable", "a member names no profile");
+  }
+  return manifest;
+}
+
+// Each member as the permit facts a checkpoint decides on, in seat order (Manifest.permits).
+function manifestPermits(manifest) {
+  return manifest.members.map((m) => {
+    const profile = manifest.profiles[m.profile];
+    return {
+      list_id: m.list_id,
+      index: m.index,
+      holder: m.holder_masked,
+      category: profile.category,
+      season: profile.season,
+      not_before: profile.not_before,
+      expires: profile.expires,
+      issued_at: manifest.issued_at,
+      entry_points: profile.entry_points,
+    };
+  });
+}
+
+function manifestSummary(manifest) {
+  return {
+    order: manifest.order,
+    revision: manifest.revision,
+    part: manifest.part,
+    parts: manifest.parts,
+    establishment: manifest.establishment,
+    checkpoint: manifest.checkpoint,
+    plate: manifest.plate,
+    not_before: manifest.not_before,
+    expires: manifest.expires,
+    first_seat: manifest.first_seat,
+    head_count: manifest.members.length,
+  };
+}
+
+// [outcome, code, English, Arabic] of a reason code.
+function reasonOf(code) {
+  const [outcome, en, ar] = REASONS[code];
+  return [outcome, code, en, ar];
+}
+
+function manifestCheck([outcome, code, en, ar], gate, now, policy, manifest = null, members = []) {
+  const count = (o) => members.filter((m) => m.decision.outcome === o).length;
+  return {
+    outcome,
+    code,
+    message_en: en,
+    message_ar: ar,
+    checkpoint: gate.code,
+    checked_at: now,
+    policy_version: policy.version,
+    manifest,
+    members,
+    admitted: count("VALID"),
+    refused: count("INVALID"),
+    manual: count("INDETERMINATE"),
+  };
+}
+
+// The manifest's outcome at checkpoint `gateCode` at `now` and every member's decision by
+// the permit path's own rules (decidePermit), as checkpoint.manifest.check_manifest gives
+// it as JSON; `trust` as verifyToken's. A manifest refused whole lists no one; one on stale
+// revocation data is INDETERMINATE revocation_stale and lists everyone.
+export async function checkManifest(token, gateCode, now, trust) {
+  const { keyring, policy, revocations } = trust;
+  const gate = gateOf(policy, gateCode);
+  let manifest;
+  try {
+    manifest = await readManifest(token, keyring);
+    if (now + policy.leeway < manifest.not_before) throw new Reject("manifest_not_yet_valid");
+    if (now - policy.leeway >= manifest.expires) throw new Reject("manifest_expired");
+    if (manifest.checkpoint !== gate.code) throw new Reject("manifest_other_checkpoint");
+    if (revocations.isRevoked(manifest.list_id, manifest.index)) throw new Reject("manifest_cancelled");
+  } catch (err) {
+    if (!(err instanceof Reject)) throw err;
+    return manifestCheck(reasonOf(err.code), gate, now, policy);
+  }
+  const members = manifestPermits(manifest).map((permit, i) => ({
+    seat: manifest.first_seat + i,
+    decision: decidePermit(permit, gate, now, trust),
+  }));
+  const current = revocations.isCurrent(now, policy.revocation_staleness);
+  const head = current ? MANIFEST_VALID : reasonOf("revocation_stale");
+  return manifestCheck(head, gate, now, policy, manifestSummary(manifest), members);
 }

@@ -23,7 +23,15 @@ from nacl.exceptions import CryptoError
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from checkpoint.errors import OfflineTrustError
-from checkpoint.model import Category, Permit
+from checkpoint.manifest import (
+    MANIFEST_DOMAIN,
+    MANIFEST_PREFIX,
+    Manifest,
+    Member,
+    check_manifest,
+    profiles_of,
+)
+from checkpoint.model import Category, Permit, mask_holder
 from checkpoint.offline import (
     DeltaBundle,
     FullBundle,
@@ -664,3 +672,227 @@ def test_the_page_refuses_the_bundles_the_python_check_refuses(page: Page) -> No
     assert [i for i, (w, g) in enumerate(zip(want, got, strict=True)) if w != g] == []
     assert want[:6] == [True, True, True, False, True, False]
     assert sum(want) < len(want) - 60  # every changed character refused, on both sides
+
+
+# --- the dispatch manifest: verify.js checkManifest against checkpoint.manifest ------------
+
+JS_MANIFEST = JS_VERIFY.replace("V.verifyToken(", "V.checkManifest(")
+MANIFEST_NOW = POLICY.seasons[2].opens + 40 * DAY + 10 * HOUR
+"""Inside the Umrah season, in the Hajj key's window too."""
+OWN_BIT = (2, 5)
+"""The manifests' own status-list bit, not revoked; (2, 0) is, in REVOKED_BITS."""
+MANIFEST_REVOKED = REVOKED_BITS | {2: {0}, 0: {3, 20}}
+
+
+class ManifestScenario(Scenario):
+    """A Scenario whose cases are manifest tokens, decided by check_manifest."""
+
+    def add(self, token: str, gate: str, now: int, confirmed_at: int | None) -> None:
+        self.mirror.confirmed_at = confirmed_at
+        check = check_manifest(self.verifier, token, gate, now)
+        self.cases.append({"token": token, "gate": gate, "now": now, "confirmed_at": confirmed_at})
+        self.expected.append(json.loads(msgspec.json.encode(check)))  # as the route sends it
+
+
+def _bus(count: int, start: int = 0, category: Category = Category.UMRAH) -> list[Permit]:
+    at = MANIFEST_NOW
+    return [
+        Permit(0, start + n, f"P{start + n:07d}", category, 2, at - HOUR, at + DAY, at - DAY)
+        for n in range(count)
+    ]
+
+
+def _manifest(permits: list[Permit], **fields: Any) -> Manifest:
+    profiles, chosen = profiles_of(permits)
+    values: dict[str, Any] = {
+        "order": 7,
+        "revision": 1,
+        "part": 1,
+        "parts": 1,
+        "list_id": OWN_BIT[0],
+        "index": OWN_BIT[1],
+        "establishment": "UMRAH-CO",
+        "checkpoint": "shumaisi",
+        "plate": "1234 ABC",
+        "not_before": MANIFEST_NOW - 1800,
+        "expires": MANIFEST_NOW + 4 * HOUR,
+        "issued_at": MANIFEST_NOW - DAY,
+        "first_seat": 1,
+        "profiles": profiles,
+        "members": tuple(
+            Member(p.list_id, p.index, mask_holder(p.holder), c)
+            for p, c in zip(permits, chosen, strict=True)
+        ),
+    }
+    return Manifest(**(values | fields))
+
+
+def _signed_manifest(key: InProcessKey, payload: bytes, kid: bytes | None = None) -> str:
+    kid = key.kid if kid is None else kid
+    return assemble(
+        kid, payload, key.sign(signing_input(kid, payload, MANIFEST_DOMAIN)), MANIFEST_PREFIX
+    )
+
+
+def _sign(manifest: Manifest, key: InProcessKey = ACTIVE) -> str:
+    return _signed_manifest(key, msgspec.msgpack.encode(manifest))
+
+
+def _named_manifests() -> list[tuple[str, str, int, int | None]]:
+    """(token, gate, now, confirmed_at): each way a manifest is decided, once at least;
+    revocation data confirmed at `now` unless the case says otherwise."""
+    now = MANIFEST_NOW
+    end = now + 4 * HOUR  # the manifests' expiry; their members' is a day after now
+    bus = _bus(49) + _bus(1, start=49, category=Category.RAWDAH)  # 0.3 and 0.20 revoked
+    good = _sign(_manifest(bus))
+    raw = bytearray(b45decode(good[len(MANIFEST_PREFIX) :]))
+    raw[20] ^= 0x01  # a payload byte, the signature left as it was
+    altered = MANIFEST_PREFIX + b45encode(bytes(raw))
+    payload = msgspec.msgpack.encode(_manifest(bus))
+    part1, part2 = bus[:30], bus[30:]
+    return (
+        [
+            (good, "shumaisi", now, now),
+            (good, "shumaisi", now, None),  # stale revocation data: undecided, everyone listed
+            (good, "shumaisi", end + POLICY.leeway, end + POLICY.leeway),  # expired
+            (good, "shumaisi", end + POLICY.leeway - 1, end + POLICY.leeway - 1),
+            (good, "shumaisi", now - 1800 - POLICY.leeway - 1, now),  # not yet valid
+            (good, "shumaisi", now - 1800 - POLICY.leeway, now),
+            (good, "al-kar", now, now),  # another checkpoint
+            (_sign(_manifest(bus, checkpoint="al-kar")), "al-kar", now, now),  # entry point
+            (altered, "shumaisi", now, now),
+            (_signed_manifest(STRANGER, payload, kid=ACTIVE.kid), "shumaisi", now, now),  # forged
+            (_signed_manifest(STRANGER, payload), "shumaisi", now, now),  # unknown key
+            (_signed_manifest(REVOKED, payload), "shumaisi", now, now),
+            (_sign(_manifest(bus, issued_at=WINDOW_END), RETIRED), "shumaisi", now, now),
+            (_sign(_manifest(bus, issued_at=WINDOW_END - 1), RETIRED), "shumaisi", now, now),
+            (_sign(_manifest(bus, list_id=2, index=0)), "shumaisi", now, now),  # cancelled
+            (_sign(_manifest(bus, list_id=2, index=0)), "shumaisi", now, None),
+            (good[:-7], "shumaisi", now, now),  # truncated
+            (good[: len(good) // 2], "shumaisi", now, now),
+            (sign_permit(ACTIVE, bus[0]), "shumaisi", now, now),  # a permit token
+            ("CP1:" + good[len(MANIFEST_PREFIX) :], "shumaisi", now, now),
+            (
+                _signed_raw(ACTIVE, payload).replace(PREFIX, MANIFEST_PREFIX, 1),
+                "shumaisi",
+                now,
+                now,
+            ),
+            (good + "0" * (3392 - len(good)), "shumaisi", now, now),  # too long
+            (_sign(_manifest(part1, parts=2)), "shumaisi", now, now),
+            (_sign(_manifest(part2, part=2, parts=2, first_seat=31)), "shumaisi", now, now),
+            (_sign(_manifest(part2, part=3, parts=2, first_seat=31)), "shumaisi", now, now),
+            (_sign(_manifest(part1, members=())), "shumaisi", now, now),  # no one on board
+            (_sign(_manifest(part1, profiles=())), "shumaisi", now, now),  # names no profile
+            (_sign(_manifest(_bus(60))), "shumaisi", now, now),  # a full bus
+        ]
+        + [  # fields msgspec's constraints refuse (a Struct built in Python is not checked)
+            (_sign(_manifest(part1, **{name: value})), "shumaisi", now, now)
+            for name, value in [
+                ("members", (Member(0, 1, "*" * 17 + "1234", 0),)),
+                ("members", (Member(0, 1, "*" * 16 + "1234", 0),)),
+                ("members", (Member(0, 1, "***12345", 0),)),
+                ("members", (Member(0, 1, "1234", 0), Member(0, 2, "**1a34", 0))),
+                ("members", (Member(0, 1, "**1234", 60),)),
+                ("plate", "1234 ABC "),
+                ("plate", "A" * 17),
+                ("checkpoint", "Shumaisi"),
+                ("establishment", ""),
+                ("establishment", "UMRAH_CO"),
+                ("first_seat", 481),
+                ("part", 9),
+                ("revision", 0),
+            ]
+        ]
+    )
+
+
+def _random_manifest(rng: random.Random, gates: list[Any]) -> tuple[str, str, int, int | None]:
+    now = _random_now(rng)
+    gate = rng.choice(gates)
+    permits = [_random_permit(rng, now, gate.entry_point) for _ in range(rng.randrange(1, 12))]
+    leeway = POLICY.leeway
+    start = now + rng.choice([-DAY, -leeway - 1, -leeway, leeway, leeway + 1])
+    manifest = _manifest(
+        permits,
+        checkpoint=gate.code if rng.random() < 0.9 else rng.choice(gates).code,
+        not_before=start,
+        expires=max(start, now - leeway + rng.choice([-1, 0, 1, HOUR])),
+        issued_at=rng.choice([WINDOW_START - 1, WINDOW_START, WINDOW_END - 1, WINDOW_END]),
+        list_id=rng.choice([2, 2, 2, 1]),
+        index=rng.choice([0, 5, 9]),
+        first_seat=rng.choice([1, 31, 421]),
+    )
+    key = rng.choice([ACTIVE] * 6 + [RETIRED, REVOKED, STRANGER])
+    payload = msgspec.msgpack.encode(manifest)
+    if rng.random() < 0.3:  # a payload changed, then signed: the decoder's verdicts
+        data = bytearray(payload)
+        for _ in range(rng.choice([1, 1, 2])):
+            if rng.random() < 0.5:
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            else:
+                i = rng.randrange(1, len(data))
+                data[i : i + 1] = rng.choice(_TYPE_BYTES)
+        payload = bytes(data)
+    token = _signed_manifest(key, payload)
+    if rng.random() < 0.1:
+        token = _mutate_text(rng, PREFIX + token[len(MANIFEST_PREFIX) :])
+        token = token.replace(PREFIX, MANIFEST_PREFIX, 1)
+    return token, gate.code, now, _confirmed(rng, now)
+
+
+EVERY_MANIFEST_OUTCOME = {
+    "manifest_valid",
+    "manifest_unreadable",
+    "manifest_not_authentic",
+    "manifest_not_yet_valid",
+    "manifest_expired",
+    "manifest_other_checkpoint",
+    "manifest_cancelled",
+    "revocation_stale",
+}
+
+
+def test_manifests_agree(page: Page) -> None:
+    scenario = ManifestScenario(_entries(), POLICY, MANIFEST_REVOKED)
+    for case in _named_manifests():
+        scenario.add(*case)
+    rng = random.Random(SEED)
+    gates = list(POLICY.gates.values())
+    for _ in range(1500):
+        scenario.add(*_random_manifest(rng, gates))
+
+    got = page.evaluate(JS_MANIFEST, scenario.payload())
+    disagreements = [
+        (case["token"][:40], case["now"], want["code"], have["code"])
+        for case, want, have in zip(scenario.cases, scenario.expected, got, strict=True)
+        if want != have
+    ]
+    assert disagreements == [], disagreements[:5]
+    codes = Counter(d["code"] for d in scenario.expected)
+    assert set(codes) >= EVERY_MANIFEST_OUTCOME, codes
+    member_codes = Counter(m["decision"]["code"] for d in scenario.expected for m in d["members"])
+    assert set(member_codes) >= EVERY_RULE_OUTCOME - {"outside_signing_window"}, member_codes
+    valid = scenario.expected[0]
+    refused = {
+        m["seat"]: m["decision"]["code"]
+        for m in valid["members"]
+        if m["decision"]["code"] != "valid"
+    }
+    assert refused == {4: "revoked", 21: "revoked", 50: "category_not_admitted"}
+    assert (valid["admitted"], valid["refused"], valid["manual"]) == (47, 3, 0)
+    assert [scenario.expected[i]["code"] for i in (9, 10, 16, 18, 22, 23)] == [
+        "manifest_not_authentic",
+        "manifest_not_authentic",
+        "manifest_unreadable",
+        "manifest_unreadable",
+        "manifest_valid",
+        "manifest_valid",
+    ]
+
+
+def test_a_manifest_with_no_keys_loaded_is_not_a_forgery(page: Page) -> None:
+    scenario = ManifestScenario([], POLICY, {})
+    scenario.add(_sign(_manifest(_bus(3))), "shumaisi", MANIFEST_NOW, MANIFEST_NOW)
+    assert page.evaluate(JS_MANIFEST, scenario.payload()) == scenario.expected
+    assert [d["code"] for d in scenario.expected] == ["keys_not_loaded"]
