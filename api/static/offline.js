@@ -5,7 +5,7 @@
 // The bundle check follows checkpoint/offline.py verify_bundle; a refused bundle is never
 // used, so a device holding no trusted bundle answers MANUAL CHECK.
 
-import { loadKeyring, verifyEd25519, verifyToken } from "/static/verify.js";
+import { checkManifest, loadKeyring, verifyEd25519, verifyToken } from "/static/verify.js";
 
 const DB_NAME = "checkpoint-scanner";
 const BUNDLE_TYPE = "checkpoint-bundle+jwt";
@@ -307,34 +307,58 @@ function manual(code, checkpoint, now, policyVersion) {
   };
 }
 
-// The decision for `token` at `checkpoint` from the bundle held, at `now`; `offline` and
-// `revocations_as_of` (the bundle's iat) added. Past the bundle's offline bound (or its
-// expiry) a permit that would pass is MANUAL CHECK (revocation_stale), never ACCEPT.
-export async function decideOffline(token, checkpoint, now) {
+// What the device decides from at `checkpoint`: {held, trust} with the verifier's trust
+// (keyring, policy, revocations) from the bundle held, or {held, manual} naming the reason
+// it cannot decide (no trusted bundle, a checkpoint not learned online).
+async function deviceTrust(checkpoint) {
   let held = null;
   try {
     held = await storedBundle();
   } catch {
     held = null; // no IndexedDB here (a private window): nothing trusted to decide from
   }
-  let decision;
-  if (!held) decision = manual("offline_data_missing", checkpoint, now);
-  else if (!checkpoint || !Object.prototype.hasOwnProperty.call(held.policy.checkpoints, checkpoint)) {
-    decision = manual("checkpoint_unknown", checkpoint, now, held.policy_version);
-  } else {
-    const keyring = await loadKeyring(held.keys);
-    const revocations = {
-      isRevoked(listId, index) {
-        const bits = held.lists[listId];
-        const byte = Math.floor(index / 8);
-        return Boolean(bits && byte < bits.length && (bits[byte] >> index % 8) & 1);
-      },
-      // The offline bound, not the online staleness: the bundle is the device's only source.
-      isCurrent: (at) => at - held.iat <= held.bound && at < held.exp + LEEWAY,
-    };
-    decision = await verifyToken(token, checkpoint, now, { keyring, policy: held.policy, revocations });
+  if (!held) return { held, manual: "offline_data_missing" };
+  if (!checkpoint || !Object.prototype.hasOwnProperty.call(held.policy.checkpoints, checkpoint)) {
+    return { held, manual: "checkpoint_unknown" };
   }
-  return { ...decision, offline: true, revocations_as_of: held ? held.iat : null };
+  const keyring = await loadKeyring(held.keys);
+  const revocations = {
+    isRevoked(listId, index) {
+      const bits = held.lists[listId];
+      const byte = Math.floor(index / 8);
+      return Boolean(bits && byte < bits.length && (bits[byte] >> index % 8) & 1);
+    },
+    // The offline bound, not the online staleness: the bundle is the device's only source.
+    isCurrent: (at) => at - held.iat <= held.bound && at < held.exp + LEEWAY,
+  };
+  return { held, trust: { keyring, policy: held.policy, revocations } };
+}
+
+function offline(answer, held) {
+  return { ...answer, offline: true, revocations_as_of: held ? held.iat : null };
+}
+
+// The decision for `token` at `checkpoint` from the bundle held, at `now`; `offline` and
+// `revocations_as_of` (the bundle's iat) added. Past the bundle's offline bound (or its
+// expiry) a permit that would pass is MANUAL CHECK (revocation_stale), never ACCEPT.
+export async function decideOffline(token, checkpoint, now) {
+  const { held, manual: why, trust } = await deviceTrust(checkpoint);
+  const decision = why
+    ? manual(why, checkpoint, now, held && held.policy_version)
+    : await verifyToken(token, checkpoint, now, trust);
+  return offline(decision, held);
+}
+
+// A manifest scanned offline: checkManifest (verify.js) from the bundle held, as
+// decideOffline decides a permit. Past the offline bound the manifest is MANUAL CHECK
+// (revocation_stale) and every member who would pass is too; a revoked one is refused.
+export async function checkManifestOffline(token, checkpoint, now) {
+  const { held, manual: why, trust } = await deviceTrust(checkpoint);
+  if (why) {
+    const { permit, warnings, ...check } = manual(why, checkpoint, now, held && held.policy_version);
+    return offline({ ...check, manifest: null, members: [], admitted: 0, refused: 0, manual: 0 }, held);
+  }
+  return offline(await checkManifest(token, checkpoint, now, trust), held);
 }
 
 // --- the queue of offline scans ------------------------------------------------------------

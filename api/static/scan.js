@@ -1,8 +1,17 @@
 // The scanner page: the QR is read on the device (qr-reader.js) and only its token goes to
 // POST /v1/verify, then the verdict fills the screen. Where no reader can run, camera frames
 // go to POST /v1/scan as before. ES modules, no build step, nothing from outside this server.
-import { decideOffline, enqueue, forgetBundle, refresh, storedBundle, sync } from "/static/offline.js";
+import {
+  checkManifestOffline,
+  decideOffline,
+  enqueue,
+  forgetBundle,
+  refresh,
+  storedBundle,
+  sync,
+} from "/static/offline.js";
 import { createReader } from "/static/qr-reader.js";
+import { isManifest } from "/static/verify.js";
 
 (() => {
   const KEY_STORE = "checkpoint.scannerKey";
@@ -10,6 +19,7 @@ import { createReader } from "/static/qr-reader.js";
   const CHECKPOINT_STORE = "checkpoint.checkpoint"; // learned from the server's decisions
   const DEVICE_STORE = "checkpoint.deviceId";
   const ONLINE_BUDGET_MS = 2500; // a verification slower than this is decided on the device
+  const MANIFEST_BUDGET_MS = 6000; // a bus: up to 60 passengers, each with its anti-passback claim
   const REFRESH_MS = 60000; // the offline bundle, refreshed in the background
   const FRAME_INTERVAL_MS = 300; // a few frames a second: enough to feel instant, light on data
   const READ_INTERVAL_MS = 120; // reading on the device costs no data: look again soon
@@ -20,6 +30,12 @@ import { createReader } from "/static/qr-reader.js";
   const VERDICTS = {
     VALID: { mark: "✓", en: "ACCEPT", ar: "دخول مسموح" },
     INVALID: { mark: "✕", en: "REJECT", ar: "مرفوض" },
+    INDETERMINATE: { mark: "?", en: "MANUAL CHECK", ar: "تحقق يدوي" },
+  };
+  // A bus manifest's own verdict: whether the list itself stands, not any one passenger.
+  const MANIFEST_VERDICTS = {
+    VALID: { mark: "✓", en: "MANIFEST VALID", ar: "الكشف صالح" },
+    INVALID: { mark: "✕", en: "MANIFEST REFUSED", ar: "الكشف مرفوض" },
     INDETERMINATE: { mark: "?", en: "MANUAL CHECK", ar: "تحقق يدوي" },
   };
   const STATUS = {
@@ -417,9 +433,12 @@ import { createReader } from "/static/qr-reader.js";
 
   function showResult(decision) {
     stopScanning();
+    // A manifest check (POST /v1/verify/manifest, or verify.js offline) lists its members.
+    const isCheck = Array.isArray(decision.members);
     const outcome = VERDICTS[decision.outcome] ? decision.outcome : "INDETERMINATE";
-    const verdict = VERDICTS[outcome];
+    const verdict = (isCheck ? MANIFEST_VERDICTS : VERDICTS)[outcome];
     const result = $("result");
+    result.dataset.kind = isCheck ? "manifest" : "permit";
     result.dataset.outcome = outcome;
     result.dataset.code = decision.code;
     result.dataset.offline = decision.offline ? "true" : "false";
@@ -439,8 +458,10 @@ import { createReader } from "/static/qr-reader.js";
     $("reason-ar").textContent = decision.message_ar;
     $("reason-en").textContent = decision.message_en;
 
-    const permit = decision.permit;
+    const permit = isCheck ? null : decision.permit;
     $("permit").hidden = !permit;
+    $("manifest").hidden = !isCheck;
+    if (isCheck) showManifest(decision);
     if (permit) {
       const [categoryEn, categoryAr] = labels.categories[permit.category] || [permit.category, ""];
       $("holder").textContent = permit.holder_masked;
@@ -458,8 +479,70 @@ import { createReader } from "/static/qr-reader.js";
       `${where} · ${formatted(dates.en, decision.checked_at)}${permitId} · policy ${decision.policy_version}`;
 
     show("result");
-    signal(outcome);
+    signal(isCheck ? busSignal(decision) : outcome);
     $("next").focus();
+  }
+
+  // A bus: the officer hears a refusal on board even when the list itself is valid.
+  function busSignal(check) {
+    if (check.outcome !== "VALID") return check.outcome;
+    if (check.refused) return "INVALID";
+    return check.manual ? "INDETERMINATE" : "VALID";
+  }
+
+  function span(text, className, lang) {
+    const element = line(text, lang);
+    if (className) element.className = className;
+    return element;
+  }
+
+  // The bus of a manifest check: plate, order, part; the admitted count against the head
+  // count the officer should see; a red line per refused passenger, amber per manual check.
+  function showManifest(check) {
+    const bus = check.manifest;
+    const manifest = $("manifest");
+    manifest.dataset.admitted = String(check.admitted);
+    manifest.dataset.refused = String(check.refused);
+    manifest.dataset.manual = String(check.manual);
+    for (const id of ["bus", "bus-part-ar", "manifest-count", "head-count"]) $(id).hidden = !bus;
+    if (bus) {
+      $("bus-plate").textContent = `Plate ${bus.plate}`;
+      $("bus-order").textContent = `· order ${bus.order}`;
+      $("bus-part").textContent = `· part ${bus.part} of ${bus.parts}`;
+      $("bus-part-ar").textContent =
+        `اللوحة ${bus.plate} · أمر التفويج ${bus.order} · الجزء ${bus.part} من ${bus.parts}`;
+      $("count-en").textContent = `Admitted ${check.admitted} of ${bus.head_count}`;
+      $("count-ar").textContent = `مسموح ${check.admitted} من ${bus.head_count}`;
+      $("head-en").textContent = `Count on the bus: ${bus.head_count} passengers`;
+      $("head-ar").textContent = `عدد الركاب في الحافلة: ${bus.head_count}`;
+      manifest.dataset.headCount = String(bus.head_count);
+    }
+    const lines = check.members
+      .filter((member) => member.decision.outcome !== "VALID")
+      .map(({ seat, decision }) => {
+        const item = document.createElement("li");
+        item.className = "seat-line";
+        item.dataset.seat = String(seat);
+        item.dataset.outcome = decision.outcome === "INVALID" ? "INVALID" : "INDETERMINATE";
+        item.dataset.code = decision.code;
+        const member = decision.permit;
+        const [categoryEn, categoryAr] = member
+          ? labels.categories[member.category] || [member.category, ""]
+          : ["", ""];
+        const who = span(`Seat ${seat} · `, "who");
+        if (member) {
+          const holder = document.createElement("span");
+          holder.className = "seat-holder";
+          holder.style.display = "inline";
+          holder.textContent = member.holder_masked;
+          who.append(holder, ` · ${categoryEn}`);
+        }
+        item.append(who);
+        if (categoryAr) item.append(span(`المقعد ${seat} · ${categoryAr}`, "", "ar"));
+        item.append(span(decision.message_ar, "", "ar"), span(decision.message_en));
+        return item;
+      });
+    $("seat-lines").replaceChildren(...lines);
   }
 
   // --- deciding: online first, on the device when the network is gone or slow ------------
@@ -496,6 +579,7 @@ import { createReader } from "/static/qr-reader.js";
   // The server's answer, or when it cannot be had within the budget (no network, a 5xx),
   // the device's own from the signed bundle, queued for the audit log.
   async function decideToken(token) {
+    if (isManifest(token)) return decideManifest(token);
     const result = await call("/v1/verify", JSON.stringify({ token }), "application/json", ONLINE_BUDGET_MS);
     if (result.kind === "ok") {
       if (result.data.checkpoint) remember(CHECKPOINT_STORE, result.data.checkpoint);
@@ -510,6 +594,27 @@ import { createReader } from "/static/qr-reader.js";
       // No IndexedDB (private mode): the decision is still shown.
     }
     return { kind: "ok", data: decision };
+  }
+
+  // A bus manifest, as a permit is decided: the server's check, else the device's from the
+  // bundle (verify.js checkManifest). Offline it is queued as one scan of the manifest code
+  // (POST /v1/scans/sync records a permit token per scan, which a passenger here has not).
+  async function decideManifest(token) {
+    const body = JSON.stringify({ token });
+    const result = await call("/v1/verify/manifest", body, "application/json", MANIFEST_BUDGET_MS);
+    if (result.kind === "ok") {
+      if (result.data.checkpoint) remember(CHECKPOINT_STORE, result.data.checkpoint);
+      syncQueue();
+      return result;
+    }
+    if (result.kind !== "network" && result.kind !== "server-error") return result;
+    const check = await checkManifestOffline(token, stored(CHECKPOINT_STORE), nowSeconds());
+    try {
+      await enqueue(check, token);
+    } catch {
+      // No IndexedDB (private mode): the check is still shown.
+    }
+    return { kind: "ok", data: check };
   }
 
   let syncing = false;
