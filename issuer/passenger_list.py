@@ -55,7 +55,7 @@ MANIFEST_HEADING = (
 )
 PART = (
     "Part {part} of {parts} · seats {first}-{last}",
-    "الجزء {part} من {parts} · المقاعد {first}-{last}",
+    "الجزء {part} من {parts} · المقاعد من {first} إلى {last}",
 )
 COMPANY = ("Company", "الشركة")
 GROUP = ("Group", "المجموعة")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections import Counter
@@ -53,17 +54,24 @@ BIDI_MARKS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u200e\u200f"
 Bus = tuple[OrderRecord, GroupRecord, list[PermitRecord]]
 
 
-@pytest.fixture
-async def dispatcher(tmp_path: Path) -> AsyncIterator[Dispatcher]:
-    """A Dispatcher on a SQLite registry with COMPANY registered and a signing key."""
-    registry = await Registry.open(registry_url(sqlite_file(tmp_path)))
+@contextlib.asynccontextmanager
+async def sqlite_dispatcher(directory: Path) -> AsyncIterator[Dispatcher]:
+    """A Dispatcher on a SQLite registry in `directory`, with COMPANY registered and a
+    signing key (bench/passenger_list.py uses it too)."""
+    registry = await Registry.open(registry_url(sqlite_file(directory)))
     try:
-        keys = FileKeys(tmp_path / "keys")
+        keys = FileKeys(directory / "keys")
         await generate_key(registry, keys, now=NOW - DAY, actor="test")
         await register(registry)
         yield Dispatcher(Issuer(registry, keys, POLICY))
     finally:
         await registry.close()
+
+
+@pytest.fixture
+async def dispatcher(tmp_path: Path) -> AsyncIterator[Dispatcher]:
+    async with sqlite_dispatcher(tmp_path) as opened:
+        yield opened
 
 
 def names(count: int) -> list[str]:
