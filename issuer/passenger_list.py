@@ -21,10 +21,14 @@ from issuer.card import (
     line_height,
     wrap,
 )
+from issuer.dispatch import Dispatcher
+from issuer.issuing import ANYONE, Grant
 from issuer.manifests import parts_of
 from issuer.qr import QrSymbol
+from issuer.store import permits as permit_store
 from issuer.store.dispatch import GroupRecord, ManifestCode, OrderRecord
 from issuer.store.permits import PermitRecord
+from issuer.store.registry import Registry
 
 PAGE = (2480, 3508)
 """A4 (210 x 297 mm) at 300 dpi, portrait."""
@@ -117,6 +121,23 @@ class _Detail:
     @classmethod
     def neutral(cls, label: tuple[str, str], value: str) -> _Detail:
         return cls(label, None, value) if script_of(value) == "ar" else cls(label, value, None)
+
+
+async def printed_order(
+    registry: Registry, order_id: int, grant: Grant = ANYONE
+) -> tuple[OrderRecord, GroupRecord, list[PermitRecord]]:
+    """What the passenger list of an order prints, read in one transaction: the order (if
+    the grant may see it; else DispatchOrderNotFound), its group and each member's stored
+    permit in seat order."""
+    async with registry.read() as conn:
+        order = await Dispatcher.order_for(conn, order_id, grant)
+        group = await Dispatcher.group_for(conn, order.group_id, grant)
+        seated = [await permit_store.find(conn, *member.ref) for member in order.members]
+    missing = [m.permit_id for m, record in zip(order.members, seated, strict=True) if not record]
+    if missing:
+        # Permits are never deleted: a member without one is a broken registry.
+        raise LookupError(f"order {order.id} names permits not in the registry: {missing}")
+    return order, group, [record for record in seated if record is not None]
 
 
 def passenger_list_pdf(

@@ -24,10 +24,10 @@ from issuer.dispatch import (
     Vehicle,
     Window,
 )
-from issuer.issuing import Issuer
+from issuer.errors import DispatchOrderNotFound
+from issuer.issuing import Grant, Issuer
 from issuer.keystore import FileKeys, generate_key
-from issuer.passenger_list import COLUMNS, MARGIN, PAGE, passenger_list_pdf
-from issuer.store import permits
+from issuer.passenger_list import COLUMNS, MARGIN, PAGE, passenger_list_pdf, printed_order
 from issuer.store.dispatch import GroupRecord, OrderRecord
 from issuer.store.permits import PermitRecord
 from issuer.store.registry import Registry
@@ -110,10 +110,7 @@ async def bus(dispatcher: Dispatcher, count: int) -> Bus:
         actor="portal",
         now=NOW,
     )
-    async with dispatcher.registry.read() as conn:
-        stored = [await permits.find(conn, *m.ref) for m in order.value.members]
-    assert all(record is not None for record in stored)
-    return order.value, group.value, [r for r in stored if r is not None]
+    return await printed_order(dispatcher.registry, order.value.id)
 
 
 def pdf_file(
@@ -262,3 +259,19 @@ async def test_a_revised_order_prints_its_revision(bus_of_50: Bus, tmp_path: Pat
     text = text_of(pdf_file(tmp_path, revised, group, seated))
     assert f"Dispatch order No. {order.id}, revision 3" in text
     assert f"Dispatch order {order.id} (revision 3) · page 1 of" in text
+
+
+async def test_the_printed_order_is_read_whole_and_only_by_its_company(
+    dispatcher: Dispatcher, bus_of_50: Bus
+) -> None:
+    order, group, seated = bus_of_50
+    assert [p.ref for p in seated] == [m.ref for m in order.members]
+    assert [p.holder for p in seated] == [m.holder for m in order.members]
+    assert group.id == order.group_id
+    ours = await printed_order(dispatcher.registry, order.id, Grant(establishment=COMPANY))
+    assert ours == bus_of_50
+    with pytest.raises(DispatchOrderNotFound) as info:
+        await printed_order(dispatcher.registry, order.id, Grant(establishment="OTHER-CO"))
+    assert info.value.code == "dispatch_order_not_found"
+    with pytest.raises(DispatchOrderNotFound):
+        await printed_order(dispatcher.registry, order.id + 1)
