@@ -49,6 +49,11 @@ ORDER_NO = (
     "Dispatch order No. {order}, revision {revision}",
     "أمر التفويج رقم {order}، الإصدار {revision}",
 )
+CANCELLED = (
+    "CANCELLED: no checkpoint admits anyone on these codes",
+    "أُلغي أمر التفويج: لا يُقبل أحد بهذه الرموز",
+)
+ALERT = (176, 0, 32)
 FOOTER = (
     "Dispatch order {order} (revision {revision}) · page {page} of {pages}",
     "أمر التفويج {order} (الإصدار {revision}) · صفحة {page} من {pages}",
@@ -205,7 +210,9 @@ def _title(order: OrderRecord) -> tuple[int, Draw]:
     size = 64
     values = {"order": order.id, "revision": order.revision}
     order_en, order_ar = (text.format(**values) for text in ORDER_NO)
-    height = line_height(size, bold=True) + 10 + line_height(VALUE, bold=True) + 40
+    cancelled = order.state == "cancelled"
+    banner = line_height(VALUE, bold=True) + 10 if cancelled else 0
+    height = line_height(size, bold=True) + 10 + line_height(VALUE, bold=True) + 40 + banner
 
     def draw(canvas: PdfCanvas, y: int) -> None:
         canvas.line(MARGIN, y, TITLE[0], size=size, lang="en", bold=True, fill=ACCENT)
@@ -213,6 +220,11 @@ def _title(order: OrderRecord) -> tuple[int, Draw]:
         y += line_height(size, bold=True) + 10
         canvas.line(MARGIN, y, order_en, size=VALUE, lang="en", bold=True)
         canvas.line(RIGHT, y, order_ar, size=VALUE, lang="ar", bold=True)
+        if cancelled:
+            # A list printed after all must not send a bus off on revoked codes.
+            y += line_height(VALUE, bold=True) + 10
+            canvas.line(MARGIN, y, CANCELLED[0], size=VALUE, lang="en", bold=True, fill=ALERT)
+            canvas.line(RIGHT, y, CANCELLED[1], size=VALUE, lang="ar", bold=True, fill=ALERT)
         canvas.rule(y + line_height(VALUE, bold=True) + 16)
 
     return height, draw

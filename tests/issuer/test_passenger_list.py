@@ -275,3 +275,14 @@ async def test_the_printed_order_is_read_whole_and_only_by_its_company(
     assert info.value.code == "dispatch_order_not_found"
     with pytest.raises(DispatchOrderNotFound):
         await printed_order(dispatcher.registry, order.id + 1)
+
+
+async def test_a_cancelled_order_says_so_at_the_top(
+    dispatcher: Dispatcher, bus_of_50: Bus, tmp_path: Path
+) -> None:
+    order, group, seated = bus_of_50
+    assert "CANCELLED" not in text_of(pdf_file(tmp_path, order, group, seated), 1)
+    cancelled, _ = await dispatcher.cancel_order(order.id, actor="portal", now=NOW + 60)
+    assert cancelled.state == "cancelled"
+    text = text_of(pdf_file(tmp_path, cancelled, group, seated), 1)
+    assert "CANCELLED: no checkpoint admits anyone on these codes" in text
