@@ -522,3 +522,19 @@ def test_the_company_s_feed_tells_of_its_orders_and_another_company_s_does_not(
         ("dispatch_cancelled", number, "2"),
     ]
     assert dispatch_events(other_key) == []
+
+
+def test_the_passenger_list_is_a_pdf_of_the_current_revision_never_of_a_cancelled_order(
+    app: Api, company_key: str, other_key: str, admin_key: str
+) -> None:
+    _, order = bus(app, company_key, count=3)
+    path = f"/v1/dispatch-orders/{order['id']}/passenger-list.pdf"
+    printed = app.client.get(path, headers=auth(company_key))
+    assert printed.status_code == 200, printed.text
+    assert printed.content.startswith(b"%PDF-")
+    assert printed.headers["cache-control"] == "private, no-store"
+    assert f"passenger-list-{order['id']}-r1.pdf" in printed.headers["content-disposition"]
+    assert app.client.get(path, headers=auth(admin_key)).status_code == 200
+    assert_problem(app.client.get(path, headers=auth(other_key)), 404, "dispatch_order_not_found")
+    post(app, f"/v1/dispatch-orders/{order['id']}/cancel", {}, company_key)
+    assert_problem(app.client.get(path, headers=auth(company_key)), 409, "dispatch_order_cancelled")
