@@ -513,3 +513,9 @@ class SeatNotOnCode(CheckpointError):
     code = "seat_not_on_code"
     message_en = "An absent seat is not one this manifest code lists."
     message_ar = "أحد المقاعد الغائبة ليس من مقاعد رمز الكشف هذا."
+
+
+class DispatchOrderCancelled(CheckpointError):
+    code = "dispatch_order_cancelled"
+    message_en = "The dispatch order was cancelled: no passenger list is printed for it."
+    message_ar = "أُلغي أمر التفويج: لا يُطبع له كشف ركاب."

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
+import re
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Literal
 
 import zint
@@ -18,6 +19,7 @@ _LEVELS: dict[ErrorCorrection, int] = {"L": 1, "M": 2, "Q": 3, "H": 4}
 # zint packs a row's modules eight to a byte, the first in the lowest bit, 1 dark; Pillow's
 # mode "1" wants the first in the highest bit, 1 white.
 _TO_PILLOW = bytes(~int(f"{b:08b}"[::-1], 2) & 0xFF for b in range(256))
+_DARK = re.compile("1+")
 
 
 class QrSymbol:
@@ -52,6 +54,19 @@ class QrSymbol:
             modules = [bool(bits >> x & 1) for x in range(self.size)]
             rows.append([False] * QUIET_ZONE + modules + [False] * QUIET_ZONE)
         return rows + [blank] * QUIET_ZONE
+
+    @property
+    def side(self) -> int:
+        """Modules on a side, the quiet zone included."""
+        return self.size + 2 * QUIET_ZONE
+
+    def runs(self) -> Iterator[tuple[int, int, int]]:
+        """Each run of dark modules in a row: (row, first column, length), counted from the
+        quiet zone's top left corner (a vector drawing's rectangles)."""
+        for y, packed in enumerate(self.rows, start=QUIET_ZONE):
+            modules = f"{int.from_bytes(packed, 'little'):0{self.size}b}"[::-1]
+            for run in _DARK.finditer(modules):
+                yield y, run.start() + QUIET_ZONE, run.end() - run.start()
 
     def image(self, module_px: int) -> Image.Image:
         """A 1-bit image, `module_px` pixels a module, the quiet zone included."""
@@ -102,20 +117,10 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def qr_svg(token: str) -> bytes:
     """An SVG of the token's QR (one path, scales to any size)."""
-    matrix = QrSymbol(token).matrix()
-    side = len(matrix)
-    path = io.StringIO()
-    for y, row in enumerate(matrix):
-        x = 0
-        while x < side:
-            if not row[x]:
-                x += 1
-                continue
-            start = x
-            while x < side and row[x]:
-                x += 1
-            path.write(f"M{start},{y}h{x - start}v1h-{x - start}z")
+    symbol = QrSymbol(token)
+    side = symbol.side
+    path = "".join(f"M{x},{y}h{n}v1h-{n}z" for y, x, n in symbol.runs())
     return (
         f'<svg width="{side}mm" height="{side}mm" version="1.1" viewBox="0 0 {side} {side}" '
-        f'xmlns="http://www.w3.org/2000/svg"><path d="{path.getvalue()}"/></svg>'
+        f'xmlns="http://www.w3.org/2000/svg"><path d="{path}"/></svg>'
     ).encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
@@ -15,17 +16,20 @@ from api.routes.issuer import REPLAY_HEADERS, REPLAYED, claim_of
 from api.schemas import GroupView, HeadCountView, OrderView
 from issuer.dispatch import MAX_GROUP_MEMBERS, DispatchRequest, GroupRequest
 from issuer.errors import (
+    DispatchOrderCancelled,
     DispatchOrderNotFound,
     GroupNotFound,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     IssueRefused,
 )
+from issuer.passenger_list import passenger_list_pdf, printed_order
 from issuer.store import dispatch as stored
 
-GROUP_BODY_LIMIT = 128 * 1024
-"""A group of MAX_GROUP_MEMBERS with long Arabic names fits (about 300 bytes a member)."""
-assert GROUP_BODY_LIMIT > MAX_GROUP_MEMBERS * 120
+GROUP_BODY_LIMIT = 1024 * 1024
+"""A group of MAX_GROUP_MEMBERS whose names are 100 characters each, even written as JSON
+`\\u` escapes (6 bytes a character), fits."""
+assert GROUP_BODY_LIMIT > MAX_GROUP_MEMBERS * (100 * 6 + 64)
 ORDER_BODY_LIMIT = DEFAULT_BODY_LIMIT
 CREATES = roles("issuer") | raises(IssueRefused, IdempotencyKeyReused, IdempotencyInProgress)
 READS = roles("issuer", "admin")
@@ -158,10 +162,50 @@ async def list_checks(
     ]
 
 
+@get(
+    "/dispatch-orders/{order_id:int}/passenger-list.pdf",
+    opt=READS | raises(DispatchOrderNotFound, DispatchOrderCancelled),
+    operation_id="getPassengerList",
+    media_type="application/pdf",
+)
+async def passenger_list(
+    request: Request[Any, Any, Any], order_id: OrderPath, services: ServicesDep
+) -> Response[bytes]:
+    """The driver's printable passenger list (A4 PDF, Arabic and English): the order, its
+    manifest codes, and every passenger with a masked ID and their own permit's QR code."""
+    order, group, seated = await printed_order(
+        services.registry, order_id, grant_of(credential_of(request))
+    )
+    if order.state != "active":
+        # Printed paper outlives any screen: never one for a cancelled order.
+        raise DispatchOrderCancelled(str(order.id))
+    # Some hundred milliseconds of drawing for a bus: off the event loop.
+    body = await asyncio.to_thread(passenger_list_pdf, order, group, seated, services.policy)
+    name = f"passenger-list-{order.id}-r{order.revision}.pdf"
+    return Response(
+        body,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="{name}"',
+            # It names the passengers: keep it out of shared caches.
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
 router = Router(
     path="/v1",
     route_handlers=document(
-        "issuer", [create_group, get_group, create_order, get_order, cancel_order, list_checks]
+        "issuer",
+        [
+            create_group,
+            get_group,
+            create_order,
+            get_order,
+            cancel_order,
+            list_checks,
+            passenger_list,
+        ],
     ),
 )
 """The portals' routes of groups and dispatch orders (mounted where permits are issued)."""

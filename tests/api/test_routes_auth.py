@@ -181,6 +181,7 @@ ROUTE_TABLE = [
     Route("GET", "/v1/dispatch-orders/1", frozenset({"issuer", "admin"})),
     Route("POST", "/v1/dispatch-orders/1/cancel", frozenset({"issuer", "admin"})),
     Route("GET", "/v1/dispatch-orders/1/checks", frozenset({"issuer", "admin"})),
+    Route("GET", "/v1/dispatch-orders/1/passenger-list.pdf", frozenset({"issuer", "admin"})),
     Route(
         "POST",
         "/v1/verify/manifest",

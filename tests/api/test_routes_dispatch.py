@@ -5,6 +5,7 @@ programme, cancelled on every node's next revocation update."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import msgspec
@@ -13,6 +14,7 @@ import pytest
 from api.runtime.services import Services
 from checkpoint.model import Category
 from checkpoint.policy import Gate
+from issuer.dispatch import MAX_GROUP_MEMBERS
 from issuer.registration import register_establishment
 from tests.api.conftest import POLICY, Api, assert_problem, auth, riyadh
 from tests.api.test_routes_permits import iqamas
@@ -522,3 +524,38 @@ def test_the_company_s_feed_tells_of_its_orders_and_another_company_s_does_not(
         ("dispatch_cancelled", number, "2"),
     ]
     assert dispatch_events(other_key) == []
+
+
+def test_the_passenger_list_is_a_pdf_of_the_current_revision_never_of_a_cancelled_order(
+    app: Api, company_key: str, other_key: str, admin_key: str
+) -> None:
+    _, order = bus(app, company_key, count=3)
+    path = f"/v1/dispatch-orders/{order['id']}/passenger-list.pdf"
+    printed = app.client.get(path, headers=auth(company_key))
+    assert printed.status_code == 200, printed.text
+    assert printed.content.startswith(b"%PDF-")
+    assert printed.headers["cache-control"] == "private, no-store"
+    assert f"passenger-list-{order['id']}-r1.pdf" in printed.headers["content-disposition"]
+    assert app.client.get(path, headers=auth(admin_key)).status_code == 200
+    assert_problem(app.client.get(path, headers=auth(other_key)), 404, "dispatch_order_not_found")
+    post(app, f"/v1/dispatch-orders/{order['id']}/cancel", {}, company_key)
+    assert_problem(app.client.get(path, headers=auth(company_key)), 409, "dispatch_order_cancelled")
+
+
+def test_the_largest_group_with_the_longest_names_fits_its_body_limit(
+    app: Api, company_key: str
+) -> None:
+    permits = issue_all(app, company_key, [slot(h) for h in pilgrims(MAX_GROUP_MEMBERS)])
+    name = "عبد" * 33 + "ا"  # 100 characters, sent as \\u escapes (6 bytes each)
+    body = group_body(permits)
+    for member in body["members"]:
+        member["name"] = name
+    content = json.dumps(body, ensure_ascii=True).encode()
+    assert len(content) > 600_000
+    headers = auth(company_key) | {"content-type": "application/json"}
+    made = app.client.post("/v1/groups", content=content, headers=headers)
+    assert made.status_code == 201, made.text[:300]
+    assert made.json()["members"][-1]["name"] == name
+    body["members"].append(body["members"][0])
+    too_many = app.client.post("/v1/groups", json=body, headers=auth(company_key))
+    assert_problem(too_many, 422, "invalid_body")
