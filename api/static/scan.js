@@ -517,8 +517,12 @@ import { isManifest } from "/static/verify.js";
       $("head-ar").textContent = `عدد الركاب في الحافلة: ${bus.head_count}`;
       manifest.dataset.headCount = String(bus.head_count);
     }
-    const lines = check.members
-      .filter((member) => member.decision.outcome !== "VALID")
+    // Refused passengers first, then those to check by hand, each in seat order: on stale
+    // data every passenger is amber, and the red ones must not be lost among them.
+    const refused = check.members.filter((m) => m.decision.outcome === "INVALID");
+    const manual = check.members.filter((m) => m.decision.outcome !== "INVALID" && m.decision.outcome !== "VALID");
+    const lines = refused
+      .concat(manual)
       .map(({ seat, decision }) => {
         const item = document.createElement("li");
         item.className = "seat-line";

@@ -20,11 +20,13 @@ from checkpoint.token import assemble, decode_payload, signing_input, split_toke
 from issuer.keystore import FileKeys
 from issuer.qr import qr_png
 from tests.api.test_scan_offline import (
+    BOUND,
     COVERABLE_CAMERA,
     OfflineDeployment,
     _bundle_seq,
     _bundle_state,
     _provision,
+    _type_token,
     _until,
 )
 from tests.api.test_scan_page import POLICY, Phone, camera_chromium
@@ -57,10 +59,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfflineDepl
         server.stop()
 
 
-def _bus_manifest(deployment: OfflineDeployment, revoked: list[dict[str, str]]) -> str:
+def _bus_manifest(
+    deployment: OfflineDeployment, revoked: list[dict[str, str]], order: int = 7
+) -> str:
     """A bus of HEAD_COUNT signed with the deployment's own permit key: the two revoked
     permits at REVOKED_SEATS, a dependent at NOT_ADMITTED_SEAT, domestic workers elsewhere
-    (whose facts are those of the issued permits)."""
+    (whose facts are those of the issued permits; their permit ids are the order's own, so
+    two orders' passengers never meet in anti-passback)."""
     envelopes = [split_token(p["token"]) for p in revoked]
     real = [decode_payload(e.payload) for e in envelopes]
     kid = envelopes[0].kid
@@ -74,13 +79,13 @@ def _bus_manifest(deployment: OfflineDeployment, revoked: list[dict[str, str]]) 
         category = Category.DEPENDENT if seat == NOT_ADMITTED_SEAT else like.category
         permits.append(
             msgspec.structs.replace(
-                like, index=900_000 + seat, holder=f"P{seat:07d}", category=category
+                like, index=order * 1000 + seat, holder=f"P{seat:07d}", category=category
             )
         )
     profiles, chosen = profiles_of(permits)
     now = int(dt.datetime.now(dt.UTC).timestamp())  # the server runs on the real clock
     manifest = Manifest(
-        order=7,
+        order=order,
         revision=1,
         part=1,
         parts=2,
@@ -116,7 +121,11 @@ def bus(deployment: OfflineDeployment) -> dict[str, Any]:
             assert response.status_code == 201, response.text
     seq = response.json()["last_seq"]
     _until(lambda: _bundle_seq(deployment) >= seq, "the bundle to carry the revocations")
-    return {"token": _bus_manifest(deployment, revoked), "revoked": revoked}
+    return {
+        "token": _bus_manifest(deployment, revoked),
+        "other": _bus_manifest(deployment, revoked, order=8),
+        "revoked": revoked,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +205,42 @@ def test_a_manifest_qr_online_then_offline(
     _expect_the_bus(page, bus)
     expect(page.locator("#offline-note")).to_contain_text("revocations as of")
     phone.screenshot("scan-manifest-offline.png")
+
+
+def test_a_manifest_past_the_offline_bound_is_checked_by_hand(
+    phone: Phone, deployment: OfflineDeployment, bus: dict[str, Any]
+) -> None:
+    page = phone.page
+    page.add_init_script(COVERABLE_CAMERA)
+    page.clock.install()
+    _provision(phone, deployment)  # the camera's bus, online: the checkpoint is learned
+    expect(page.locator("#result")).to_be_visible(timeout=20_000)
+    _bundle_state(page, "current")
+    phone.context.set_offline(True)
+    page.clock.fast_forward((BOUND + 60) * 1000)  # the revocation data is older than the bound
+
+    _type_token(page, bus["other"])  # another bus, typed: the manifest path all the same
+    result = page.locator("#result")
+    expect(result).to_have_attribute("data-kind", "manifest", timeout=20_000)
+    expect(page.locator("#bus")).to_contain_text("order 8")
+    expect(result).to_have_attribute("data-offline", "true")
+    expect(result).to_have_attribute("data-outcome", "INDETERMINATE")
+    expect(result).to_have_attribute("data-code", "revocation_stale")
+    expect(page.locator("#count-en")).to_have_text(f"Admitted 0 of {HEAD_COUNT}")
+    lines = page.locator("#seat-lines li")
+    expect(lines).to_have_count(HEAD_COUNT)
+    refused = page.locator('#seat-lines li[data-outcome="INVALID"]')
+    assert [
+        (r.get_attribute("data-seat"), r.get_attribute("data-code")) for r in refused.all()
+    ] == [
+        ("4", "revoked"),
+        ("21", "revoked"),
+        ("50", "category_not_admitted"),
+    ]
+    expect(lines.nth(0)).to_have_attribute("data-seat", "4")  # the red lines come first
+    expect(lines.nth(3)).to_have_attribute("data-seat", "1")
+    amber = page.locator('#seat-lines li[data-outcome="INDETERMINATE"]')
+    expect(amber).to_have_count(HEAD_COUNT - 3)
+    expect(amber.first).to_contain_text("check manually")
+    expect(page.locator("#manifest")).to_have_attribute("data-manual", str(HEAD_COUNT - 3))
+    phone.screenshot("scan-manifest-stale.png")
