@@ -267,11 +267,21 @@ class OfflineScan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One decision a device made offline: what it read, where, when, and what it answered."""
 
     scan_id: ScanRef
-    token: TokenText
+    token: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=MAX_MANIFEST_CHARS,
+            description="what the device read: a permit (CP1:...), or a bus manifest (CPM1:...)",
+        ),
+    ]
     checkpoint: GateCode
     at: Annotated[int, Meta(ge=0, le=0xFF_FFFF_FFFF, description="Unix seconds of the scan")]
     outcome: Outcome
     code: ReasonCode
+    seat: Seat | None = None
+    """With a manifest: the passenger this decision is of (each passenger is one scan);
+    without, the decision of the manifest as a whole (one it refused, listing no one)."""
 
 
 class SyncRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -21,17 +21,23 @@ from api.errors import (
     SinceSeqTooOld,
 )
 from api.openapi import document, raises
-from api.routes.access import BATCH_VERIFY_BODY_LIMIT, ServicesDep, scanner_checkpoint
+from api.routes.access import ServicesDep, scanner_checkpoint
 from api.runtime.services import Services
-from api.schemas import SyncRequest, SyncResponse, SyncResult
+from api.schemas import MAX_SYNC_SCANS, OfflineScan, SyncRequest, SyncResponse, SyncResult
 from checkpoint.errors import DuplicateCheckUnavailable, UnknownCheckpoint
-from checkpoint.model import Outcome
+from checkpoint.manifest import MAX_MANIFEST_CHARS, ManifestCheck, check_manifest
+from checkpoint.model import Decision, Outcome
 from checkpoint.offline import BUNDLE_MEDIA_TYPE
 from checkpoint.policy import DuplicateMode
+from issuer.errors import SeatNotOnCode
 from issuer.store.offline import Artifact, current_artifact, delta_names
 from issuer.store.offline_scans import ScanRecord, record_offline_scans
 
 MAX_SEQ = 2**63 - 1
+SYNC_BODY_LIMIT = 2 * 1024 * 1024
+"""MAX_SYNC_SCANS scans, each a passenger of the longest manifest (its code repeated in
+each: one scan a passenger, as alone), fit."""
+assert SYNC_BODY_LIMIT > MAX_SYNC_SCANS * (MAX_MANIFEST_CHARS + 300)
 
 
 async def _delta(services: Services, since_seq: int) -> Artifact:
@@ -107,12 +113,33 @@ async def _remember_entries(services: Services, entries: list[tuple[str, int]]) 
             raise answer
 
 
+def _seat_decision(
+    checked: dict[tuple[str, int], ManifestCheck],
+    services: Services,
+    scan: OfflineScan,
+    checkpoint: str,
+) -> Decision:
+    """The server's decision of one passenger of a manifest at the scan's time: the seat's
+    own when the manifest lists it, else the manifest's refusal (or `seat_not_on_code`),
+    naming no permit. A bus's seats share one check (`checked`, by token and time)."""
+    at = scan.at
+    check = checked.get((scan.token, at))
+    if check is None:
+        check = check_manifest(services.verifier, scan.token, checkpoint, at)
+        checked[(scan.token, at)] = check
+    for member in check.members:
+        if member.seat == scan.seat:
+            return member.decision
+    code = check.code if not check.members else SeatNotOnCode.code
+    return Decision(check.outcome, code, "", "", checkpoint, at, check.policy_version)
+
+
 @post(
     "/scans/sync",
     opt=roles("scanner") | raises(ScanCheckpointMismatch, ScanInFuture, UnknownCheckpoint),
     operation_id="syncOfflineScans",
     status_code=HTTP_200_OK,
-    request_max_body_size=BATCH_VERIFY_BODY_LIMIT,
+    request_max_body_size=SYNC_BODY_LIMIT,
 )
 async def sync_scans(
     request: Request[Any, Any, Any], data: JSONBody[SyncRequest], services: ServicesDep
@@ -128,6 +155,7 @@ async def sync_scans(
     zone = policy.gate(checkpoint).zone
     rules = policy.duplicate_entry
     records: list[ScanRecord] = []
+    manifests: dict[tuple[str, int], ManifestCheck] = {}
     for scan in data.scans:
         if scan.checkpoint != checkpoint:
             raise ScanCheckpointMismatch(f"{scan.scan_id}: {scan.checkpoint}, not {checkpoint}")
@@ -135,7 +163,10 @@ async def sync_scans(
             raise ScanInFuture(f"{scan.scan_id}: at {scan.at}, now {now}")
         # The server's own view of the token at the scan's time: an authentic permit id
         # (never one a device could make up), and its code, kept beside the device's.
-        server = services.verifier.verify(scan.token, checkpoint, scan.at)
+        if scan.seat is None:
+            server = services.verifier.verify(scan.token, checkpoint, scan.at)
+        else:
+            server = _seat_decision(manifests, services, scan, checkpoint)
         permit = server.permit
         entered = (
             scan.outcome is Outcome.VALID

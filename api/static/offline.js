@@ -13,7 +13,8 @@ const STATUS_LIST_TYPE = "statuslist+jwt";
 const LEEWAY = 120; // seconds of device clock skew on iat and exp, as the Python check allows
 const SIGNATURE_CHARS = 86;
 const MAX_SYNC = 500;
-const MAX_TOKEN = 1024; // what POST /v1/scans/sync takes; longer text is no permit anyway
+const MAX_TOKEN = 1024; // a permit as POST /v1/scans/sync takes it; longer text is no permit
+const MAX_MANIFEST = 3391; // a manifest as it takes it (MAX_MANIFEST_CHARS)
 
 // The device's own reasons for MANUAL CHECK, beside the verifier's.
 export const OFFLINE_REASONS = {
@@ -374,6 +375,29 @@ export function enqueue(decision, token) {
     code: decision.code,
   };
   return transact("queue", "readwrite", (s) => s.put(scan));
+}
+
+// A bus manifest decided offline: one queued scan a passenger, with its seat, as if each
+// permit had been scanned alone (the server checks the manifest again and records each
+// passenger's entry for anti-passback); a manifest refused whole is one scan without a seat.
+export function enqueueManifest(check, token) {
+  if (token.length > MAX_MANIFEST || !check.checkpoint) return Promise.resolve();
+  const scan = (decision, seat) => ({
+    scan_id: crypto.randomUUID(),
+    token,
+    checkpoint: check.checkpoint,
+    at: check.checked_at,
+    outcome: decision.outcome,
+    code: decision.code,
+    ...(seat === undefined ? {} : { seat }),
+  });
+  const scans = check.members.length
+    ? check.members.map((m) => scan(m.decision, m.seat))
+    : [scan(check, undefined)];
+  return transact("queue", "readwrite", (s) => {
+    for (const one of scans) s.put(one);
+    return null;
+  });
 }
 
 async function post(apiKey, deviceId, scans) {

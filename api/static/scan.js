@@ -5,6 +5,7 @@ import {
   checkManifestOffline,
   decideOffline,
   enqueue,
+  enqueueManifest,
   forgetBundle,
   refresh,
   storedBundle,
@@ -601,8 +602,8 @@ import { isManifest } from "/static/verify.js";
   }
 
   // A bus manifest, as a permit is decided: the server's check, else the device's from the
-  // bundle (verify.js checkManifest). Offline it is queued as one scan of the manifest code
-  // (POST /v1/scans/sync records a permit token per scan, which a passenger here has not).
+  // bundle (verify.js checkManifest). Offline each passenger is queued as one scan with its
+  // seat (enqueueManifest), synced and counted as a scan of that permit alone.
   async function decideManifest(token) {
     const body = JSON.stringify({ token });
     const result = await call("/v1/verify/manifest", body, "application/json", MANIFEST_BUDGET_MS);
@@ -614,7 +615,7 @@ import { isManifest } from "/static/verify.js";
     if (result.kind !== "network" && result.kind !== "server-error") return result;
     const check = await checkManifestOffline(token, stored(CHECKPOINT_STORE), nowSeconds());
     try {
-      await enqueue(check, token);
+      await enqueueManifest(check, token);
     } catch {
       // No IndexedDB (private mode): the check is still shown.
     }

@@ -21,6 +21,7 @@ from api.routes.access import (
 from api.routes.dispatch import GROUP_BODY_LIMIT, ORDER_BODY_LIMIT
 from api.routes.issuer import PROGRAMME_BODY_LIMIT
 from api.routes.manifests import CHECK_BODY_LIMIT, MANIFEST_BODY_LIMIT
+from api.routes.offline import SYNC_BODY_LIMIT
 from issuer.store.credentials import Role, disable_credential
 from tests.api.conftest import (
     CHECKPOINT,
@@ -140,7 +141,7 @@ ROUTE_TABLE = [
                 }
             ],
         },
-        BATCH_VERIFY_BODY_LIMIT,
+        SYNC_BODY_LIMIT,
     ),
     # The listings (test_routes_queries: what each role sees of them)
     Route("GET", "/v1/permits", frozenset({"issuer", "admin"})),

@@ -25,6 +25,7 @@ from tests.api.test_scan_offline import (
     OfflineDeployment,
     _bundle_seq,
     _bundle_state,
+    _offline_audit,
     _provision,
     _type_token,
     _until,
@@ -197,7 +198,7 @@ def test_a_manifest_qr_online_then_offline(
     phone.screenshot("scan-manifest-online.png")
     _bundle_state(page, "current")
 
-    # No network: the same bus from the bundle, by verify.js, queued as one scan.
+    # No network: the same bus from the bundle, by verify.js, queued a scan a passenger.
     phone.context.set_offline(True)
     page.click("#next")
     expect(result).to_be_visible(timeout=20_000)
@@ -205,6 +206,18 @@ def test_a_manifest_qr_online_then_offline(
     _expect_the_bus(page, bus)
     expect(page.locator("#offline-note")).to_contain_text("revocations as of")
     phone.screenshot("scan-manifest-offline.png")
+
+    # Back online: every passenger reaches the audit log as a scan of that permit alone,
+    # the server's own check of the manifest beside the device's decision.
+    phone.context.set_offline(False)
+    _until(lambda: len(_offline_audit(deployment)) >= HEAD_COUNT, "the bus in the audit log")
+    rows = _offline_audit(deployment)
+    assert len(rows) == HEAD_COUNT
+    assert all(r["code"] == r["server_code"] for r in rows), rows
+    refused = sorted((r["permit_id"], r["code"]) for r in rows if r["outcome"] != "VALID")
+    revoked = sorted((p["permit_id"], "revoked") for p in bus["revoked"])
+    assert [r for r in refused if r[1] == "revoked"] == revoked
+    assert [code for _, code in refused].count("category_not_admitted") == 1
 
 
 def test_a_manifest_past_the_offline_bound_is_checked_by_hand(
