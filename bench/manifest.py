@@ -21,7 +21,7 @@ with one httpx client over one keep-alive connection:
     (issuer/qr.py, error correction M as every code the project prints), for the served
     bus and for 50 and 60 members sharing one profile or each with its own, with status
     references of a busy registry; printed at 0.5 mm a module, the quiet zone included.
-Run: `.venv/bin/python bench/manifest.py [--quick]` (about 45 s; --quick about 25 s).
+Run: `.venv/bin/python bench/manifest.py [--quick]` (about 45 s; --quick about 30 s).
 """
 
 from __future__ import annotations
