@@ -45,10 +45,10 @@ from http_verify import (  # the load generator's pieces
     provision,
     request,
     stop,
-    wait_ready,
 )
+from served import start_serve
 
-from api.runtime.serve import prepare, worker_environment
+from api.runtime.serve import prepare
 from api.runtime.settings import Settings
 from checkpoint.policy import DuplicateMode
 from checkpoint.policy_file import load_policy
@@ -153,19 +153,7 @@ def run(busy_permits: int, idle_permits: int) -> bool:
         )
         print(f"set-up: {prepare(settings)}")
         key, tokens = asyncio.run(provision(settings, busy_permits + idle_permits))
-        log = data_dir / "server.log"
-        env = {**os.environ, **worker_environment(settings)}
-        with log.open("wb") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        os.sched_setaffinity(server.pid, {SERVER_CORE})
-        wait_ready(server, port, log)
+        server = start_serve(settings, data_dir / "server.log", SERVER_CORE)
         os.sched_setaffinity(0, {GENERATOR_CORE})
         print(
             f"server: checkpoint serve pid {server.pid} (1 worker, core {SERVER_CORE}), Redis "

@@ -82,6 +82,7 @@ from http_verify import (
     tail,
     wait_ready,
 )
+from served import checkpoint_command
 
 from api.runtime.serve import prepare, worker_environment
 from api.runtime.settings import ENV_PREFIX, Settings
@@ -146,12 +147,6 @@ def pinned(core: int) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
-
-
-def checkpoint_command() -> list[str]:
-    """`checkpoint` of this venv (the console script), else the same entry point by module."""
-    script = Path(sys.executable).with_name("checkpoint")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "api.cli"]
 
 
 @dataclass
