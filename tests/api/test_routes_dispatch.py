@@ -559,3 +559,63 @@ def test_the_largest_group_with_the_longest_names_fits_its_body_limit(
     body["members"].append(body["members"][0])
     too_many = app.client.post("/v1/groups", json=body, headers=auth(company_key))
     assert_problem(too_many, 422, "invalid_body")
+
+
+def test_an_offline_bus_syncs_a_scan_a_passenger_checked_again_by_the_server(
+    app: Api, company_key: str, scanner: str
+) -> None:
+    permits, order = bus(app, company_key, count=3)
+    token = order["manifests"][0]["token"]
+    revoke(app, company_key, permits[1]["permit_id"])
+    at_the_checkpoint(app)
+    at = app.clock.now
+    device = [("VALID", "valid", 1), ("VALID", "valid", 2), ("VALID", "valid", 3)]
+    scans = [
+        {
+            "scan_id": f"bus-{seat}",
+            "token": token,
+            "checkpoint": "shumaisi",
+            "at": at,
+            "outcome": outcome,
+            "code": code,
+            "seat": seat,
+        }
+        for outcome, code, seat in device
+    ]
+    scans.append(
+        {
+            "scan_id": "bus-9",
+            "token": token,
+            "checkpoint": "shumaisi",
+            "at": at,
+            "outcome": "VALID",
+            "code": "valid",
+            "seat": 9,
+        }
+    )
+    body = {"device_id": "handheld-1", "scans": scans}
+    synced = post(app, "/v1/scans/sync", body, scanner)
+    assert synced.status_code == 200, synced.text
+    named = [(r["scan_id"], r["permit_id"]) for r in synced.json()["results"]]
+    assert named == [
+        ("bus-1", permits[0]["permit_id"]),
+        ("bus-2", permits[1]["permit_id"]),
+        ("bus-3", permits[2]["permit_id"]),
+        ("bus-9", None),
+    ]
+    rows = {
+        e.detail["scan_id"]: e for e in app.audit_entries("decision") if e.detail.get("offline")
+    }
+    # The device said VALID for seat 2 (its bundle was older); the server's view sits beside it.
+    assert rows["bus-2"].detail["server_code"] == "revoked"
+    assert rows["bus-9"].detail["server_code"] == "seat_not_on_code"
+    # The synced entries count for anti-passback: the same pilgrim online now is a repeat.
+    assert app.verify(scanner, permits[0]["token"])["warnings"] == ["duplicate_entry"]
+    # A retry records nothing twice.
+    again = post(app, "/v1/scans/sync", body, scanner).json()["results"]
+    assert {r["status"] for r in again} == {"duplicate_scan"}
+    # A forged manifest names no permit, whatever seat the device claims.
+    forged = token[:40] + ("0" if token[40] != "0" else "1") + token[41:]
+    fake = {"device_id": "handheld-1", "scans": [scans[0] | {"scan_id": "fake-1", "token": forged}]}
+    (result,) = post(app, "/v1/scans/sync", fake, scanner).json()["results"]
+    assert (result["status"], result["permit_id"]) == ("recorded", None)
