@@ -474,7 +474,7 @@ def test_sync_refusals(app: Api, scanner_key: str, valid_token: dict[str, Any]) 
         400,
         "bad_request",
     )
-    oversize = {"device_id": "d", "scans": [good | {"token": "x" * 1024}] * 500}
+    oversize = {"device_id": "d", "scans": [good | {"token": "x" * 5000}] * 500}
     response = app.client.post("/v1/scans/sync", json=oversize, headers=auth(scanner_key))
     assert_problem(response, 413, "body_too_large")
     assert not [e for e in app.audit_entries("decision") if e.detail.get("offline")]
