@@ -1,8 +1,11 @@
 """Benchmark: /v1/verify and /v1/verify/batch over HTTP on loopback, beside baselines of one run.
 
-What it measures, on a machine with at least 2 cores:
-  * the server (uvicorn, one worker, the options of `checkpoint serve`, the app of
-    `api.app.create_app`) is pinned to core 0; the load generator to core 1;
+What it measures, on a machine with at least 2 cores, for each of two servers side by side
+on the same app (`api.app.create_app`), both started before the first phase:
+  * uvicorn (the options of `checkpoint serve`: httptools with our limits) and granian
+    (Rust, its own HTTP/1 parser, the header timeout and header buffer mapped from the same
+    settings), each one worker, loop uvloop, backlog 2048, keep-alive on, pinned to core 0;
+    the load generator to core 1;
   * closed-loop maximum requests per second of POST /v1/verify and of a no-op endpoint
     POST /bench/noop that this benchmark registers on the same app (same guard, API key,
     rate limiter, body parsing and dependency; it returns a constant instead of verifying),
@@ -12,7 +15,10 @@ What it measures, on a machine with at least 2 cores:
     on the same schedule, for the tail the machine itself gives at that rate;
   * tokens per second of /v1/verify/batch (500 tokens a request) beside the bare core rate:
     `Verifier.verify_batch` on the same tokens in a process pinned to the server's core,
-    interleaved, 3 rounds, median kept.
+    interleaved, 3 rounds, median kept;
+  * the crowd: closed loop at 1,000 connections, each with a request in flight, /v1/verify
+    and the no-op on both servers interleaved, 3 rounds: req/s, p50, p99;
+  * a table of every figure of each server beside uvicorn's, as a ratio of the same run.
 The load generator is this script: asyncio, raw HTTP/1.1 keep-alive connections, request
 bytes built in advance, only the status line and Content-Length parsed (plus a count of
 `"outcome":"VALID"`, so that rejections cannot pass for throughput). Its own CPU use is
@@ -26,7 +32,8 @@ round again only after its window has passed (a repeated Umrah scan within the w
 VALID with a `duplicate_entry` warning and an audit row: a benchmark of 500 permits on a
 12-hour window measured that path instead). Repeats are counted and reported.
 Exit status: 0 when the run completed (criteria met or not), 1 when it failed, 130 on Ctrl-C.
-Run: `.venv/bin/python bench/http_verify.py [--quick]` (default under 2 minutes, --quick ~20 s).
+Run: `.venv/bin/python bench/http_verify.py [--quick] [--servers uvicorn,granian]` (default
+about 4 minutes, --quick about 70 s).
 """
 
 from __future__ import annotations
@@ -34,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import importlib.util
 import json
 import os
 import re
@@ -86,7 +92,12 @@ RATE_LIMIT = 1e9
 endpoints at the limiter instead of at the server."""
 VERIFY_RATIO = 0.5
 P99_BUDGET = 0.025
-BATCH_RATIO = 0.8
+BATCH_RATIO = 0.9
+BACKLOG = 2048
+"""Both servers' listen backlog (uvicorn's default; granian's is 1024)."""
+CROWD = 1_000
+"""Connections of the crowd phase: every one keeps a request in flight."""
+SERVERS = ("uvicorn", "granian")
 VALID = b'"outcome":"VALID"'
 REPEAT = b'"duplicate_entry"'
 RESPONSE_TIMEOUT = 30.0
@@ -127,12 +138,39 @@ def bench_app() -> Litestar:
     return app
 
 
-def _serve_child(port: int) -> int:
-    """The server process: pinned, then uvicorn exactly as `checkpoint serve` runs it."""
+def _serve_child(port: int, server: str) -> int:
+    """The server process: pinned, then uvicorn exactly as `checkpoint serve` runs it, or
+    granian with the same settings where it has them (its worker inherits the pinning)."""
     os.sched_setaffinity(0, {SERVER_CORE})
+    settings = settings_from_env()
+    if server == "granian":
+        from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
+        from granian.http import HTTP1Settings  # noqa: PLC0415
+        from granian.server import Server  # noqa: PLC0415
+
+        Server(
+            "bench.http_verify:bench_app",
+            address=settings.host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=1,
+            loop=Loops.uvloop,
+            http=HTTPModes.http1,
+            websockets=False,
+            backlog=BACKLOG,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=round(settings.header_timeout * 1000),
+                keep_alive=True,
+                max_buffer_size=max(8192, settings.max_header_bytes),
+            ),
+            log_access=False,
+            factory=True,
+            working_dir=ROOT,
+        ).serve()
+        return 0
     import uvicorn  # noqa: PLC0415 - only the server process needs it
 
-    options = uvicorn_options(settings_from_env()) | {"port": port}
+    options = uvicorn_options(settings) | {"port": port, "loop": "uvloop", "backlog": BACKLOG}
     uvicorn.run("bench.http_verify:bench_app", factory=True, **options)
     return 0
 
@@ -313,9 +351,16 @@ class Meter:
         self.tick = os.sysconf("SC_CLK_TCK")
 
     def cpu_of(self, pid: int) -> float:
-        """CPU seconds of a process, all its threads."""
+        """CPU seconds of a process and its children (granian's worker), all threads."""
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.tick
+        total = (int(fields[11]) + int(fields[12])) / self.tick
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            total += sum(self.cpu_of(int(child)) for child in children)
+        return total
 
     def busy(self) -> tuple[float, float]:
         """Busy seconds of the server's and the generator's core, steal time included."""
@@ -881,11 +926,11 @@ def _report(figures: dict[str, float]) -> None:
     )
 
 
-def run(plan: Plan) -> None:
+def run(plan: Plan, servers: tuple[str, ...]) -> None:
     cores = os.sched_getaffinity(0)
     if not {SERVER_CORE, GENERATOR_CORE} <= cores:
         raise RuntimeError(f"needs cores {SERVER_CORE} and {GENERATOR_CORE}; have {cores}")
-    server: subprocess.Popen[bytes] | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     bare: subprocess.Popen[str] | None = None
     data_dir = Path(tempfile.mkdtemp(prefix="http_verify-"))
     try:
@@ -907,26 +952,31 @@ def run(plan: Plan) -> None:
         )
 
         env = {**os.environ, **worker_environment(settings)}
-        log = data_dir / "server.log"
         script = str(Path(__file__).resolve())
-        with log.open("wb") as log_file:
-            server = subprocess.Popen(
-                [sys.executable, script, "--serve-child", str(port)],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,  # Ctrl-C reaches this process; it stops the server
-            )
-        wait_ready(server, port, log)
+        ports = {name: port if name == servers[0] else _free_port() for name in servers}
+        logs = {name: data_dir / f"{name}.log" for name in servers}
+        for name in servers:
+            with logs[name].open("wb") as log_file:
+                procs[name] = subprocess.Popen(
+                    [sys.executable, script, "--serve-child", str(ports[name]), "--server", name],
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    start_new_session=True,  # Ctrl-C reaches this process; it stops the server
+                )
+        for name in servers:
+            wait_ready(procs[name], ports[name], logs[name])
         os.sched_setaffinity(0, {GENERATOR_CORE})
-        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+        for name in servers:
+            http = "its own (Rust, hyper)" if name == "granian" else "httptools"
+            print(
+                f"server: {name} pid {procs[name].pid}, 1 worker, loop uvloop, http {http}, "
+                f"backlog {BACKLOG}, keep-alive on, app create_app + /bench/noop, on "
+                f"127.0.0.1:{ports[name]}, cores {sorted(os.sched_getaffinity(procs[name].pid))}"
+            )
         print(
-            f"server: uvicorn pid {server.pid}, 1 worker, loop {loop}, http {http}, "
-            f"app create_app + /bench/noop, on 127.0.0.1:{port}, cores "
-            f"{sorted(os.sched_getaffinity(server.pid))}; rate limit raised to "
-            f"{RATE_LIMIT:.0e}/s for the run"
+            f"  rate limit raised to {RATE_LIMIT:.0e}/s for the run; the servers run side by side"
         )
         print(
             f"generator: Python asyncio raw HTTP/1.1 keep-alive (this process, pid "
@@ -943,31 +993,110 @@ def run(plan: Plan) -> None:
             start_new_session=True,
         )
 
-        gen = Generator(port, Meter(server.pid))
-        verify = [
-            request("/v1/verify", port, key, msgspec.json.encode({"token": t})) for t in tokens
-        ]
-        noop_requests = [
-            request("/bench/noop", port, key, msgspec.json.encode({"token": t})) for t in tokens
-        ]
-        batch = [
-            request("/v1/verify/batch", port, key, msgspec.json.encode({"tokens": chunk}))
-            for chunk in (
-                tokens[at : at + BATCH_TOKENS] for at in range(0, len(tokens), BATCH_TOKENS)
+        loads: dict[str, Load] = {}
+        for name in servers:
+            p = ports[name]
+            loads[name] = Load(
+                Generator(p, Meter(procs[name].pid)),
+                [request("/v1/verify", p, key, msgspec.json.encode({"token": t})) for t in tokens],
+                [request("/bench/noop", p, key, msgspec.json.encode({"token": t})) for t in tokens],
+                [
+                    request("/v1/verify/batch", p, key, msgspec.json.encode({"tokens": chunk}))
+                    for chunk in (
+                        tokens[at : at + BATCH_TOKENS] for at in range(0, len(tokens), BATCH_TOKENS)
+                    )
+                ],
             )
-        ]
-
-        others: list[float] = []
-        figures = asyncio.run(_measure(gen, plan, verify, noop_requests, batch, others))
-        figures.update(_batch_rounds(gen, plan, batch, bare, others))
-        figures.update(others_median=statistics.median(others), others_max=max(others))
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited during the run:\n{tail(log)}")
-        _report(figures)
+        results: dict[str, dict[str, float]] = {}
+        for name in servers:
+            print(f"=== {name}")
+            others: list[float] = []
+            load = loads[name]
+            figures = asyncio.run(
+                _measure(load.gen, plan, load.verify, load.noop, load.batch, others)
+            )
+            figures.update(_batch_rounds(load.gen, plan, load.batch, bare, others))
+            figures.update(others_median=statistics.median(others), others_max=max(others))
+            results[name] = figures
+        crowd = asyncio.run(_crowd(loads, plan))
+        for name in servers:
+            if procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited during the run:\n{tail(logs[name])}")
+        for name in servers:
+            print(f"=== {name}")
+            _report(results[name])
+        _compare(results, crowd)
     finally:
         stop(bare)
-        stop(server)
+        for proc in procs.values():
+            stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Load:
+    """One server's generator and request bytes (the Host header names its port)."""
+
+    gen: Generator
+    verify: list[bytes]
+    noop: list[bytes]
+    batch: list[bytes]
+
+
+async def _crowd(loads: dict[str, Load], plan: Plan) -> dict[str, dict[str, float]]:
+    """Closed loop at CROWD connections, each with a request in flight: the servers and the
+    endpoints interleaved, ROUNDS rounds; median req/s, p50 and p99 per server and endpoint."""
+    print(
+        f"crowd: closed loop, {CROWD} connections, {plan.closed:.1f} s a round, servers and "
+        f"endpoints interleaved, {ROUNDS} rounds (median):"
+    )
+    seen: dict[tuple[str, str], list[Tally]] = {}
+    for r in range(ROUNDS):
+        for name, load in loads.items():
+            for endpoint, requests in (("noop", load.noop), ("verify", load.verify)):
+                t = await load.gen.closed(requests, CROWD, plan.closed)
+                check(
+                    t, f"{name} {endpoint} crowd round {r + 1}", t.ok if endpoint == "verify" else 0
+                )
+                seen.setdefault((name, endpoint), []).append(t)
+                print(
+                    f"  round {r + 1} {name:<8} {endpoint:<6} {t.rate():8.0f} req/s  p50 "
+                    f"{t.pct(0.5) * 1e3:7.2f} ms p99 {t.pct(0.99) * 1e3:7.2f} ms  {t.loads()}"
+                )
+    out: dict[str, dict[str, float]] = {}
+    for (name, endpoint), tallies in seen.items():
+        figures = out.setdefault(name, {})
+        figures[f"{endpoint}_rps"] = statistics.median(t.rate() for t in tallies)
+        figures[f"{endpoint}_p50"] = statistics.median(t.pct(0.5) for t in tallies)
+        figures[f"{endpoint}_p99"] = statistics.median(t.pct(0.99) for t in tallies)
+    return out
+
+
+def _compare(results: dict[str, dict[str, float]], crowd: dict[str, dict[str, float]]) -> None:
+    """Each figure of each server beside the first's (uvicorn's), as a ratio."""
+    base = next(iter(results))
+    print(f"servers side by side (ratio: the server's figure / {base}'s, same run):")
+    rows = [
+        ("closed loop /v1/verify req/s", results, "verify_rps", 1.0),
+        ("closed loop no-op req/s", results, "noop_rps", 1.0),
+        ("open loop /v1/verify p50 ms", results, "p50", 1e3),
+        ("open loop /v1/verify p99 ms", results, "p99", 1e3),
+        ("/v1/verify/batch tokens/s", results, "batch_tps", 1.0),
+        (f"{CROWD} conns /v1/verify req/s", crowd, "verify_rps", 1.0),
+        (f"{CROWD} conns /v1/verify p50 ms", crowd, "verify_p50", 1e3),
+        (f"{CROWD} conns /v1/verify p99 ms", crowd, "verify_p99", 1e3),
+        (f"{CROWD} conns no-op req/s", crowd, "noop_rps", 1.0),
+        (f"{CROWD} conns no-op p50 ms", crowd, "noop_p50", 1e3),
+        (f"{CROWD} conns no-op p99 ms", crowd, "noop_p99", 1e3),
+    ]
+    print("  " + f"{'':34}" + "".join(f"{name:>22}" for name in results))
+    for label, table, key, scale in rows:
+        cells = []
+        for name in results:
+            value = table[name][key]
+            ratio = value / table[base][key]
+            cells.append(f"{value * scale:10.2f} ({ratio:4.2f}x)")
+        print(f"  {label:34}" + "".join(f"{c:>22}" for c in cells))
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -977,11 +1106,17 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a ~20 s run with shorter phases")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated, the first is the baseline of the ratios (default: %(default)s)",
+    )
     parser.add_argument("--serve-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--server", default="uvicorn", help=argparse.SUPPRESS)
     parser.add_argument("--bare-child", type=Path, metavar="TOKENS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child is not None:
-        return _serve_child(args.serve_child)
+        return _serve_child(args.serve_child, args.server)
     if args.bare_child is not None:
         return _bare_child(args.bare_child)
 
@@ -990,7 +1125,11 @@ def main() -> int:
     plan = PLANS["quick" if args.quick else "default"]
     started = time.monotonic()
     try:
-        run(plan)
+        servers = tuple(name for name in args.servers.split(",") if name)
+        unknown = set(servers) - set(SERVERS)
+        if unknown or not servers:
+            parser.error(f"--servers: choose among {', '.join(SERVERS)}")
+        run(plan, servers)
     except KeyboardInterrupt:
         print("http_verify: interrupted; server stopped, temporary data removed", file=sys.stderr)
         return 130

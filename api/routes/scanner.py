@@ -40,7 +40,7 @@ from api.schemas import (
     VerifyBatchResponse,
     VerifyRequest,
 )
-from checkpoint.model import Decision
+from checkpoint.model import Decision, Outcome
 from checkpoint.offline import STATUS_LIST_MEDIA_TYPE
 from checkpoint.statuslist import StatusList
 from issuer.store.offline import current_artifact
@@ -90,11 +90,18 @@ async def settle(services: Services, actor: str, decisions: list[Decision]) -> l
     """The edge's part of the core's decisions, for every route that scans permits (one
     token, a batch, a bus's manifest): anti-passback, then each one counted and audited."""
     decisions = await check_duplicates(decisions, services.verifier.policy, services.entry_log)
+    # Counted once per (outcome, code) of the request: one inc() per decision took the
+    # counter's lock 500 times a batch. A VALID scan with no warning has no audit row.
+    counts: dict[tuple[Outcome, str], int] = {}
     for decision in decisions:
-        metrics.decision(decision.outcome, decision.code).inc()
-        for warning in decision.warnings:
-            metrics.decision_warning(warning).inc()
-        services.audit_decision(decision, actor)
+        key = (decision.outcome, decision.code)
+        counts[key] = counts.get(key, 0) + 1
+        if decision.warnings or decision.outcome is not Outcome.VALID:
+            for warning in decision.warnings:
+                metrics.decision_warning(warning).inc()
+            services.audit_decision(decision, actor)
+    for (outcome, code), count in counts.items():
+        metrics.decision(outcome, code).inc(count)
     return decisions
 
 

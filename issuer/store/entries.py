@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +27,20 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS entries_until ON entries (until)",
 )
-_CLAIM = (
-    "INSERT INTO entries (key, until) VALUES (?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET until = excluded.until WHERE entries.until <= ?"
-)
 _PURGE = "DELETE FROM entries WHERE until <= ?"
+CLAIM_ROWS = 500
+"""Keys in one upsert statement (2 parameters each: well within SQLite's 32,766)."""
+
+
+@functools.cache
+def _claim_rows(count: int) -> str:
+    """_CLAIM for `count` rows at once, answering the keys it claimed."""
+    values = ", ".join(["(?, ?)"] * count)
+    return (
+        f"INSERT INTO entries (key, until) VALUES {values} "  # noqa: S608 - placeholders only
+        "ON CONFLICT (key) DO UPDATE SET until = excluded.until WHERE entries.until <= ? "
+        "RETURNING key"
+    )
 
 
 class EntryFile:
@@ -50,12 +60,23 @@ class EntryFile:
         """Whether each key is claimed for the first time within its ttl at `now` (seconds
         since the epoch); a key twice in `keys` is first at most once."""
         db = self._db
+        rows = list(zip(keys, ttls, strict=True))
         db.execute("BEGIN IMMEDIATE")
         try:
-            firsts = [
-                db.execute(_CLAIM, (key, now + ttl, now)).rowcount == 1
-                for key, ttl in zip(keys, ttls, strict=True)
-            ]
+            # One multi-row upsert per CLAIM_ROWS keys instead of one statement a key (a
+            # batch of 500 spent about 4 us a key in execute()); RETURNING names the keys it
+            # inserted or took over. A key twice in `keys` is returned once: its later
+            # occurrences meet the row its first one wrote, still within its ttl.
+            claimed: set[str] = set()
+            for at in range(0, len(rows), CLAIM_ROWS):
+                chunk = rows[at : at + CLAIM_ROWS]
+                values = [v for key, ttl in chunk for v in (key, now + ttl)]
+                cursor = db.execute(_claim_rows(len(chunk)), (*values, now))
+                claimed.update(key for (key,) in cursor.fetchall())
+            firsts = []
+            for key, _ in rows:
+                firsts.append(key in claimed)
+                claimed.discard(key)  # first at most once
             self._since_purge += len(keys)
             if self._since_purge >= PURGE_EVERY:
                 db.execute(_PURGE, (now,))
