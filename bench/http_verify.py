@@ -10,9 +10,10 @@ on the same app (`api.app.create_app`), both started before the first phase:
     POST /bench/noop that this benchmark registers on the same app (same guard, API key,
     rate limiter, body parsing and dependency; it returns a constant instead of verifying),
     interleaved, 3 rounds, median kept;
-  * open-loop (fixed-rate) p50/p99 latency of /v1/verify at half its measured maximum,
-    timed from each request's scheduled send time, so queueing is counted; then the no-op
-    on the same schedule, for the tail the machine itself gives at that rate;
+  * open-loop (fixed-rate) p50/p99 latency of /v1/verify at half the no-op's measured
+    maximum (#16: about 80 % of /v1/verify's own), timed from each request's scheduled
+    send time, so queueing is counted; then the no-op on the same schedule, for the tail
+    the machine itself gives at that rate (the budget is judged only where that is under it);
   * tokens per second of /v1/verify/batch (500 tokens a request) beside the bare core rate:
     `Verifier.verify_batch` on the same tokens in a process pinned to the server's core,
     interleaved, 3 rounds, median kept;
@@ -26,7 +27,7 @@ printed beside the server's, to show which side is the bottleneck.
 Permits are Umrah permits (season 2 of the default policy) valid now by the wall clock,
 issued into a temporary data directory that is removed at the end. The per-credential rate
 limit is raised for the run (both endpoints pass the same limiter). Every scan is a first
-entry, as at a real checkpoint: the run cycles through 20,000 distinct permits, and the
+entry, as at a real checkpoint: the run cycles through 50,000 distinct permits, and the
 server's policy is the shipped one with a 1-second anti-passback window, so a permit comes
 round again only after its window has passed (a repeated Umrah scan within the window is a
 VALID with a `duplicate_entry` warning and an audit row: a benchmark of 500 permits on a
@@ -82,7 +83,7 @@ GENERATOR_CORE = 1
 CHECKPOINT = "shumaisi"
 SEASON = 2  # umrah-1448 in the default policy: open on the wall clock of the run
 BATCH_TOKENS = 500
-TOKENS = 20_000
+TOKENS = 50_000
 """Distinct permits the run cycles through (provisioning them takes a few seconds)."""
 ENTRY_WINDOW = 1
 """Seconds of the anti-passback window in the server's policy for the run."""
@@ -90,7 +91,7 @@ ROUNDS = 3
 RATE_LIMIT = 1e9
 """Per-credential requests per second for the run: the default 200/s would cap both
 endpoints at the limiter instead of at the server."""
-VERIFY_RATIO = 0.5
+VERIFY_RATIO = 0.6
 P99_BUDGET = 0.025
 BATCH_RATIO = 0.9
 BACKLOG = 2048
@@ -782,9 +783,10 @@ async def _measure(
         out[f"{name}_gen_cpu"] = statistics.median(t.cpu / t.span for t in tallies[name])
         out[f"{name}_server_cpu"] = statistics.median(t.server_cpu / t.span for t in tallies[name])
 
-    target = out["verify_rps"] / 2
+    target = out["noop_rps"] / 2
     print(
-        f"open loop: /v1/verify at {target:.0f} req/s (half the max) for {plan.open:.1f} s, "
+        f"open loop: /v1/verify at {target:.0f} req/s (half the no-op's max, "
+        f"{target / out['verify_rps']:.0%} of its own) for {plan.open:.1f} s, "
         f"{plan.open_connections} connections, latency from the scheduled send time"
     )
     t = await gen.open(verify, target, plan.open_connections, plan.open)
@@ -915,6 +917,8 @@ def _report(figures: dict[str, float]) -> None:
         f"{f['noop_rps']:.0f} (at least {VERIFY_RATIO}): {met}"
     )
     met = "MET" if f["p99"] < P99_BUDGET else "NOT MET"
+    if f["noop_p99"] >= P99_BUDGET:  # the machine alone misses it: nothing to judge
+        met = f"NOT JUDGED (the no-op's own p99 is {f['noop_p99'] * 1e3:.2f} ms)"
     print(
         f"acceptance: /v1/verify p99 {f['p99'] * 1e3:.2f} ms at {f['open_rate']:.0f} req/s "
         f"(under {P99_BUDGET * 1e3:.0f} ms): {met}"

@@ -13,7 +13,7 @@ What it measures:
     p99 under 1 s, max under 2 s. Every target is first checked VALID on B.
   * While Redis confirms B's mirror, B learns only through Redis: in Redis mode
     `Services.refresh_if_changed` and `_sync_step` (api/runtime/services.py) skip
-    `catch_up`, so the ChangeSignal file that A replaces after a revoke only clears B's
+    `catch_up`, so the ChangeSignal file that A rewrites after a revoke only clears B's
     credential cache and re-reads keys; `_fallback_step` reads the registry only after
     REGISTRY_FALLBACK_AFTER (2 s) without a Redis confirmation.
   * propagation in the registry fallback, measured at the end of the same run: redis-server

@@ -2,39 +2,49 @@
 
 from __future__ import annotations
 
+import mmap
 import os
-import time
 from pathlib import Path
 
-from issuer.keystore import write_atomically
-
 CHANGES_FILE = "changes"
+SIZE = 8
+"""Bytes of the signal: a value that every announcement replaces by a random one."""
 
 
 class ChangeSignal:
-    """A file whose replacement tells every worker process of this data directory that
-    revocations, keys or credentials changed; checking it is one `stat`, no I/O wait.
+    """A file whose first 8 bytes change when revocations, keys or credentials changed,
+    mapped into every worker process of this data directory: checking it is one read of
+    shared memory, where a `stat` of a replaced file cost 1.7 µs on every scan (about 1 %
+    of a verify). The file is written in place, never replaced: a process maps the file
+    it opened, and would not see a new one.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seen = self._stamp()
-
-    def _stamp(self) -> tuple[int, int]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            info = self.path.stat()
-        except FileNotFoundError:
-            return (0, 0)
-        return (info.st_ino, info.st_mtime_ns)
+            if os.fstat(fd).st_size < SIZE:
+                # Written, not truncated to size: a sparse block would be allocated only at
+                # the first store through the map, which a full disk answers with SIGBUS.
+                os.pwrite(fd, os.urandom(SIZE), 0)
+            self._map = mmap.mmap(fd, SIZE)
+        finally:
+            os.close(fd)
+        self._seen = self._map[:SIZE]
 
     def announce(self) -> None:
-        """Tell the other processes (call after the change is committed)."""
-        write_atomically(self.path, f"{os.getpid()} {time.monotonic_ns()}\n".encode())
+        """Tell the other processes (call after the change is committed); OSError if the
+        file cannot be written."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, os.urandom(SIZE), 0)  # one page of the map: coherent across processes
+        finally:
+            os.close(fd)
 
     def changed(self) -> bool:
         """Whether someone announced a change since the last call that returned True."""
-        stamp = self._stamp()
-        if stamp == self._seen:
+        value = self._map[:SIZE]
+        if value == self._seen:
             return False
-        self._seen = stamp
+        self._seen = value
         return True

@@ -361,7 +361,7 @@ class Services:
         self.announce_pending()
 
     def announce_pending(self) -> None:
-        """Replace the change file if a committed change is not announced yet; a failure
+        """Rewrite the change file if a committed change is not announced yet; a failure
         (a full disk) is logged and left to the revocation-sync loop to retry."""
         if not self._announce_pending:
             return

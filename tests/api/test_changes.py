@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from api.runtime.changes import ChangeSignal
+from tests.conftest import ROOT
 
 
 def test_change_signal_between_two_processes(tmp_path: Path) -> None:
@@ -24,3 +27,34 @@ def test_change_signal_seen_at_start_is_not_news(tmp_path: Path) -> None:
     path = tmp_path / "changes"
     ChangeSignal(path).announce()
     assert not ChangeSignal(path).changed()
+
+
+def test_an_announcement_of_another_process_is_seen(tmp_path: Path) -> None:
+    path = tmp_path / "changes"
+    reader = ChangeSignal(path)
+    script = (
+        "import sys; from api.runtime.changes import ChangeSignal as C; C(sys.argv[1]).announce()"
+    )
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, cwd=ROOT)
+    assert reader.changed()
+    assert not reader.changed()
+
+
+def test_the_file_is_private_allocated_and_written_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "changes"
+    signal = ChangeSignal(path)
+    before = path.stat()
+    signal.announce()
+    after = path.stat()
+    assert before.st_mode & 0o777 == 0o600
+    assert before.st_blocks > 0  # no hole that a store through the map would have to fill
+    assert after.st_ino == before.st_ino  # mapped by every worker: never replaced
+
+
+def test_a_signal_file_of_the_earlier_text_format_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "changes"
+    path.write_bytes(b"4242 123456789012\n")  # a replaced file, as releases before wrote
+    writer, reader = ChangeSignal(path), ChangeSignal(path)
+    assert not reader.changed()
+    writer.announce()
+    assert reader.changed()

@@ -68,11 +68,11 @@ def log(tmp_path: Path) -> Iterator[FileEntryLog]:
     entry_log.close()
 
 
-class SlowLog:
-    """An entry log that ignores its budget and never answers in time."""
+class SlowLog(BatchedEntryLog):
+    """An entry log whose store never answers in time: the log's budget gives up on it."""
 
-    async def claim(self, keys: Sequence[str], ttl: int, budget: float) -> list[bool]:
-        await asyncio.sleep(10)  # never reached: the check's backstop gives up first
+    async def _claim_many(self, keys: list[str], ttls: list[int]) -> list[bool]:
+        await asyncio.sleep(10)  # never reached within the test's 2 s
         return [True] * len(keys)
 
 
@@ -177,6 +177,53 @@ async def test_100_concurrent_scans_admit_exactly_one_without_redis(log: FileEnt
     decisions = await asyncio.gather(
         *(check_duplicate(_decision(policy), policy, log) for _ in range(100))
     )
+    assert sum(d.valid for d in decisions) == 1
+    assert {d.code for d in decisions if not d.valid} == {"duplicate_entry"}
+
+
+async def test_the_claims_of_one_turn_are_one_transaction_of_the_entry_file(
+    tmp_path: Path,
+) -> None:
+    writes: list[list[str]] = []
+
+    class Recording(EntryFile):
+        def claim(self, keys: Sequence[str], ttls: Sequence[int], now: float) -> list[bool]:
+            writes.append(list(keys))
+            return super().claim(keys, ttls, now)
+
+    log = FileEntryLog(Recording(tmp_path / "entries.sqlite3"), lambda: NOW)
+    try:
+        answers = await asyncio.gather(*(log.claim([f"z:{i % 5}"], 60, 0.02) for i in range(20)))
+        later = await log.claim(["z:0", "z:new"], 60, 0.02)
+    finally:
+        log.close()
+    assert len(writes) == 2  # 20 scans of one turn in one transaction, then the next turn's
+    assert [first for (first,) in answers] == [True] * 5 + [False] * 15
+    assert later == [False, True]
+
+
+async def test_a_scan_whose_client_left_still_lands_and_the_others_are_answered(
+    log: FileEntryLog,
+) -> None:
+    gone = asyncio.ensure_future(log.claim(["z:gone"], 60, 0.02))
+    stays = asyncio.ensure_future(log.claim(["z:stays"], 60, 0.02))
+    await asyncio.sleep(0)  # both queued for the same write
+    gone.cancel()
+    assert await asyncio.wait_for(stays, timeout=2) == [True]  # not left waiting
+    assert gone.cancelled()
+    assert await log.claim(["z:gone"], 60, 0.02) == [False]  # its entry was written
+
+
+async def test_two_workers_on_one_entry_file_admit_once(tmp_path: Path) -> None:
+    policy = _policy(DuplicateMode.STRICT)
+    logs = [FileEntryLog(EntryFile(tmp_path / "entries.sqlite3"), lambda: NOW) for _ in "ab"]
+    try:
+        decisions = await asyncio.gather(
+            *(check_duplicate(_decision(policy), policy, logs[i % 2]) for i in range(40))
+        )
+    finally:
+        for entry_log in logs:
+            entry_log.close()
     assert sum(d.valid for d in decisions) == 1
     assert {d.code for d in decisions if not d.valid} == {"duplicate_entry"}
 
