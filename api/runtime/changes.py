@@ -21,6 +21,7 @@ class ChangeSignal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a node's first start
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size < SIZE:

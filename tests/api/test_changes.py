@@ -32,9 +32,8 @@ def test_change_signal_seen_at_start_is_not_news(tmp_path: Path) -> None:
 def test_an_announcement_of_another_process_is_seen(tmp_path: Path) -> None:
     path = tmp_path / "changes"
     reader = ChangeSignal(path)
-    script = (
-        "import sys; from api.runtime.changes import ChangeSignal as C; C(sys.argv[1]).announce()"
-    )
+    script = "import sys, pathlib; from api.runtime.changes import ChangeSignal as C; "
+    script += "C(pathlib.Path(sys.argv[1])).announce()"
     subprocess.run([sys.executable, "-c", script, str(path)], check=True, cwd=ROOT)
     assert reader.changed()
     assert not reader.changed()
@@ -56,5 +55,13 @@ def test_a_signal_file_of_the_earlier_text_format_is_taken_over(tmp_path: Path) 
     path.write_bytes(b"4242 123456789012\n")  # a replaced file, as releases before wrote
     writer, reader = ChangeSignal(path), ChangeSignal(path)
     assert not reader.changed()
+    writer.announce()
+    assert reader.changed()
+
+
+def test_a_data_directory_not_made_yet_is_made_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "node" / "changes"  # a verify node on PostgreSQL, started the first time
+    writer, reader = ChangeSignal(path), ChangeSignal(path)
+    assert path.parent.stat().st_mode & 0o777 == 0o700
     writer.announce()
     assert reader.changed()
