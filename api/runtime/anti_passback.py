@@ -38,6 +38,29 @@ class _Claim(NamedTuple):
     answer: asyncio.Future[list[bool]]
 
 
+def _flatten(batch: Sequence[_Claim]) -> tuple[list[str], list[int]]:
+    """The keys of every claim of a batch, in order, and the time to live of each."""
+    return (
+        [key for claim in batch for key in claim.keys],
+        [claim.ttl for claim in batch for _ in claim.keys],
+    )
+
+
+def _answer(batch: Sequence[_Claim], firsts: list[bool]) -> None:
+    """Hand each claim its slice of the store's answers (in `_flatten`'s order)."""
+    start = 0
+    for claim in batch:
+        if not claim.answer.done():  # answered past its budget, or its client went away
+            claim.answer.set_result(firsts[start : start + len(claim.keys)])
+        start += len(claim.keys)
+
+
+def _fail(batch: Sequence[_Claim], error: DuplicateCheckUnavailable) -> None:
+    for claim in batch:
+        if not claim.answer.done():
+            claim.answer.set_exception(error)
+
+
 class BatchedEntryLog:
     """One call to the store at a time, carrying every claim made while the previous call
     was out (a group commit), each claim's budget charged from the moment its call leaves.
@@ -87,23 +110,15 @@ class BatchedEntryLog:
     async def _send(self, batch: list[_Claim]) -> None:
         loop = asyncio.get_running_loop()
         timer = loop.call_later(min(c.budget for c in batch), self._expire, batch, 0)
-        keys = [key for claim in batch for key in claim.keys]
-        ttls = [claim.ttl for claim in batch for _ in claim.keys]
         try:
-            answers = await self._claim_many(keys, ttls)
+            answers = await self._claim_many(*_flatten(batch))
         except DuplicateCheckUnavailable as err:
-            for claim in batch:
-                if not claim.answer.done():
-                    claim.answer.set_exception(err)
+            _fail(batch, err)
             return
         finally:
             timer.cancel()
             self._late = False
-        start = 0
-        for claim in batch:
-            if not claim.answer.done():  # a claim past its budget has been answered
-                claim.answer.set_result(answers[start : start + len(claim.keys)])
-            start += len(claim.keys)
+        _answer(batch, answers)
 
     def _expire(self, batch: list[_Claim], turns: int) -> None:
         if all(claim.answer.done() for claim in batch):
@@ -113,11 +128,8 @@ class BatchedEntryLog:
             return
         self._late = True
         waiting, self._queue = self._queue, []
-        for claim in (*batch, *waiting):
-            if not claim.answer.done():
-                claim.answer.set_exception(
-                    DuplicateCheckUnavailable("the entry log did not answer within the budget")
-                )
+        late = DuplicateCheckUnavailable("the entry log did not answer within the budget")
+        _fail([*batch, *waiting], late)
 
 
 _CLAIM = """
@@ -170,34 +182,26 @@ class FileEntryLog:
     def __init__(self, entries: EntryFile, clock: Clock) -> None:
         self.entries = entries
         self.clock = clock
-        self._queue: list[tuple[Sequence[str], int, asyncio.Future[list[bool]]]] = []
+        self._queue: list[_Claim] = []
 
     async def claim(self, keys: Sequence[str], ttl: int, budget: float) -> list[bool]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[bool]] = loop.create_future()
         if not self._queue:
             loop.call_soon(self._write)
-        self._queue.append((keys, ttl, answer))
+        self._queue.append(_Claim(keys, ttl, budget, answer))
         return await answer
 
     def _write(self) -> None:
         batch, self._queue = self._queue, []
-        keys = [key for claim_keys, _, _ in batch for key in claim_keys]
-        ttls = [ttl for claim_keys, ttl, _ in batch for _ in claim_keys]
         try:
-            firsts = self.entries.claim(keys, ttls, self.clock())
+            firsts = self.entries.claim(*_flatten(batch), self.clock())
         except sqlite3.Error as err:
             failure = DuplicateCheckUnavailable(f"entry file: {err}")
             failure.__cause__ = err
-            for _, _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(failure)
+            _fail(batch, failure)
             return
-        start = 0
-        for claim_keys, _, answer in batch:
-            if not answer.done():  # a scan whose client went away meanwhile
-                answer.set_result(firsts[start : start + len(claim_keys)])
-            start += len(claim_keys)
+        _answer(batch, firsts)
 
     def close(self) -> None:
         self.entries.close()
