@@ -13,6 +13,11 @@ Then, without Redis: claims per second of the node's entry file (`issuer/store/e
 one claim of one key per transaction, as a lone scan makes) holding 1,000 live entries and
 holding 200,000, in alternating rounds (the old in-process log rebuilt itself on every
 VALID scan past 100,000 entries: median verify 1 ms -> 10-17 ms). Goal: >= 0.8x.
+Last, the entry file's stalls: 20,000 claims of one key at 1,000 a second of policy time,
+as shipped and beside the same claims with the checkpoint's syncs off (`synchronous=OFF`,
+the baseline that isolates them): SQLite copies the write-ahead log into the file every
+1,000 pages, in the commit of the claim that crosses it, on the event loop's thread, and
+its fsyncs are what a scan waits for then. No goal: this is what is left for #16.
 Run: `.venv/bin/python bench/anti_passback.py [--quick]` (about 30 s, --quick about 15 s).
 """
 
@@ -211,12 +216,47 @@ def entry_file_scaling(rounds: int, claims: int) -> bool:
     return large / small >= 0.8
 
 
+STALL = 0.005
+"""Seconds of one claim counted as a stall of the event loop."""
+
+
+def entry_file_stalls(claims: int) -> None:
+    """The longest claims of an entry file as shipped, beside the checkpoint's syncs off."""
+    root = Path(tempfile.mkdtemp(prefix="entry_stalls-"))
+    try:
+        figures: dict[str, list[float]] = {}
+        for label, pragma in (("as shipped", None), ("syncs off", "PRAGMA synchronous=OFF")):
+            entries = EntryFile(root / f"{len(figures)}.sqlite3")
+            if pragma is not None:
+                entries._db.execute(pragma)  # the baseline only: a private connection
+            took: list[float] = []
+            for i in range(claims):
+                started = time.perf_counter()
+                entries.claim([f"z:{i}"], [1], i / 1_000)
+                took.append(time.perf_counter() - started)
+            entries.close()
+            took.sort()
+            stalls = [t for t in took if t > STALL]
+            figures[label] = took
+            print(
+                f"entry file stalls, {label}: p50 {took[len(took) // 2] * 1e3:.3f} ms, p99.9 "
+                f"{took[int(len(took) * 0.999)] * 1e3:.2f} ms, max {took[-1] * 1e3:.2f} ms; "
+                f"{len(stalls)} of {claims} claims over {STALL * 1e3:.0f} ms, "
+                f"{sum(stalls) / sum(took):.0%} of the claims' time"
+            )
+        worst, base = (figures[label][-1] for label in ("as shipped", "syncs off"))
+        print(f"entry file stalls: the longest claim {worst / base:.1f}x the baseline's")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer permits (about 15 s)")
     args = parser.parse_args()
     run(3_000, 300) if args.quick else run(12_000, 1_000)
     entry_file_scaling(3, 2_000) if args.quick else entry_file_scaling(5, 5_000)
+    entry_file_stalls(5_000 if args.quick else 20_000)
     return 0
 
 
