@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
@@ -177,34 +178,58 @@ class FileEntryLog:
     Redis log's task and budget timer per turn about 7 µs of a 150 µs scan (32 scans at
     once through the app), for a timer that cannot fire during a synchronous write. The
     wait for another worker's commit is bounded by the file's busy timeout (BUSY_TIMEOUT).
+    The turn whose claims restart the file's log (`EntryFile.restart_due`: a sync of
+    milliseconds) hands them to the file's thread, and later turns' claims wait for it.
     """
 
     def __init__(self, entries: EntryFile, clock: Clock) -> None:
         self.entries = entries
         self.clock = clock
         self._queue: list[_Claim] = []
+        self._handed = False
+        """Whether the file's thread has a batch (the next waits for its answer)."""
 
     async def claim(self, keys: Sequence[str], ttl: int, budget: float) -> list[bool]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[bool]] = loop.create_future()
-        if not self._queue:
+        if not self._queue and not self._handed:
             loop.call_soon(self._write)
         self._queue.append(_Claim(keys, ttl, budget, answer))
         return await answer
 
     def _write(self) -> None:
         batch, self._queue = self._queue, []
+        keys, ttls = _flatten(batch)
+        if self.entries.restart_due:
+            self._handed = True
+            handed = asyncio.wrap_future(self.entries.claim_on_thread(keys, ttls, self.clock()))
+            handed.add_done_callback(functools.partial(self._handed_back, batch))
+            return
         try:
-            firsts = self.entries.claim(*_flatten(batch), self.clock())
+            firsts = self.entries.claim(keys, ttls, self.clock())
         except sqlite3.Error as err:
-            failure = DuplicateCheckUnavailable(f"entry file: {err}")
-            failure.__cause__ = err
-            _fail(batch, failure)
+            _fail(batch, _unavailable(err))
             return
         _answer(batch, firsts)
 
+    def _handed_back(self, batch: list[_Claim], handed: asyncio.Future[list[bool]]) -> None:
+        self._handed = False
+        try:
+            _answer(batch, handed.result())
+        except sqlite3.Error as err:
+            _fail(batch, _unavailable(err))
+        finally:
+            if self._queue:
+                self._write()
+
     def close(self) -> None:
         self.entries.close()
+
+
+def _unavailable(err: sqlite3.Error) -> DuplicateCheckUnavailable:
+    failure = DuplicateCheckUnavailable(f"entry file: {err}")
+    failure.__cause__ = err
+    return failure
 
 
 def _refuse(decision: Decision, reason: type[RejectReason]) -> Decision:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +29,7 @@ from checkpoint.policy_file import default_policy
 from checkpoint.signing import InProcessKey, Keyring, key_entry, sign_permit
 from checkpoint.statuslist import StatusMirror
 from checkpoint.verify import Verifier
-from issuer.store.entries import EntryFile
+from issuer.store.entries import COPY_EVERY, EntryFile
 from tests.api.conftest import Api
 from tests.redis_server import RedisServer
 
@@ -200,6 +202,102 @@ async def test_the_claims_of_one_turn_are_one_transaction_of_the_entry_file(
     assert len(writes) == 2  # 20 scans of one turn in one transaction, then the next turn's
     assert [first for (first,) in answers] == [True] * 5 + [False] * 15
     assert later == [False, True]
+
+
+class HeldRestart(EntryFile):
+    """An entry file whose log restart is due when the test says, and whose thread holds
+    each claim until the test lets it go (or fails it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.due = False
+        self.release = threading.Event()
+        self.failure: sqlite3.Error | None = None
+        self.written: list[tuple[bool, list[str]]] = []
+        """(on the loop's thread, keys) of every claim, in order."""
+
+    @property
+    def restart_due(self) -> bool:
+        return self.due
+
+    def claim(self, keys: Sequence[str], ttls: Sequence[int], now: float) -> list[bool]:
+        on_loop = threading.current_thread() is threading.main_thread()
+        if not on_loop:
+            assert self.release.wait(timeout=30)
+            if self.failure is not None:
+                raise self.failure
+        self.written.append((on_loop, list(keys)))
+        return super().claim(keys, ttls, now)
+
+
+async def _turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)  # a turn of the loop, not time
+
+
+async def test_the_claims_that_restart_the_entry_files_log_are_written_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    entries = HeldRestart(tmp_path / "entries.sqlite3")
+    log = FileEntryLog(entries, lambda: NOW)
+    try:
+        entries.due = True
+        handed = asyncio.ensure_future(log.claim(["z:1"], 60, 0.02))
+        await _turns(3)
+        entries.due = False
+        later = [asyncio.ensure_future(log.claim(keys, 60, 0.02)) for keys in (["z:1"], ["z:2"])]
+        await _turns(10)  # the loop turns while the thread holds the restart's claim ...
+        assert not any(claim.done() for claim in [handed, *later])  # ... and later ones wait
+        entries.release.set()
+        assert await asyncio.wait_for(handed, timeout=30) == [True]
+        assert [await claim for claim in later] == [[False], [True]]
+    finally:
+        log.close()
+    # The restart's claim on the file's thread, the two that waited in one write after it.
+    assert entries.written == [(False, ["z:1"]), (True, ["z:1", "z:2"])]
+
+
+async def test_a_failed_restart_is_unavailable_and_the_claims_after_it_go_on(
+    tmp_path: Path,
+) -> None:
+    policy = _policy(DuplicateMode.STRICT)
+    entries = HeldRestart(tmp_path / "entries.sqlite3")
+    log = FileEntryLog(entries, lambda: NOW)
+    try:
+        entries.due = True
+        entries.failure = sqlite3.OperationalError("disk I/O error")
+        failed = asyncio.ensure_future(check_duplicate(_decision(policy), policy, log))
+        await _turns(3)
+        entries.due = False
+        after = asyncio.ensure_future(check_duplicate(_decision(policy), policy, log))
+        entries.release.set()
+        assert (await failed).code == "duplicate_check_unavailable"
+        assert (await after).valid  # the failed claim wrote nothing: this one is the first
+    finally:
+        log.close()
+    assert [on_loop for on_loop, _ in entries.written] == [True]  # only the one after it
+
+
+async def test_claims_through_the_log_survive_its_copies_and_restarts(tmp_path: Path) -> None:
+    threads: set[str] = set()
+
+    class Recording(EntryFile):
+        def claim(self, keys: Sequence[str], ttls: Sequence[int], now: float) -> list[bool]:
+            threads.add(threading.current_thread().name)
+            return super().claim(keys, ttls, now)
+
+    log = FileEntryLog(Recording(tmp_path / "entries.sqlite3"), lambda: NOW)
+    keys = [f"z:{i}" for i in range(10 * COPY_EVERY)]
+    try:
+        for at in range(0, len(keys), 4):  # 4 scans a turn
+            chunk = keys[at : at + 4]
+            answers = await asyncio.gather(*(log.claim([key], 60, 0.02) for key in chunk))
+            assert answers == [[True]] * len(chunk)
+        again = await log.claim(keys, 60, 0.02)
+    finally:
+        log.close()
+    assert again == [False] * len(keys)  # every claim landed, on either thread
+    assert len(threads) == 2  # at least one restart of the log went to the file's thread
 
 
 async def test_a_scan_whose_client_left_still_lands_and_the_others_are_answered(

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from issuer.store import entries as entries_module
-from issuer.store.entries import PURGE_EVERY, EntryFile
+from issuer.store.entries import COPY_EVERY, PURGE_EVERY, EntryFile
 
 NOW = 1_800_000_000.0
 
@@ -46,7 +46,7 @@ def _claim_all(path: Path, keys: list[str], start: multiprocessing.synchronize.E
 def test_two_worker_processes_admit_each_permit_once(tmp_path: Path) -> None:
     path = tmp_path / "entries.sqlite3"
     EntryFile(path).close()
-    keys = [f"makkah:0.{i}" for i in range(300)]
+    keys = [f"makkah:0.{i}" for i in range(2 * COPY_EVERY + 100)]  # copies and restarts meet
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         start = manager.Event()
@@ -72,3 +72,30 @@ def test_expired_entries_are_purged_through_the_until_index(tmp_path: Path) -> N
             for row in db.execute(f"EXPLAIN QUERY PLAN {entries_module._PURGE}", (NOW,))
         )
     assert "entries_until" in plan  # a range of the index, not a scan of the table
+
+
+def test_the_log_restarts_after_each_copy_instead_of_growing(tmp_path: Path) -> None:
+    path = tmp_path / "entries.sqlite3"
+    wal = tmp_path / "entries.sqlite3-wal"
+    entries = EntryFile(path)
+    keys: list[str] = []
+    sizes = []
+    for round_ in range(8):
+        assert not entries.restart_due
+        for i in range(COPY_EVERY):  # the last of them hands the log to the copy thread
+            keys.append(f"z:{round_}.{i}")
+            assert entries.claim([keys[-1]], [600], NOW) == [True]
+        # The file's thread runs in order: this claim comes after the copy, finds it done,
+        # copies the last pages and restarts the log with its own write.
+        keys.append(f"z:{round_}.last")
+        assert entries.claim_on_thread([keys[-1]], [600], NOW).result(timeout=60) == [True]
+        assert not entries.restart_due
+        sizes.append(wal.stat().st_size)
+    # Restarted, the log is written again from its beginning: the file keeps its first
+    # round's size (without the restart, eight rounds would be eight times as long).
+    assert sizes[-1] <= sizes[0] * 1.25
+    assert entries.claim(keys, [600] * len(keys), NOW + 1) == [False] * len(keys)
+    entries.close()
+    again = EntryFile(path)  # nothing lost in the copies either
+    assert again.live(NOW + 1) == len(keys)
+    again.close()
