@@ -16,12 +16,15 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from issuer.store.registry import create_private_file
+
+log = logging.getLogger("checkpoint")
 
 ENTRIES_FILE = "entries.sqlite3"
 PURGE_EVERY = 1_000
@@ -99,9 +102,13 @@ class EntryFile:
     def claim(self, keys: Sequence[str], ttls: Sequence[int], now: float) -> list[bool]:
         """Whether each key is claimed for the first time within its ttl at `now` (seconds
         since the epoch); a key twice in `keys` is first at most once."""
-        if self.restart_due:
+        if self._copying is not None and self._copying.done():
+            failed = self._copying.exception()
             self._copying = None
-            self._db.execute(_COPY).fetchall()
+            if failed is None:
+                self._db.execute(_COPY).fetchall()
+            else:  # the claim goes on without the restart; the log grows until a copy passes
+                log.warning("entry file: copying its write-ahead log failed", exc_info=failed)
         firsts = self._claim(keys, ttls, now)
         self._since_copy += 1
         if self._since_copy >= COPY_EVERY and self._copying is None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sqlite3
 import stat
 from pathlib import Path
+
+import pytest
 
 from issuer.store import entries as entries_module
 from issuer.store.entries import COPY_EVERY, PURGE_EVERY, EntryFile
@@ -72,6 +75,34 @@ def test_expired_entries_are_purged_through_the_until_index(tmp_path: Path) -> N
             for row in db.execute(f"EXPLAIN QUERY PLAN {entries_module._PURGE}", (NOW,))
         )
     assert "entries_until" in plan  # a range of the index, not a scan of the table
+
+
+def test_a_failed_copy_is_logged_and_the_claims_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "entries.sqlite3"
+    entries = EntryFile(path)
+    working = entries._copier
+    broken = sqlite3.connect(tmp_path / "other.sqlite3", check_same_thread=False)
+    broken.close()  # every statement on it raises sqlite3.ProgrammingError
+    entries._copier = broken
+    keys = [f"z:{i}" for i in range(COPY_EVERY + 1)]
+    with caplog.at_level(logging.WARNING, logger="checkpoint"):
+        for key in keys[:-1]:
+            assert entries.claim([key], [600], NOW) == [True]
+        assert entries.claim_on_thread(keys[-1:], [600], NOW).result(timeout=60) == [True]
+    (record,) = [r for r in caplog.records if "write-ahead log" in r.getMessage()]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], sqlite3.Error)
+    assert not entries.restart_due
+    # The next copy, on a working connection, restarts the log as before.
+    entries._copier = working
+    for i in range(COPY_EVERY):
+        assert entries.claim([f"y:{i}"], [600], NOW) == [True]
+    assert entries.claim_on_thread(["y:last"], [600], NOW).result(timeout=60) == [True]
+    assert len([r for r in caplog.records if "write-ahead log" in r.getMessage()]) == 1
+    assert entries.claim(keys, [600] * len(keys), NOW + 1) == [False] * len(keys)
+    entries.close()
 
 
 def test_the_log_restarts_after_each_copy_instead_of_growing(tmp_path: Path) -> None:
