@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
@@ -21,6 +22,8 @@ from checkpoint.errors import DuplicateCheckUnavailable, DuplicateEntry, RejectR
 from checkpoint.model import Decision, Outcome
 from checkpoint.policy import DuplicateMode, Policy
 from issuer.store.entries import EntryFile
+
+logger = logging.getLogger("checkpoint")
 
 
 class EntryLog(Protocol):
@@ -200,14 +203,15 @@ class FileEntryLog:
     def _write(self) -> None:
         batch, self._queue = self._queue, []
         keys, ttls = _flatten(batch)
-        if self.entries.restart_due:
-            self._handed = True
-            handed = asyncio.wrap_future(self.entries.claim_on_thread(keys, ttls, self.clock()))
-            handed.add_done_callback(functools.partial(self._handed_back, batch))
-            return
         try:
+            if self.entries.restart_due:
+                on_thread = self.entries.claim_on_thread(keys, ttls, self.clock())
+                self._handed = True
+                handed = asyncio.wrap_future(on_thread)
+                handed.add_done_callback(functools.partial(self._handed_back, batch))
+                return
             firsts = self.entries.claim(keys, ttls, self.clock())
-        except sqlite3.Error as err:
+        except Exception as err:
             _fail(batch, _unavailable(err))
             return
         _answer(batch, firsts)
@@ -216,7 +220,7 @@ class FileEntryLog:
         self._handed = False
         try:
             _answer(batch, handed.result())
-        except sqlite3.Error as err:
+        except Exception as err:
             _fail(batch, _unavailable(err))
         finally:
             if self._queue:
@@ -226,7 +230,12 @@ class FileEntryLog:
         self.entries.close()
 
 
-def _unavailable(err: sqlite3.Error) -> DuplicateCheckUnavailable:
+def _unavailable(err: Exception) -> DuplicateCheckUnavailable:
+    """The entry file's failure as the scans hear it. Anything but SQLite's own errors is a
+    bug: logged, and the scans still answered (a strict permit INDETERMINATE), not left
+    waiting for a claim that will never come."""
+    if not isinstance(err, sqlite3.Error):
+        logger.error("entry file: a claim failed", exc_info=err)
     failure = DuplicateCheckUnavailable(f"entry file: {err}")
     failure.__cause__ = err
     return failure

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import sqlite3
 import threading
 import time
@@ -212,7 +213,7 @@ class HeldRestart(EntryFile):
         super().__init__(path)
         self.due = False
         self.release = threading.Event()
-        self.failure: sqlite3.Error | None = None
+        self.failure: Exception | None = None
         self.written: list[tuple[bool, list[str]]] = []
         """(on the loop's thread, keys) of every claim, in order."""
 
@@ -257,25 +258,57 @@ async def test_the_claims_that_restart_the_entry_files_log_are_written_off_the_l
     assert entries.written == [(False, ["z:1"]), (True, ["z:1", "z:2"])]
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [sqlite3.OperationalError("disk I/O error"), RuntimeError("a bug in the claim")],
+    ids=["sqlite", "bug"],
+)
 async def test_a_failed_restart_is_unavailable_and_the_claims_after_it_go_on(
-    tmp_path: Path,
+    tmp_path: Path, failure: Exception
 ) -> None:
     policy = _policy(DuplicateMode.STRICT)
     entries = HeldRestart(tmp_path / "entries.sqlite3")
     log = FileEntryLog(entries, lambda: NOW)
     try:
         entries.due = True
-        entries.failure = sqlite3.OperationalError("disk I/O error")
+        entries.failure = failure
         failed = asyncio.ensure_future(check_duplicate(_decision(policy), policy, log))
         await _turns(3)
         entries.due = False
         after = asyncio.ensure_future(check_duplicate(_decision(policy), policy, log))
         entries.release.set()
-        assert (await failed).code == "duplicate_check_unavailable"
+        assert (await asyncio.wait_for(failed, 30)).code == "duplicate_check_unavailable"
         assert (await after).valid  # the failed claim wrote nothing: this one is the first
     finally:
         log.close()
     assert [on_loop for on_loop, _ in entries.written] == [True]  # only the one after it
+
+
+async def test_a_bug_in_a_claim_on_the_loop_answers_its_scans_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Buggy(EntryFile):
+        broken = True
+
+        def claim(self, keys: Sequence[str], ttls: Sequence[int], now: float) -> list[bool]:
+            if self.broken:
+                raise TypeError("a bug in the claim")
+            return super().claim(keys, ttls, now)
+
+    policy = _policy(DuplicateMode.STRICT)
+    entries = Buggy(tmp_path / "entries.sqlite3")
+    log = FileEntryLog(entries, lambda: NOW)
+    try:
+        with caplog.at_level(logging.ERROR, logger="checkpoint"):
+            answered = await asyncio.wait_for(check_duplicate(_decision(policy), policy, log), 30)
+        assert answered.code == "duplicate_check_unavailable"  # not a scan left waiting
+        (record,) = [r for r in caplog.records if r.getMessage() == "entry file: a claim failed"]
+        assert record.exc_info is not None
+        assert isinstance(record.exc_info[1], TypeError)
+        entries.broken = False
+        assert (await check_duplicate(_decision(policy), policy, log)).valid
+    finally:
+        log.close()
 
 
 async def test_claims_through_the_log_survive_its_copies_and_restarts(tmp_path: Path) -> None:
