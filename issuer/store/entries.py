@@ -89,8 +89,10 @@ class EntryFile:
     @property
     def restart_due(self) -> bool:
         """Whether the thread has copied the log but for its last pages: the next claim
-        copies those, syncs the file (milliseconds) and restarts the log."""
-        return self._copying is not None and self._copying.done()
+        copies those, syncs the file (milliseconds) and restarts the log. Not after a failed
+        copy: the next claim only logs it, with nothing to sync."""
+        copying = self._copying
+        return copying is not None and copying.done() and copying.exception() is None
 
     def claim_on_thread(
         self, keys: Sequence[str], ttls: Sequence[int], now: float

@@ -90,7 +90,11 @@ def test_a_failed_copy_is_logged_and_the_claims_go_on(
     with caplog.at_level(logging.WARNING, logger="checkpoint"):
         for key in keys[:-1]:
             assert entries.claim([key], [600], NOW) == [True]
-        assert entries.claim_on_thread(keys[-1:], [600], NOW).result(timeout=60) == [True]
+        copying = entries._copying
+        assert copying is not None
+        assert isinstance(copying.exception(timeout=60), sqlite3.Error)
+        assert not entries.restart_due  # nothing to hand to the file's thread
+        assert entries.claim(keys[-1:], [600], NOW) == [True]
     (record,) = [r for r in caplog.records if "write-ahead log" in r.getMessage()]
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], sqlite3.Error)
